@@ -1,0 +1,52 @@
+"""Where a bronze file lives: the lake layout shared by the spool and every sink.
+
+    bronze/<source>/<table>/date=YYYY-MM-DD/<device>-<first_pos>-<last_pos>.parquet
+
+Table names are percent-encoded (RFC 3986 unreserved characters stay) so any
+SQLite identifier gives a valid, unambiguous directory name; ``_table`` in the
+file holds the real name. Positions are zero-padded to 20 digits so file names
+sort in position order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+PARQUET = ".parquet"
+MANIFEST = ".manifest.json"
+
+
+def encode_name(name: str) -> str:
+    return quote(name, safe="")
+
+
+@dataclass(frozen=True)
+class FileKey:
+    device: str
+    source: str
+    table: str
+    partition: str
+    first_pos: int
+    last_pos: int
+
+    @property
+    def file_id(self) -> str:
+        """Deterministic: the same changes always give the same id."""
+        return f"{self.device}/{self.source}/{self.table}/{self.first_pos}-{self.last_pos}"
+
+    @property
+    def stem(self) -> str:
+        return f"{self.device}-{self.first_pos:020d}-{self.last_pos:020d}"
+
+    @property
+    def relpath(self) -> str:
+        """Path of the Parquet file under the lake root (forward slashes)."""
+        return (
+            f"bronze/{encode_name(self.source)}/{encode_name(self.table)}/"
+            f"date={self.partition}/{self.stem}{PARQUET}"
+        )
+
+    @property
+    def manifest_relpath(self) -> str:
+        return self.relpath[: -len(PARQUET)] + MANIFEST

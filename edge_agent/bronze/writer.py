@@ -1,0 +1,187 @@
+"""Memory-bounded Parquet writers: one open file per (source, table).
+
+Buffers are counted in Arrow bytes. Pending batches of all open files together
+never exceed ``buffer.max_memory``: before a batch is added, the largest
+buffers are written out as row groups to their temp files on disk. A file is
+sealed (closed, fsynced, hashed) when it reaches ``max_file_bytes``, its age
+reaches ``max_file_age``, or its schema or date partition changes; the caller
+then publishes it through the spool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from edge_agent.bronze.schema import BatchSchema
+from edge_agent.config import BufferConfig
+from edge_agent.fsutil import TMP_SUFFIX, fsync_file, sha256_file
+
+_counter = itertools.count()
+
+
+@dataclass
+class OpenFile:
+    source: str
+    table: str
+    partition: str
+    schema: BatchSchema
+    tmp_path: Path
+    opened_at: float
+    first_pos: int = -1
+    last_pos: int = -1
+    rows: int = 0
+    pending: list[pa.RecordBatch] = field(default_factory=list)
+    pending_bytes: int = 0
+    writer: pq.ParquetWriter | None = None
+
+
+@dataclass(frozen=True)
+class SealedFile:
+    """A complete, fsynced Parquet temp file, ready to be published."""
+
+    source: str
+    table: str
+    partition: str
+    fingerprint: str
+    tmp_path: Path
+    first_pos: int
+    last_pos: int
+    rows: int
+    bytes: int
+    sha256: str
+
+
+class BronzeWriter:
+    def __init__(self, tmp_dir: Path, cfg: BufferConfig) -> None:
+        self.tmp_dir = tmp_dir
+        self.cfg = cfg
+        self.open: dict[tuple[str, str], OpenFile] = {}
+        self.buffered_bytes = 0
+        self.peak_buffered_bytes = 0
+
+    # -- adding -----------------------------------------------------------
+    def add(self, source: str, schema: BatchSchema, partition: str,
+            batch: pa.RecordBatch, now: float) -> list[SealedFile]:
+        """Buffer one batch (positions ascending); returns files sealed on the way."""
+        if batch.num_rows == 0:
+            return []
+        sealed: list[SealedFile] = []
+        key = (source, schema.shape.name)
+        current = self.open.get(key)
+        if current is not None and (
+            current.partition != partition or current.schema.fingerprint != schema.fingerprint
+        ):
+            sealed.append(self.seal(key))
+            current = None
+        if current is None:
+            current = self._new_file(source, schema, partition, now)
+            self.open[key] = current
+        self._make_room(batch.nbytes)
+        self._append(current, batch)
+        if current.pending_bytes >= self.cfg.row_group_bytes:
+            self._write_row_group(current)
+        if self.disk_bytes(current) >= self.cfg.max_file_bytes:
+            sealed.append(self.seal(key))
+        return sealed
+
+    def _new_file(self, source: str, schema: BatchSchema, partition: str,
+                  now: float) -> OpenFile:
+        name = f"{os.getpid()}-{next(_counter)}.parquet{TMP_SUFFIX}"
+        return OpenFile(source, schema.shape.name, partition, schema,
+                        self.tmp_dir / name, opened_at=now)
+
+    def _append(self, f: OpenFile, batch: pa.RecordBatch) -> None:
+        positions = batch.column(1)
+        if f.first_pos < 0:
+            f.first_pos = positions[0].as_py()
+        f.last_pos = positions[-1].as_py()
+        f.rows += batch.num_rows
+        if batch.nbytes > self.cfg.max_memory:
+            # Larger than the whole budget on its own: straight to disk, never buffered.
+            self._write_row_group(f)
+            self._write(f, pa.Table.from_batches([batch]))
+            return
+        f.pending.append(batch)
+        f.pending_bytes += batch.nbytes
+        self.buffered_bytes += batch.nbytes
+        self.peak_buffered_bytes = max(self.peak_buffered_bytes, self.buffered_bytes)
+
+    def _make_room(self, incoming: int) -> None:
+        """Write out the largest buffers until ``incoming`` fits the memory budget."""
+        needed = min(incoming, self.cfg.max_memory)
+        while self.buffered_bytes + needed > self.cfg.max_memory:
+            largest = max(self.open.values(), key=lambda f: f.pending_bytes, default=None)
+            if largest is None or largest.pending_bytes == 0:
+                return
+            self._write_row_group(largest)
+
+    def _write_row_group(self, f: OpenFile) -> None:
+        if not f.pending:
+            return
+        table = pa.Table.from_batches(f.pending)
+        self.buffered_bytes -= f.pending_bytes
+        f.pending = []
+        f.pending_bytes = 0
+        self._write(f, table)
+
+    def _write(self, f: OpenFile, table: pa.Table) -> None:
+        if f.writer is None:
+            f.writer = pq.ParquetWriter(
+                f.tmp_path, f.schema.schema,
+                compression=self.cfg.compression,
+                compression_level=self._level(),
+                write_statistics=True,
+            )
+        f.writer.write_table(table, row_group_size=max(1, table.num_rows))
+
+    def _level(self) -> int | None:
+        return self.cfg.compression_level if self.cfg.compression in ("zstd", "gzip") else None
+
+    # -- sealing ----------------------------------------------------------
+    def disk_bytes(self, f: OpenFile) -> int:
+        try:
+            return f.tmp_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def due(self, now: float) -> list[tuple[str, str]]:
+        """Open files whose age reached max_file_age."""
+        return [k for k, f in self.open.items() if now - f.opened_at >= self.cfg.max_file_age]
+
+    def seal(self, key: tuple[str, str]) -> SealedFile:
+        f = self.open.pop(key)
+        self._write_row_group(f)
+        if f.writer is None:  # pragma: no cover - files are created with their first rows
+            raise RuntimeError("sealing a file with no rows")
+        f.writer.close()
+        fsync_file(f.tmp_path)
+        size, digest = sha256_file(f.tmp_path)
+        return SealedFile(f.source, f.table, f.partition, f.schema.fingerprint, f.tmp_path,
+                          f.first_pos, f.last_pos, f.rows, size, digest)
+
+    def seal_all(self, source: str | None = None) -> list[SealedFile]:
+        keys = [k for k in self.open if source is None or k[0] == source]
+        return [self.seal(k) for k in keys]
+
+    def abort(self, source: str | None = None) -> None:
+        """Drop open files (their changes were never recorded and will be read again)."""
+        for key in [k for k in self.open if source is None or k[0] == source]:
+            f = self.open.pop(key)
+            self.buffered_bytes -= f.pending_bytes
+            if f.writer is not None:
+                with contextlib.suppress(OSError, pa.ArrowException):
+                    f.writer.close()
+            f.tmp_path.unlink(missing_ok=True)
+
+    def open_first_positions(self, source: str) -> list[int]:
+        return [f.first_pos for (s, _), f in self.open.items() if s == source]
+
+    def open_disk_bytes(self) -> int:
+        return sum(self.disk_bytes(f) + f.pending_bytes for f in self.open.values())

@@ -1,0 +1,157 @@
+"""Trigger capture of one SQLite source: open, keep triggers current, read pages.
+
+Turns change-log rows into per-table groups ready for the bronze writer. It
+knows nothing about files or shipping; positions are kept by the runtime.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from edge_agent.bronze.schema import BatchSchema, batch_schema
+from edge_agent.capture.triggers import SEED_OP, Capture, ChangeLog
+from edge_agent.config import SourceConfig
+from edge_agent.errors import SourceError
+from edge_agent.sources.sqlite import connect, table_shape
+
+DAY_MS = 86_400_000
+
+
+@dataclass
+class TableChanges:
+    """Consecutive-position rows of one capture, in position order."""
+
+    capture: Capture
+    schema: BatchSchema
+    rows: list[tuple[object, ...]] = field(default_factory=list)
+
+
+@dataclass
+class Page:
+    groups: list[TableChanges]
+    last_seq: int
+    rows_read: int
+    ignored: int
+
+
+class TriggerCapture:
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.cfg = cfg
+        self.con: sqlite3.Connection | None = None
+        self.log: ChangeLog | None = None
+        self.captures: dict[int, Capture] = {}
+        self.schemas: dict[int, BatchSchema] = {}
+        self.table_errors: dict[str, str] = {}
+        self._schema_version = -1
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    def open(self, seed: int, now_ms: int) -> list[str]:
+        """Connect and install triggers; returns the tables whose triggers changed."""
+        self.con = connect(self.cfg.path, self.cfg.busy_timeout)
+        self.log = ChangeLog(self.con, self.cfg.path)
+        return self.sync_triggers(seed, now_ms)
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+        self.con = None
+        self.log = None
+
+    def _changelog(self) -> ChangeLog:
+        if self.log is None:
+            raise SourceError(f"source {self.name!r} is not open")
+        return self.log
+
+    def sync_triggers(self, seed: int, now_ms: int) -> list[str]:
+        """Install or regenerate triggers for every configured table that exists."""
+        log = self._changelog()
+        valid: list[str] = []
+        self.table_errors = {}
+        for table in self.cfg.tables:
+            try:
+                table_shape(log.con, table)
+                valid.append(table)
+            except SourceError as exc:
+                self.table_errors[table] = str(exc)
+        changed = log.install(valid, seed, now_ms) if valid else []
+        self._schema_version = log.schema_version()
+        self._load_captures()
+        return changed
+
+    def schema_changed(self) -> bool:
+        return self._changelog().schema_version() != self._schema_version
+
+    def _load_captures(self) -> None:
+        self.captures = self._changelog().captures()
+        self.schemas = {
+            tid: self.schemas.get(tid) or batch_schema(cap.shape)
+            for tid, cap in self.captures.items()
+        }
+
+    def read(self, after: int, max_bytes: int, sealed: dict[str, int]) -> Page:
+        """The next page of changes after ``after``, grouped by capture.
+
+        Rows of a table at or below its sealed position are already in a sealed
+        file (a restart re-reads from the source-wide durable position) and are
+        skipped, so nothing is written twice.
+        """
+        rows = self._changelog().read_page(after, self.cfg.page_rows, max_bytes)
+        if not rows:
+            return Page([], after, 0, 0)
+        groups: dict[int, TableChanges] = {}
+        ignored = 0
+        wanted = set(self.cfg.tables)
+        for row in rows:
+            tid = row[1]
+            if not isinstance(tid, int) or row[2] == SEED_OP:
+                continue
+            if tid not in self.captures:
+                self._load_captures()
+            cap = self.captures.get(tid)
+            seq = row[0]
+            if cap is None or cap.table not in wanted or not isinstance(seq, int):
+                ignored += 1
+                continue
+            if seq <= sealed.get(cap.table, -1):
+                continue
+            group = groups.get(tid)
+            if group is None:
+                group = groups[tid] = TableChanges(cap, self.schemas[tid])
+            group.rows.append(row)
+        last = rows[-1][0]
+        return Page(list(groups.values()), int(last) if isinstance(last, int) else after,
+                    len(rows), ignored)
+
+    def prune(self, durable: int) -> int:
+        return self._changelog().prune(durable)
+
+    def pending(self, after: int) -> int:
+        return self._changelog().pending(after)
+
+
+def split_by_day(rows: Sequence[tuple[object, ...]], min_valid_ms: int) -> list[tuple[int, int]]:
+    """Index ranges [start, end) of rows whose change time falls on one UTC day.
+
+    Rows with an implausible change time (clock not synced) form their own runs,
+    so the caller can partition them by capture time instead.
+    """
+    def day(row: tuple[object, ...]) -> int:
+        ts = row[3]
+        return ts // DAY_MS if isinstance(ts, int) and ts >= min_valid_ms else -1
+
+    runs: list[tuple[int, int]] = []
+    start = 0
+    current = day(rows[0]) if rows else 0
+    for i in range(1, len(rows)):
+        d = day(rows[i])
+        if d != current:
+            runs.append((start, i))
+            start, current = i, d
+    if rows:
+        runs.append((start, len(rows)))
+    return runs

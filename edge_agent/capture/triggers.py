@@ -1,0 +1,286 @@
+"""Trigger-based capture for SQLite: install, verify, uninstall, read, prune.
+
+One change log per source database (``_edge_cdc_log``) gives every change of
+every captured table a position from one sequence, so positions are ordered
+across tables. The log's value columns ``c0..cN`` have no declared type, so
+SQLite stores each value exactly as the application wrote it; a second table
+(``_edge_cdc_tables``) maps each capture id (``tid``) to the table and column
+list its triggers were generated for, so old log rows decode correctly after
+a schema change.
+
+Positions never repeat: the log keeps its newest row when pruned
+(``seq < durable``), and a new or emptied log is seeded with a marker row at
+the last durable position.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.errors import SourceError
+from edge_agent.sources.sqlite import Column, TableShape, map_error, quote, table_shape
+
+LOG = "_edge_cdc_log"
+META = "_edge_cdc_tables"
+FORMAT_VERSION = 1
+SEED_OP = "s"
+NOW_MS = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
+
+
+@dataclass(frozen=True)
+class Capture:
+    """The triggers of one table, generated for one column list."""
+
+    tid: int
+    shape: TableShape
+
+    @property
+    def table(self) -> str:
+        return self.shape.name
+
+
+@dataclass(frozen=True)
+class Problem:
+    table: str
+    issue: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"table {self.table!r}: {self.issue}; {self.fix}"
+
+
+def _columns_json(shape: TableShape) -> str:
+    return json.dumps([[c.name, c.decltype, c.pk] for c in shape.columns])
+
+
+def _shape_from_json(table: str, text: str) -> TableShape:
+    return TableShape(table, tuple(Column(n, d, pk) for n, d, pk in json.loads(text)))
+
+
+def trigger_names(tid: int) -> tuple[str, str, str]:
+    return (f"_edge_cdc_{tid}_ins", f"_edge_cdc_{tid}_upd", f"_edge_cdc_{tid}_del")
+
+
+def trigger_sql(cap: Capture) -> list[str]:
+    """CREATE TRIGGER statements for one capture (compared verbatim by verify)."""
+    cols = cap.shape.columns
+    targets = ", ".join(f"c{i}" for i in range(len(cols)))
+    new = ", ".join(f"NEW.{quote(c.name)}" for c in cols)
+    old = ", ".join(f"OLD.{quote(c.name)}" for c in cols)
+    key_moved = " OR ".join(f"OLD.{quote(k)} IS NOT NEW.{quote(k)}" for k in cap.shape.key)
+    head = f"INSERT INTO {LOG} (tid, op, ts_ms, {targets})"
+    table = quote(cap.table)
+    ins, upd, dele = trigger_names(cap.tid)
+    return [
+        f"CREATE TRIGGER {ins} AFTER INSERT ON {table} BEGIN "
+        f"{head} VALUES ({cap.tid}, 'c', {NOW_MS}, {new}); END",
+        # An update that moves the key is a delete of the old key plus the new row.
+        f"CREATE TRIGGER {upd} AFTER UPDATE ON {table} BEGIN "
+        f"{head} SELECT {cap.tid}, 'd', {NOW_MS}, {old} WHERE {key_moved}; "
+        f"{head} VALUES ({cap.tid}, 'u', {NOW_MS}, {new}); END",
+        f"CREATE TRIGGER {dele} AFTER DELETE ON {table} BEGIN "
+        f"{head} VALUES ({cap.tid}, 'd', {NOW_MS}, {old}); END",
+    ]
+
+
+class ChangeLog:
+    """The capture objects inside one application database."""
+
+    def __init__(self, con: sqlite3.Connection, path: Path) -> None:
+        self.con = con
+        self.path = path
+        self._width = 0
+
+    # -- reading ----------------------------------------------------------
+    def captures(self) -> dict[int, Capture]:
+        """Every capture ever installed (old ones decode old log rows)."""
+        if not self._exists(META):
+            return {}
+        rows = self._run(f"SELECT tid, name, columns FROM {META}").fetchall()
+        return {tid: Capture(tid, _shape_from_json(name, cols)) for tid, name, cols in rows}
+
+    def active(self) -> dict[str, Capture]:
+        if not self._exists(META):
+            return {}
+        rows = self._run(f"SELECT tid, name, columns FROM {META} WHERE active = 1").fetchall()
+        return {name: Capture(tid, _shape_from_json(name, cols)) for tid, name, cols in rows}
+
+    def read_page(self, after: int, max_rows: int, max_bytes: int) -> list[tuple[object, ...]]:
+        """Changes with ``seq > after`` in order, at most max_rows / about max_bytes.
+
+        Rows are (seq, tid, op, ts_ms, c0..cN). The statement runs in autocommit
+        and is finished before returning, so no read snapshot stays open.
+        """
+        width = self._log_width()
+        values = ", ".join(f"c{i}" for i in range(width))
+        size = " + ".join(f"coalesce(length(c{i}), 0)" for i in range(width)) or "0"
+        cur = self._run(
+            f"SELECT seq, tid, op, ts_ms, {values}, 32 + {size} FROM {LOG} "
+            f"WHERE seq > ? ORDER BY seq LIMIT ?", (after, max_rows),
+        )
+        rows: list[tuple[object, ...]] = []
+        total = 0
+        try:
+            while total < max_bytes:
+                chunk = cur.fetchmany(256)
+                if not chunk:
+                    break
+                for row in chunk:
+                    total += row[-1]
+                    rows.append(row[:-1])
+        finally:
+            cur.close()
+        return rows
+
+    def pending(self, after: int) -> int:
+        if not self._exists(LOG):
+            return 0
+        row = self._run(f"SELECT count(*) FROM {LOG} WHERE seq > ? AND tid != 0", (after,))
+        return int(row.fetchone()[0])
+
+    def high_water(self) -> int:
+        if not self._exists(LOG):
+            return 0
+        return int(self._run(f"SELECT coalesce(max(seq), 0) FROM {LOG}").fetchone()[0])
+
+    def schema_version(self) -> int:
+        return int(self._run("PRAGMA schema_version").fetchone()[0])
+
+    # -- writing ----------------------------------------------------------
+    def prune(self, durable: int) -> int:
+        """Delete consumed changes below ``durable``; the newest row always stays."""
+        if not self._exists(LOG):
+            return 0
+        return self._run(f"DELETE FROM {LOG} WHERE seq < ?", (durable,)).rowcount
+
+    def install(self, tables: Iterable[str], seed: int, now_ms: int) -> list[str]:
+        """Create or regenerate triggers in one transaction; returns what changed."""
+        changed: list[str] = []
+        with self._transaction():
+            self._ensure_log(seed)
+            active = self.active()
+            for table in tables:
+                shape = table_shape(self.con, table)
+                current = active.get(table)
+                if current and current.shape == shape and self._triggers_match(current):
+                    continue
+                if current is not None:
+                    self._retire(current)
+                self._create(shape, now_ms)
+                changed.append(table)
+        self._width = 0
+        return changed
+
+    def verify(self, tables: Iterable[str]) -> list[Problem]:
+        problems: list[Problem] = []
+        active = self.active()
+        fix = "run `edge-agent triggers install` (the daemon does it on start)"
+        for table in tables:
+            try:
+                shape = table_shape(self.con, table)
+            except SourceError as exc:
+                problems.append(Problem(table, str(exc), "fix sources.tables"))
+                continue
+            current = active.get(table)
+            if current is None:
+                problems.append(Problem(table, "no capture triggers installed", fix))
+            elif current.shape != shape:
+                problems.append(Problem(table, "columns changed since the triggers were made", fix))
+            elif not self._triggers_match(current):
+                problems.append(Problem(table, "capture triggers missing or altered", fix))
+        return problems
+
+    def uninstall(self, tables: Sequence[str] | None, drop_log: bool) -> list[str]:
+        removed: list[str] = []
+        with self._transaction():
+            for table, cap in self.active().items():
+                if tables is None or table in tables:
+                    self._retire(cap)
+                    removed.append(table)
+            if drop_log and not self.active():
+                self._run(f"DROP TABLE IF EXISTS {LOG}")
+                self._run(f"DROP TABLE IF EXISTS {META}")
+        self._width = 0
+        return removed
+
+    # -- internals --------------------------------------------------------
+    def _ensure_log(self, seed: int) -> None:
+        self._run(
+            f"CREATE TABLE IF NOT EXISTS {META} (tid INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+            "columns TEXT NOT NULL, version INTEGER NOT NULL, installed_ms INTEGER NOT NULL, "
+            "active INTEGER NOT NULL)"
+        )
+        self._run(
+            f"CREATE TABLE IF NOT EXISTS {LOG} (seq INTEGER PRIMARY KEY, tid INTEGER NOT NULL, "
+            "op TEXT NOT NULL, ts_ms INTEGER NOT NULL)"
+        )
+        if self.high_water() < seed:
+            self._run(f"INSERT INTO {LOG} (seq, tid, op, ts_ms) VALUES (?, 0, ?, 0)",
+                      (seed, SEED_OP))
+
+    def _create(self, shape: TableShape, now_ms: int) -> None:
+        cur = self._run(
+            f"INSERT INTO {META} (name, columns, version, installed_ms, active) "
+            "VALUES (?, ?, ?, ?, 1)",
+            (shape.name, _columns_json(shape), FORMAT_VERSION, now_ms),
+        )
+        tid = int(cur.lastrowid or 0)
+        self._widen(len(shape.columns))
+        for sql in trigger_sql(Capture(tid, shape)):
+            self._run(sql)
+
+    def _retire(self, cap: Capture) -> None:
+        for name in trigger_names(cap.tid):
+            self._run(f"DROP TRIGGER IF EXISTS {name}")
+        self._run(f"UPDATE {META} SET active = 0 WHERE tid = ?", (cap.tid,))
+
+    def _triggers_match(self, cap: Capture) -> bool:
+        names = trigger_names(cap.tid)
+        rows = self._run(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN (?, ?, ?)",
+            names,
+        ).fetchall()
+        found = dict(rows)
+        return [found.get(n) for n in names] == trigger_sql(cap)
+
+    def _widen(self, width: int) -> None:
+        for i in range(self._log_width(), width):
+            self._run(f"ALTER TABLE {LOG} ADD COLUMN c{i}")
+        self._width = 0
+
+    def _log_width(self) -> int:
+        if not self._width and self._exists(LOG):
+            cols = [r[1] for r in self._run(f"PRAGMA table_info({LOG})")]
+            self._width = sum(1 for c in cols if c.startswith("c") and c[1:].isdigit())
+        return self._width
+
+    def _exists(self, name: str) -> bool:
+        row = self._run("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return row.fetchone() is not None
+
+    def _run(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
+        try:
+            return self.con.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise map_error(exc, self.path) from exc
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+
+class _Transaction:
+    def __init__(self, log: ChangeLog) -> None:
+        self.log = log
+
+    def __enter__(self) -> None:
+        self.log._run("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.log._run("COMMIT")
+        else:
+            self.log.con.rollback()

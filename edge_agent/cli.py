@@ -1,0 +1,161 @@
+"""The edge-agent command line: thin commands over the library, errors handled once.
+
+Exit codes: 0 ok, 1 failure, 2 usage or config error, 3 state directory in use,
+4 flush finished with files still pending (docs/cli.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge_agent import __version__
+from edge_agent.config import Config, load_config
+from edge_agent.errors import EXIT_FAILURE, EXIT_OK, EdgeAgentError, PendingError
+
+DEFAULT_CONFIG = "/etc/edge-agent/config.toml"
+
+EXAMPLES = {
+    "run": "example:\n  edge-agent run --config /etc/edge-agent/config.toml",
+    "flush": "example:\n  edge-agent flush --config /etc/edge-agent/config.toml --timeout 120",
+    "status": "example:\n  edge-agent status --config /etc/edge-agent/config.toml --json",
+    "triggers": "examples:\n  edge-agent triggers install --config config.toml\n"
+                "  edge-agent triggers verify --config config.toml\n"
+                "  edge-agent triggers uninstall --config config.toml --drop-log",
+    "config": "example:\n  edge-agent config check /etc/edge-agent/config.toml",
+    "demo": "example:\n  edge-agent demo --seconds 10 --dir ./demo",
+}
+
+
+def _config_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path,
+                   default=Path(os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG)),
+                   help=f"TOML config file (default: $EDGE_AGENT_CONFIG or {DEFAULT_CONFIG})")
+
+
+def _sub(subs: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+         text: str) -> argparse.ArgumentParser:
+    return subs.add_parser(name, help=text, description=text, epilog=EXAMPLES.get(name),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="Capture SQLite changes into bronze Parquet and ship them to a lake.",
+        epilog="Run `edge-agent COMMAND --help` for a command's options and an example.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    subs = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _config_arg(_sub(subs, "run", "Run the daemon in the foreground (systemd runs this)."))
+
+    p = _sub(subs, "flush", "Seal open buffers, ship everything pending, wait for receipts.")
+    _config_arg(p)
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="seconds to wait for shipping (default 60)")
+
+    p = _sub(subs, "status", "Show positions, backlog, spool and errors per source and table.")
+    _config_arg(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+    p = _sub(subs, "triggers", "Install, verify or uninstall the capture triggers.")
+    p.add_argument("action", choices=("install", "verify", "uninstall"))
+    _config_arg(p)
+    p.add_argument("--drop-log", action="store_true",
+                   help="uninstall: also drop the change log (refused while it holds "
+                        "uncaptured changes, unless --force)")
+    p.add_argument("--force", action="store_true", help="uninstall --drop-log even if changes "
+                   "are still waiting in the log (they are lost)")
+
+    p = _sub(subs, "config", "Validate a config file.")
+    p.add_argument("action", choices=("check",))
+    p.add_argument("file", type=Path, help="the TOML file to check")
+
+    p = _sub(subs, "demo", "Run a demo app and the agent on embedded defaults; show the lake.")
+    p.add_argument("--dir", type=Path, default=Path("demo"),
+                   help="working directory for the demo database, state and lake (default ./demo)")
+    p.add_argument("--seconds", type=float, default=10.0, help="how long the demo app writes")
+    return parser
+
+
+def _load(path: Path) -> Config:
+    return load_config(path, os.environ)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge_agent.runtime.service import run_daemon
+
+    cfg = _load(args.config)
+    return run_daemon(cfg, lambda: _load(args.config), os.environ)
+
+
+def cmd_flush(args: argparse.Namespace) -> int:
+    from edge_agent.runtime.service import flush
+
+    result = flush(_load(args.config), args.timeout)
+    if not result.ok:
+        raise PendingError(
+            f"{result.pending_files} file(s), {result.pending_bytes} bytes still pending"
+            + (": " + "; ".join(result.errors) if result.errors else "")
+            + " — they stay in the spool and ship when the sink is reachable; "
+              "see `edge-agent status`"
+        )
+    print("flushed: every captured change is shipped")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from edge_agent.runtime.service import status
+    from edge_agent.runtime.status import render_text
+
+    report = status(_load(args.config))
+    print(json.dumps(report, indent=2) if args.json else render_text(report))
+    return EXIT_OK
+
+
+def cmd_triggers(args: argparse.Namespace) -> int:
+    from edge_agent.runtime.service import triggers
+
+    lines, ok = triggers(_load(args.config), args.action, args.drop_log, args.force)
+    for line in lines:
+        print(line)
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.file)
+    print(f"ok: {args.file}: device {cfg.device_id}, {len(cfg.sources)} source(s), "
+          f"sink {cfg.sink.kind} -> {cfg.sink.path}")
+    for src in cfg.sources:
+        if not src.path.exists():
+            print(f"warning: sources[{src.name}].path {str(src.path)!r} does not exist yet")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge_agent.demo import run_demo
+
+    return run_demo(args.dir, args.seconds)
+
+
+COMMANDS = {"run": cmd_run, "flush": cmd_flush, "status": cmd_status,
+            "triggers": cmd_triggers, "config": cmd_config, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from edge_agent.log import configure_logging
+
+    configure_logging("auto", "info")
+    try:
+        return COMMANDS[args.command](args)
+    except EdgeAgentError as exc:
+        print(f"edge-agent {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_FAILURE

@@ -1,0 +1,402 @@
+"""The typed configuration tree: defaults in code, one loader, errors that name the field.
+
+Only the CLI calls :func:`load_config` (it reads the file and the environment);
+everything else receives the resulting :class:`Config`.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from edge_agent.errors import ConfigError, ConfigErrors
+from edge_agent.units import parse_duration, parse_size
+
+ENV_PREFIX = "EDGE_AGENT__"
+NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+NAME_FIX = "use 1-64 characters from A-Z a-z 0-9 . _ -"
+COMPRESSIONS = ("zstd", "snappy", "gzip", "none")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    device_id: str = ""
+    state_dir: Path = Path("/var/lib/edge-agent")
+    poll_interval: float = 5.0
+    debounce: float = 0.2
+    shutdown_timeout: float = 20.0
+    log_format: str = "auto"
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class BufferConfig:
+    max_memory: int = 16 * 1024**2
+    max_file_bytes: int = 8 * 1024**2
+    max_file_age: float = 30.0
+    row_group_bytes: int = 1024**2
+    spool_quota: int = 1024**3
+    when_full: str = "block"
+    compression: str = "zstd"
+    compression_level: int = 1
+
+
+@dataclass(frozen=True)
+class ClockConfig:
+    min_valid: date = date(2020, 1, 1)
+
+    @property
+    def min_valid_ms(self) -> int:
+        start = datetime(self.min_valid.year, self.min_valid.month, self.min_valid.day, tzinfo=UTC)
+        return int(start.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    path: Path
+    tables: tuple[str, ...]
+    kind: str = "sqlite"
+    mode: str = "trigger"
+    page_rows: int = 5000
+    busy_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class SinkConfig:
+    kind: str = "dir"
+    path: Path = Path("lake")
+    retry_min: float = 1.0
+    retry_max: float = 300.0
+
+
+@dataclass(frozen=True)
+class Config:
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    buffer: BufferConfig = field(default_factory=BufferConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
+    sources: tuple[SourceConfig, ...] = ()
+    sink: SinkConfig = field(default_factory=SinkConfig)
+
+    @property
+    def device_id(self) -> str:
+        return self.agent.device_id or default_device_id()
+
+
+def default_device_id() -> str:
+    """The host name reduced to the characters allowed in file names."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64]
+    return host or "device"
+
+
+class _Section:
+    """Reads one TOML table, collecting errors instead of stopping at the first."""
+
+    def __init__(self, data: object, prefix: str, errors: list[ConfigError]) -> None:
+        self.prefix = prefix
+        self.errors = errors
+        self.data: dict[str, Any] = {}
+        if isinstance(data, dict):
+            self.data = dict(data)
+        elif data is not None:
+            errors.append(ConfigError(prefix, data, "must be a table ([section])"))
+
+    def get(self, key: str, default: T, convert: Callable[[Any], T], fix: str) -> T:
+        if key not in self.data:
+            return default
+        raw = self.data.pop(key)
+        try:
+            return convert(raw)
+        except (ValueError, TypeError):
+            self.errors.append(ConfigError(f"{self.prefix}.{key}", raw, fix))
+            return default
+
+    def finish(self, known: str) -> None:
+        for key, value in self.data.items():
+            fix = f"unknown key; known keys here: {known}"
+            self.errors.append(ConfigError(f"{self.prefix}.{key}", value, fix))
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def convert(raw: Any) -> str:
+        if raw not in options:
+            raise ValueError(raw)
+        return str(raw)
+
+    return convert
+
+
+def _name(raw: Any) -> str:
+    if not isinstance(raw, str) or not NAME_RE.match(raw):
+        raise ValueError(raw)
+    return raw
+
+
+def _device(raw: Any) -> str:
+    return "" if raw == "" else _name(raw)
+
+
+def _string(raw: Any) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise ValueError(raw)
+    return raw
+
+
+def _path(raw: Any) -> Path:
+    return Path(_string(raw)).expanduser()
+
+
+def _int(low: int, high: int) -> Callable[[Any], int]:
+    def convert(raw: Any) -> int:
+        value = int(raw) if isinstance(raw, str) and raw.strip().isdigit() else raw
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(raw)
+        return value
+
+    return convert
+
+
+def _positive_duration(raw: Any) -> float:
+    value = parse_duration(raw)
+    if value <= 0:
+        raise ValueError(raw)
+    return value
+
+
+def _positive_size(raw: Any) -> int:
+    value = parse_size(raw)
+    if value <= 0:
+        raise ValueError(raw)
+    return value
+
+
+def _tables(raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(raw)
+    if not all(isinstance(t, str) and t for t in raw) or len(set(raw)) != len(raw):
+        raise ValueError(raw)
+    return tuple(raw)
+
+
+def _date(raw: Any) -> date:
+    if isinstance(raw, date):
+        return raw
+    return date.fromisoformat(str(raw))
+
+
+SIZE_FIX = 'use a byte count or a number with a unit, e.g. "16MiB", "512KiB", "1GiB"'
+DURATION_FIX = 'use a number of seconds or a number with a unit, e.g. "200ms", "30s", "5m"'
+
+
+def _agent(data: object, errors: list[ConfigError]) -> AgentConfig:
+    s = _Section(data, "agent", errors)
+    d = AgentConfig()
+    cfg = AgentConfig(
+        device_id=s.get("device_id", d.device_id, _device, NAME_FIX + ' (or "" for the host name)'),
+        state_dir=s.get("state_dir", d.state_dir, _path, "give a directory path"),
+        poll_interval=s.get("poll_interval", d.poll_interval, _positive_duration, DURATION_FIX),
+        debounce=s.get("debounce", d.debounce, parse_duration, DURATION_FIX),
+        shutdown_timeout=s.get(
+            "shutdown_timeout", d.shutdown_timeout, _positive_duration, DURATION_FIX
+        ),
+        log_format=s.get(
+            "log_format", d.log_format, _choice(("auto", "json", "console")),
+            'use "auto", "json" or "console"',
+        ),
+        log_level=s.get(
+            "log_level", d.log_level, _choice(("debug", "info", "warning", "error")),
+            'use "debug", "info", "warning" or "error"',
+        ),
+    )
+    s.finish("device_id, state_dir, poll_interval, debounce, shutdown_timeout, log_format, "
+             "log_level")
+    return cfg
+
+
+def _buffer(data: object, errors: list[ConfigError]) -> BufferConfig:
+    s = _Section(data, "buffer", errors)
+    d = BufferConfig()
+    cfg = BufferConfig(
+        max_memory=s.get("max_memory", d.max_memory, _positive_size, SIZE_FIX),
+        max_file_bytes=s.get("max_file_bytes", d.max_file_bytes, _positive_size, SIZE_FIX),
+        max_file_age=s.get("max_file_age", d.max_file_age, _positive_duration, DURATION_FIX),
+        row_group_bytes=s.get("row_group_bytes", d.row_group_bytes, _positive_size, SIZE_FIX),
+        spool_quota=s.get("spool_quota", d.spool_quota, _positive_size, SIZE_FIX),
+        when_full=s.get(
+            "when_full", d.when_full, _choice(("block", "drop_oldest")),
+            'use "block" (pause capture, default) or "drop_oldest"',
+        ),
+        compression=s.get(
+            "compression", d.compression, _choice(COMPRESSIONS), f"use one of {COMPRESSIONS}"
+        ),
+        compression_level=s.get(
+            "compression_level", d.compression_level, _int(1, 22), "use an integer from 1 to 22"
+        ),
+    )
+    s.finish("max_memory, max_file_bytes, max_file_age, row_group_bytes, spool_quota, "
+             "when_full, compression, compression_level")
+    _check_buffer(cfg, errors)
+    return cfg
+
+
+def _check_buffer(cfg: BufferConfig, errors: list[ConfigError]) -> None:
+    if cfg.max_memory < 64 * 1024:
+        errors.append(ConfigError("buffer.max_memory", cfg.max_memory, "use at least 64KiB"))
+    if cfg.spool_quota < 2 * cfg.max_file_bytes:
+        errors.append(ConfigError(
+            "buffer.spool_quota", cfg.spool_quota,
+            f"must hold at least two files of buffer.max_file_bytes ({cfg.max_file_bytes} "
+            "bytes): raise spool_quota or lower max_file_bytes",
+        ))
+
+
+def _clock(data: object, errors: list[ConfigError]) -> ClockConfig:
+    s = _Section(data, "clock", errors)
+    cfg = ClockConfig(
+        min_valid=s.get("min_valid", ClockConfig().min_valid, _date,
+                        'use an ISO date such as "2020-01-01"'),
+    )
+    s.finish("min_valid")
+    return cfg
+
+
+def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig | None:
+    s = _Section(data, f"sources[{index}]", errors)
+    before = len(errors)
+    for key in ("name", "path", "tables"):
+        if key not in s.data:
+            errors.append(ConfigError(f"{s.prefix}.{key}", None, "required: add it"))
+    name = s.get("name", "", _name, NAME_FIX)
+    kind = s.get("kind", "sqlite", _choice(("sqlite",)),
+                 'use "sqlite" (PostgreSQL is not supported yet)')
+    path = s.get("path", Path(), _path, "give the path of the SQLite database file")
+    mode = s.get("mode", "trigger", _choice(("trigger",)),
+                 'use "trigger" (timestamp mode is not supported yet)')
+    tables: tuple[str, ...] = s.get("tables", (), _tables,
+                   'give a non-empty list of distinct table names, e.g. ["readings"]')
+    page_rows = s.get("page_rows", 5000, _int(1, 1_000_000), "use an integer from 1 to 1000000")
+    busy = s.get("busy_timeout", 5.0, parse_duration, DURATION_FIX)
+    s.finish("name, kind, path, mode, tables, page_rows, busy_timeout")
+    if len(errors) > before:
+        return None
+    return SourceConfig(name=name, path=path, tables=tables, kind=kind, mode=mode,
+                        page_rows=page_rows, busy_timeout=busy)
+
+
+def _sources(data: object, errors: list[ConfigError]) -> tuple[SourceConfig, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        errors.append(ConfigError("sources", data, "use [[sources]] tables"))
+        return ()
+    found = [_source(item, i, errors) for i, item in enumerate(data)]
+    sources = tuple(s for s in found if s is not None)
+    names = [s.name for s in sources]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        errors.append(ConfigError("sources.name", dup, "source names must be unique"))
+    return sources
+
+
+def _sink(data: object, errors: list[ConfigError]) -> SinkConfig:
+    s = _Section(data, "sink", errors)
+    d = SinkConfig()
+    cfg = SinkConfig(
+        kind=s.get("kind", d.kind, _choice(("dir",)),
+                   'use "dir" (the S3 and MQTT sinks are not supported yet)'),
+        path=s.get("path", d.path, _path, "give the lake directory path"),
+        retry_min=s.get("retry_min", d.retry_min, _positive_duration, DURATION_FIX),
+        retry_max=s.get("retry_max", d.retry_max, _positive_duration, DURATION_FIX),
+    )
+    s.finish("kind, path, retry_min, retry_max")
+    if cfg.retry_max < cfg.retry_min:
+        errors.append(ConfigError("sink.retry_max", cfg.retry_max,
+                                  "must not be smaller than sink.retry_min"))
+    return cfg
+
+
+def config_from_dict(data: Mapping[str, Any]) -> Config:
+    """Validate a parsed TOML document; raises ConfigErrors listing every problem."""
+    errors: list[ConfigError] = []
+    known = {"agent", "buffer", "clock", "sources", "sink"}
+    for key in sorted(set(data) - known):
+        errors.append(ConfigError(key, data[key], f"unknown section; known: {sorted(known)}"))
+    cfg = Config(
+        agent=_agent(data.get("agent"), errors),
+        buffer=_buffer(data.get("buffer"), errors),
+        clock=_clock(data.get("clock"), errors),
+        sources=_sources(data.get("sources"), errors),
+        sink=_sink(data.get("sink"), errors),
+    )
+    if errors:
+        raise ConfigErrors(errors)
+    return cfg
+
+
+def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Apply EDGE_AGENT__SECTION__KEY (and EDGE_AGENT__SOURCES__N__KEY) overrides."""
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        _set_path(data, parts, value, name)
+    return data
+
+
+def _set_path(data: dict[str, Any], parts: list[str], value: str, env_name: str) -> None:
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            index = int(part) if part.isdigit() else -1
+            if not 0 <= index < len(node):
+                raise ConfigErrors([ConfigError(env_name, value, "no such source index")])
+            node = node[index]
+        else:
+            default: Any = [] if parts[i] == "sources" else {}
+            node = node.setdefault(part, default)
+    if not isinstance(node, dict):
+        raise ConfigErrors([ConfigError(env_name, value, "point at a key, not a list")])
+    node[parts[-1]] = _env_value(parts[-1], value)
+
+
+def _env_value(key: str, value: str) -> Any:
+    if key == "tables":
+        return [t.strip() for t in value.split(",") if t.strip()]
+    return value
+
+
+def load_config(path: Path, environ: Mapping[str, str]) -> Config:
+    """Read a TOML file, apply environment overrides and validate."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigErrors([ConfigError("--config", str(path), "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigErrors([ConfigError("--config", str(path), f"cannot read it: {exc}")]) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigErrors([ConfigError("--config", str(path), f"not valid TOML: {exc}")]) from exc
+    cfg = config_from_dict(apply_env(data, environ))
+    return _resolve_relative(cfg, path.parent)
+
+
+def _resolve_relative(cfg: Config, base: Path) -> Config:
+    """Relative paths in a config file are relative to that file, not to the cwd."""
+    from dataclasses import replace
+
+    def fix(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p).resolve()
+
+    return replace(
+        cfg,
+        agent=replace(cfg.agent, state_dir=fix(cfg.agent.state_dir)),
+        sources=tuple(replace(s, path=fix(s.path)) for s in cfg.sources),
+        sink=replace(cfg.sink, path=fix(cfg.sink.path)),
+    )

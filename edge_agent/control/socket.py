@@ -1,0 +1,103 @@
+"""Local control over a Unix socket in the state directory (JSON, one line each way).
+
+The server thread only queues requests and waits for the run loop's answer;
+all data-path work stays on the loop's thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge_agent.log import get_logger
+
+log = get_logger("edge_agent.control")
+MAX_REQUEST = 64 * 1024
+
+
+@dataclass
+class Request:
+    command: str
+    args: dict[str, Any]
+    reply: queue.Queue[dict[str, Any]] = field(default_factory=lambda: queue.Queue(maxsize=1))
+
+
+class ControlServer:
+    def __init__(self, path: Path, requests: queue.Queue[Request], wake: Any) -> None:
+        self.path = path
+        self.requests = requests
+        self.wake = wake
+        path.unlink(missing_ok=True)  # a stale socket of a dead agent (we hold the lock)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        os.chmod(path, 0o660)
+        self.sock.listen(8)
+        self.thread = threading.Thread(target=self._serve, name="control", daemon=True)
+        self._closed = False
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                message = _read_line(conn)
+                request = Request(str(message.get("command", "")), dict(message.get("args", {})))
+                timeout = float(request.args.get("timeout", 60)) + 30
+                self.requests.put(request)
+                self.wake()
+                answer = request.reply.get(timeout=timeout)
+            except (ValueError, OSError, queue.Empty) as exc:
+                answer = {"ok": False, "error": f"control request failed: {exc}"}
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(answer).encode() + b"\n")
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _read_line(conn: socket.socket) -> dict[str, Any]:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > MAX_REQUEST:
+            raise ValueError("request too large")
+    message = json.loads(data or b"{}")
+    if not isinstance(message, dict):
+        raise ValueError("request must be a JSON object")
+    return message
+
+
+def send_request(path: Path, command: str, args: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Ask a running daemon; raises ConnectionError when none listens at ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise ConnectionError(str(exc)) from exc
+        sock.sendall(json.dumps({"command": command, "args": args}).encode() + b"\n")
+        answer = _read_line(sock)
+    return answer

@@ -1,0 +1,75 @@
+"""The project's own errors: every user-facing one names the thing, the value and the fix.
+
+Third-party exceptions are mapped into these at the boundary (sources, shippers),
+keeping the original as ``__cause__``; the run loop retries ``TransientError`` and
+reports the rest.
+"""
+
+from __future__ import annotations
+
+# Exit codes used by the CLI, documented in docs/cli.md.
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_LOCKED = 3
+EXIT_PENDING = 4
+
+
+class EdgeAgentError(Exception):
+    """Base class: a failure the agent explains to its user."""
+
+    exit_code = EXIT_FAILURE
+
+
+class ConfigError(EdgeAgentError):
+    """Invalid configuration; the message names the field, the value and the fix."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, field: str, value: object, fix: str) -> None:
+        self.field = field
+        self.value = value
+        self.fix = fix
+        super().__init__(f"config: {field} = {value!r}: {fix}")
+
+
+class ConfigErrors(EdgeAgentError):
+    """Several configuration errors found in one pass."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+class SourceError(EdgeAgentError):
+    """A source database cannot be used as configured (missing file, unknown table...)."""
+
+
+class StateLockedError(EdgeAgentError):
+    """Another agent holds the state directory."""
+
+    exit_code = EXIT_LOCKED
+
+
+class StateError(EdgeAgentError):
+    """The state directory or its database is unusable."""
+
+
+class PendingError(EdgeAgentError):
+    """A flush ended with files still waiting to be shipped."""
+
+    exit_code = EXIT_PENDING
+
+
+class TransientError(EdgeAgentError):
+    """Worth retrying later: sink unreachable, disk full, database busy."""
+
+
+class TerminalError(EdgeAgentError):
+    """Will not succeed by retrying the same thing (bad credentials, missing bucket)."""
+
+
+class CorruptFileError(EdgeAgentError):
+    """A spooled file no longer matches its recorded size or checksum."""

@@ -1,0 +1,249 @@
+"""The agent: composes sources, the bronze writer, the spool and the shipper.
+
+``step(now)`` runs one cycle (capture what is new, seal what is due, ship what
+is ready) and never sleeps, so tests drive it one step at a time. The run loop
+(runtime/loop.py) decides when to call it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_agent.bronze.writer import BronzeWriter
+from edge_agent.capture.sqlite_trigger import TriggerCapture
+from edge_agent.clock import Clock
+from edge_agent.config import Config, SourceConfig
+from edge_agent.errors import EdgeAgentError, SourceError, TransientError
+from edge_agent.log import ErrorReporter, get_logger
+from edge_agent.runtime.pipeline import SourcePipeline
+from edge_agent.runtime.shipping import ShipStage
+from edge_agent.shippers.base import Shipper
+from edge_agent.spool.outbox import Recovery, Spool
+from edge_agent.spool.quota import Quota
+from edge_agent.spool.state import READY, StateDB
+from edge_agent.spool.statedir import StateDir
+
+log = get_logger("edge_agent.agent")
+STEP_BUDGET = 1.0  # seconds of capture per step before sealing and shipping get a turn
+
+
+@dataclass
+class StepSummary:
+    changes: int = 0
+    sealed: int = 0
+    shipped: int = 0
+    pruned: int = 0
+    dropped: int = 0
+    blocked: bool = False
+    caught_up: bool = True
+    errors: list[str] = field(default_factory=list)
+
+    def busy(self) -> bool:
+        return bool(self.changes or self.sealed or self.shipped or self.pruned or self.dropped)
+
+
+@dataclass
+class FlushResult:
+    pending_files: int
+    pending_bytes: int
+    errors: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return self.pending_files == 0 and not self.errors
+
+
+class Agent:
+    def __init__(self, cfg: Config, clock: Clock, shipper: Shipper, statedir: StateDir,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.cfg = cfg
+        self.sleep = sleep
+        self.clock = clock
+        self.statedir = statedir
+        statedir.prepare()
+        self.state = StateDB(statedir.db_path)
+        self.spool = Spool(statedir.spool, self.state)
+        self.recovery: Recovery = self.spool.recover(clock.wall_ms())
+        self.writer = BronzeWriter(self.spool.tmp, cfg.buffer)
+        self.quota = Quota(cfg.buffer, self.state, self.spool, self.writer, clock)
+        self.shipping = ShipStage(shipper, self.spool, self.state, clock,
+                                  cfg.sink.retry_min, cfg.sink.retry_max)
+        self.pipelines: dict[str, SourcePipeline] = {}
+        self.retry_open: dict[str, float] = {}
+        self.reporter = ErrorReporter(log)
+        self.page_bytes = max(64 * 1024, min(cfg.buffer.max_memory // 4, 4 * 1024**2))
+
+    # -- sources ----------------------------------------------------------
+    def _pipeline(self, src: SourceConfig, now: float) -> SourcePipeline | None:
+        pipe = self.pipelines.get(src.name)
+        if pipe is not None or now < self.retry_open.get(src.name, 0.0):
+            return pipe
+        capture = TriggerCapture(src)
+        durable, _ = self.state.source_position(src.name)
+        try:
+            changed = capture.open(durable, self.clock.wall_ms())
+        except EdgeAgentError as exc:
+            capture.close()
+            self._source_failed(src.name, exc, now)
+            return None
+        if changed:
+            log.info("triggers.installed", source=src.name, tables=changed)
+        self._report_tables(capture)
+        pipe = SourcePipeline(capture, self.writer, self.spool, self.state, self.clock,
+                              self.cfg.device_id, self.cfg.clock.min_valid_ms)
+        self.pipelines[src.name] = pipe
+        return pipe
+
+    def _report_tables(self, capture: TriggerCapture) -> None:
+        for table, error in capture.table_errors.items():
+            self.reporter.failed(f"table.{capture.name}.{table}", error)
+        note = "; ".join(capture.table_errors.values()) or None
+        self.state.set_note(f"source.{capture.name}.tables", note, self.clock.wall_ms())
+
+    def _source_failed(self, name: str, exc: Exception, now: float) -> None:
+        self.reporter.failed(f"source.{name}", str(exc))
+        self.state.set_note(f"source.{name}.last_error", str(exc), self.clock.wall_ms())
+        self.retry_open[name] = now + self.cfg.agent.poll_interval
+        pipe = self.pipelines.pop(name, None)
+        if pipe is not None:
+            pipe.rewind()
+            pipe.capture.close()
+
+    def _source_ok(self, name: str) -> None:
+        self.reporter.ok(f"source.{name}")
+        self.state.set_note(f"source.{name}.last_error", None, self.clock.wall_ms())
+
+    # -- one cycle --------------------------------------------------------
+    def step(self, now: float, drain_until: float | None = None) -> StepSummary:
+        """One cycle. With ``drain_until``, capture until caught up or that deadline."""
+        summary = StepSummary()
+        for src in self.cfg.sources:
+            self._capture_source(src, now, summary, drain_until)
+        for pipe in list(self.pipelines.values()):
+            self._guarded(pipe, now, summary, lambda p: self._seal_and_prune(p, now, summary))
+        shipped = self.shipping.step(now)
+        summary.shipped = shipped.shipped
+        if shipped.error:
+            self.reporter.failed("sink", shipped.error)
+            summary.errors.append(shipped.error)
+        elif shipped.shipped:
+            self.reporter.ok("sink")
+        if summary.busy():
+            log.info("cycle", **self.cycle_fields(summary))
+        return summary
+
+    def _seal_and_prune(self, pipe: SourcePipeline, now: float, summary: StepSummary) -> None:
+        summary.sealed += pipe.seal_due(now)
+        summary.pruned += pipe.advance()
+
+    def _capture_source(self, src: SourceConfig, now: float, summary: StepSummary,
+                        drain_until: float | None) -> None:
+        pipe = self._pipeline(src, now)
+        if pipe is None:
+            return
+        until = drain_until if drain_until is not None else now + STEP_BUDGET
+        self._guarded(pipe, now, summary, lambda p: self._capture_pages(p, summary, until))
+
+    def _capture_pages(self, pipe: SourcePipeline, summary: StepSummary, until: float) -> None:
+        if pipe.capture.schema_changed():
+            changed = pipe.capture.sync_triggers(pipe.durable, self.clock.wall_ms())
+            if changed:
+                log.info("triggers.regenerated", source=pipe.name, tables=changed)
+            self._report_tables(pipe.capture)
+        while self.clock.monotonic() < until:
+            room = self.quota.make_room(self.page_bytes)
+            summary.dropped += room.dropped_files
+            if not room.ok:
+                summary.blocked = True
+                summary.caught_up = False
+                return
+            page = pipe.capture_page(self.page_bytes)
+            summary.changes += page.changes
+            summary.sealed += page.sealed
+            if page.caught_up:
+                self._source_ok(pipe.name)
+                return
+        summary.caught_up = False
+
+    def _guarded(self, pipe: SourcePipeline, now: float, summary: StepSummary,
+                 action: Any) -> None:
+        """Run a data-path action; on failure rewind that source and keep going."""
+        try:
+            action(pipe)
+        except SourceError as exc:
+            summary.errors.append(str(exc))
+            self._source_failed(pipe.name, exc, now)
+        except TransientError as exc:
+            summary.errors.append(str(exc))
+            self.reporter.failed(f"source.{pipe.name}", str(exc))
+            pipe.rewind()
+        except OSError as exc:
+            message = f"spool write failed ({exc.strerror or exc}): will retry"
+            summary.errors.append(message)
+            self.reporter.failed("spool", message)
+            self.state.set_note("spool.last_error", message, self.clock.wall_ms())
+            pipe.rewind()
+
+    def cycle_fields(self, s: StepSummary) -> dict[str, Any]:
+        return {
+            "changes": s.changes, "sealed": s.sealed, "shipped": s.shipped, "pruned": s.pruned,
+            "dropped": s.dropped, "blocked": s.blocked,
+            "buffered_bytes": self.writer.buffered_bytes,
+            "pending_files": len(self.state.files(READY)),
+        }
+
+    # -- flush and shutdown -----------------------------------------------
+    def seal_all(self) -> int:
+        count = 0
+        for pipe in list(self.pipelines.values()):
+            try:
+                count += pipe.seal_all()
+                pipe.advance()
+            except (OSError, EdgeAgentError) as exc:
+                self.reporter.failed(f"source.{pipe.name}", str(exc))
+                pipe.rewind()
+        return count
+
+    def flush(self, deadline: float, capture: bool = True) -> FlushResult:
+        """Capture what is committed (unless told not to), seal it and ship it, until the
+        deadline. The final flush on SIGTERM passes capture=False: it only seals and ships."""
+        errors: list[str] = []
+        summary = StepSummary()
+        if capture:
+            summary = self.step(self.clock.monotonic(), drain_until=deadline)
+            errors.extend(summary.errors)
+        self.seal_all()
+        while True:
+            now = self.clock.monotonic()
+            result = self.shipping.step(now, force=True, budget=max(0.1, deadline - now))
+            if not self.state.files(READY) or now >= deadline:
+                break
+            if result.error:
+                pause = min(self.cfg.sink.retry_min, deadline - now)
+                if pause <= 0:
+                    break
+                self.sleep(pause)
+        if result.error:
+            errors.append(result.error)
+        ready = self.state.files(READY)
+        blocked = "spool full: capture paused" if summary.blocked else None
+        return FlushResult(len(ready), sum(r.bytes for r in ready),
+                           errors + ([blocked] if blocked else []))
+
+    def next_deadline(self, now: float) -> float:
+        """When the next step is needed without any wake-up (file age, retry)."""
+        ages = [f.opened_at + self.cfg.buffer.max_file_age for f in self.writer.open.values()]
+        candidates = [now + self.cfg.agent.poll_interval, *ages]
+        if self.state.files(READY):
+            candidates.append(max(now, self.shipping.next_attempt))
+        return min(candidates)
+
+    def close(self) -> None:
+        for pipe in self.pipelines.values():
+            pipe.capture.close()
+        self.writer.abort()
+        self.shipping.shipper.close()
+        self.state.close()

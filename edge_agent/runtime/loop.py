@@ -1,0 +1,152 @@
+"""The daemon: runs Agent.step on wake-ups and deadlines, serves control requests,
+handles signals, talks to systemd, and ends with a bounded final flush."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from typing import Any
+
+from edge_agent.clock import Clock
+from edge_agent.config import Config
+from edge_agent.control.socket import ControlServer, Request
+from edge_agent.errors import EdgeAgentError
+from edge_agent.log import get_logger
+from edge_agent.runtime.agent import Agent, StepSummary
+from edge_agent.runtime.signals import SignalFlags
+from edge_agent.runtime.status import build_status
+from edge_agent.runtime.systemd import Notifier
+from edge_agent.runtime.watch import DatabaseWatcher, Waker
+
+log = get_logger("edge_agent.daemon")
+
+
+class Daemon:
+    def __init__(self, cfg: Config, build_agent: Callable[[Config], Agent],
+                 reload_config: Callable[[], Config], notifier: Notifier, clock: Clock) -> None:
+        self.cfg = cfg
+        self.build_agent = build_agent
+        self.reload_config = reload_config
+        self.notifier = notifier
+        self.clock = clock
+        self.flags = SignalFlags()
+        self.waker = Waker()
+        self.requests: queue.Queue[Request] = queue.Queue()
+        self.agent: Agent | None = None
+        self.watcher: DatabaseWatcher | None = None
+
+    def run(self) -> int:
+        self.flags.install(self.waker.write_fd)
+        agent = self.agent = self.build_agent(self.cfg)
+        self._start_watcher()
+        server = ControlServer(agent.statedir.socket_path, self.requests, self.waker.wake)
+        server.start()
+        log.info("started", device=self.cfg.device_id, sources=[s.name for s in self.cfg.sources],
+                 sink=self.cfg.sink.kind, recovery=vars(agent.recovery))
+        self.notifier.ready("capturing")
+        try:
+            self._loop()
+        finally:
+            server.close()
+            self._shutdown()
+        return 0
+
+    def _loop(self) -> None:
+        while not self.flags.stop:
+            agent = self._current()
+            now = self.clock.monotonic()
+            summary = agent.step(now)
+            self._serve_requests()
+            if self.flags.reload:
+                self._reload()
+            self.notifier.watchdog(self.clock.monotonic())
+            self.notifier.status(self._status_line(summary))
+            if not summary.caught_up and not summary.blocked:
+                continue
+            self._sleep(agent.next_deadline(now) - self.clock.monotonic())
+
+    def _sleep(self, timeout: float) -> None:
+        if self.notifier.watchdog_interval:
+            timeout = min(timeout, self.notifier.watchdog_interval / 2)
+        woke = self.waker.wait(timeout)
+        if woke and not self.flags.stop and self.requests.empty() and self.cfg.agent.debounce:
+            # Let a burst of writes settle into one capture cycle.
+            self.waker.wait(self.cfg.agent.debounce)
+
+    def _current(self) -> Agent:
+        if self.agent is None:
+            raise RuntimeError("daemon has no agent")
+        return self.agent
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                request = self.requests.get_nowait()
+            except queue.Empty:
+                return
+            request.reply.put(self._answer(request))
+
+    def _answer(self, request: Request) -> dict[str, Any]:
+        agent = self._current()
+        if request.command == "flush":
+            timeout = float(request.args.get("timeout", 60))
+            result = agent.flush(self.clock.monotonic() + timeout)
+            return {"ok": result.ok, "pending_files": result.pending_files,
+                    "pending_bytes": result.pending_bytes, "errors": result.errors}
+        if request.command == "status":
+            live = {"buffered_bytes": agent.writer.buffered_bytes,
+                    "open_files": len(agent.writer.open), "spool_blocked": agent.quota.blocked}
+            return {"ok": True, "status": build_status(agent.cfg, agent.state, live)}
+        return {"ok": False, "error": f"unknown command {request.command!r}: use flush or status"}
+
+    def _status_line(self, s: StepSummary) -> str:
+        agent = self._current()
+        state = "blocked: spool full" if s.blocked else "capturing"
+        return (f"{state}; buffered {agent.writer.buffered_bytes} B; "
+                f"last cycle {s.changes} changes, {s.shipped} files shipped")
+
+    def _reload(self) -> None:
+        self.flags.reload = False
+        self.notifier.reloading()
+        try:
+            new_cfg = self.reload_config()
+        except EdgeAgentError as exc:
+            log.error("reload.rejected", error=str(exc), hint="keeping the running config")
+            self.notifier.ready("capturing (reload rejected)")
+            return
+        if new_cfg.agent.state_dir != self.cfg.agent.state_dir:
+            log.error("reload.rejected", error="agent.state_dir cannot change on reload",
+                      hint="restart the service to move the state directory")
+            self.notifier.ready("capturing (reload rejected)")
+            return
+        old = self._current()
+        old.seal_all()
+        old.close()
+        self._stop_watcher()
+        self.cfg = new_cfg
+        self.agent = self.build_agent(new_cfg)
+        self._start_watcher()
+        log.info("reloaded", sources=[s.name for s in new_cfg.sources])
+        self.notifier.ready("capturing")
+
+    def _start_watcher(self) -> None:
+        paths = [s.path for s in self.cfg.sources]
+        self.watcher = DatabaseWatcher(paths, self.waker)
+        self.watcher.start()
+
+    def _stop_watcher(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        self._stop_watcher()
+        agent = self._current()
+        deadline = self.clock.monotonic() + self.cfg.agent.shutdown_timeout
+        try:
+            result = agent.flush(deadline, capture=False)
+            log.info("stopped", pending_files=result.pending_files, errors=result.errors)
+        finally:
+            agent.close()
+            self.waker.close()

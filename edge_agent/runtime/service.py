@@ -1,0 +1,149 @@
+"""One library function per CLI command: build objects from config and run them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from edge_agent.capture.triggers import ChangeLog
+from edge_agent.clock import SystemClock
+from edge_agent.config import Config
+from edge_agent.control.socket import send_request
+from edge_agent.errors import EdgeAgentError, StateLockedError
+from edge_agent.log import configure_logging
+from edge_agent.runtime.agent import Agent, FlushResult
+from edge_agent.runtime.loop import Daemon
+from edge_agent.runtime.status import build_status
+from edge_agent.runtime.systemd import Notifier
+from edge_agent.shippers.factory import build_shipper
+from edge_agent.sources.sqlite import connect
+from edge_agent.spool.state import StateDB
+from edge_agent.spool.statedir import StateDir
+
+
+def open_agent(cfg: Config, statedir: StateDir) -> Agent:
+    return Agent(cfg, SystemClock(), build_shipper(cfg.sink), statedir)
+
+
+def run_daemon(cfg: Config, reload_config: Callable[[], Config],
+               environ: Mapping[str, str]) -> int:
+    configure_logging(cfg.agent.log_format, cfg.agent.log_level)
+    statedir = StateDir(cfg.agent.state_dir)
+    statedir.lock()
+    try:
+        notifier = Notifier(environ.get("NOTIFY_SOCKET"), environ.get("WATCHDOG_USEC"))
+        daemon = Daemon(cfg, lambda c: open_agent(c, statedir), reload_config, notifier,
+                        SystemClock())
+        return daemon.run()
+    finally:
+        statedir.unlock()
+
+
+def flush(cfg: Config, timeout: float) -> FlushResult:
+    """Ask the running daemon to flush, or flush one-shot when none runs."""
+    statedir = StateDir(cfg.agent.state_dir)
+    answer = _ask_daemon(statedir, "flush", {"timeout": timeout}, timeout + 30)
+    if answer is not None:
+        if "pending_files" not in answer:
+            raise EdgeAgentError(f"daemon answered: {answer.get('error')}")
+        return FlushResult(answer["pending_files"], answer["pending_bytes"], answer["errors"])
+    statedir.lock()
+    try:
+        agent = open_agent(cfg, statedir)
+        try:
+            return agent.flush(agent.clock.monotonic() + timeout)
+        finally:
+            agent.close()
+    finally:
+        statedir.unlock()
+
+
+def status(cfg: Config) -> dict[str, Any]:
+    statedir = StateDir(cfg.agent.state_dir)
+    answer = _ask_daemon(statedir, "status", {}, 30)
+    if answer is not None and "status" in answer:
+        report: dict[str, Any] = answer["status"]
+        return report
+    if not statedir.db_path.exists():
+        raise EdgeAgentError(
+            f"no state in {str(cfg.agent.state_dir)!r}: the agent has not run with this "
+            "config yet (start it with `edge-agent run`)"
+        )
+    state = StateDB(statedir.db_path)
+    try:
+        return build_status(cfg, state)
+    finally:
+        state.close()
+
+
+def _ask_daemon(statedir: StateDir, command: str, args: dict[str, Any],
+                timeout: float) -> dict[str, Any] | None:
+    if not statedir.socket_path.exists():
+        return None
+    try:
+        return send_request(statedir.socket_path, command, args, timeout)
+    except ConnectionError:
+        return None  # a stale socket: no daemon listens
+    except TimeoutError as exc:
+        raise StateLockedError(f"the daemon did not answer {command!r} in {timeout:.0f}s") from exc
+
+
+def triggers(cfg: Config, action: str, drop_log: bool, force: bool) -> tuple[list[str], bool]:
+    """Install, verify or uninstall capture triggers on every configured source."""
+    lines: list[str] = []
+    ok = True
+    positions = _durable_positions(cfg)
+    clock = SystemClock()
+    for src in cfg.sources:
+        try:
+            con = connect(src.path, src.busy_timeout)
+        except EdgeAgentError as exc:
+            lines.append(f"{src.name}: error: {exc}")
+            ok = False
+            continue
+        try:
+            log = ChangeLog(con, src.path)
+            done, good = _trigger_action(log, src.tables, action, positions.get(src.name, 0),
+                                         clock.wall_ms(), drop_log, force)
+            lines += [f"{src.name}: {line}" for line in done]
+            ok = ok and good
+        except EdgeAgentError as exc:
+            lines.append(f"{src.name}: error: {exc}")
+            ok = False
+        finally:
+            con.close()
+    return lines, ok
+
+
+def _trigger_action(log: ChangeLog, tables: tuple[str, ...], action: str, durable: int,
+                    now_ms: int, drop_log: bool, force: bool) -> tuple[list[str], bool]:
+    if action == "verify":
+        problems = log.verify(tables)
+        return ([str(p) for p in problems] or [f"ok: {len(tables)} table(s) captured"],
+                not problems)
+    if action == "install":
+        from edge_agent.sources.sqlite import table_shape
+
+        for table in tables:
+            table_shape(log.con, table)  # refuse the whole install on an unknown table
+        changed = log.install(tables, durable, now_ms)
+        return [f"installed: {', '.join(changed) or 'nothing to change'}"], True
+    waiting = log.pending(durable)
+    if drop_log and waiting and not force:
+        return [f"refused: {waiting} change(s) are still waiting in the change log; run "
+                "`edge-agent flush` first, or add --force to drop them"], False
+    removed = log.uninstall(None, drop_log)
+    return [f"uninstalled: {', '.join(removed) or 'nothing installed'}"
+            + (" (change log dropped)" if drop_log else "")], True
+
+
+def _durable_positions(cfg: Config) -> dict[str, int]:
+    """Seeds for new change logs, so positions never repeat after a reinstall."""
+    path = StateDir(cfg.agent.state_dir).db_path
+    if not path.exists():
+        return {}
+    state = StateDB(path)
+    try:
+        return {s.name: state.source_position(s.name)[0] for s in cfg.sources}
+    finally:
+        state.close()

@@ -1,0 +1,79 @@
+"""Shipping stage: ready files to the sink in order, with capped backoff and jitter.
+
+A local file is deleted only after the sink's put() returned (verified); the
+ledger row moves to ``shipped`` first, so a crash in between only leaves a
+local copy that the next start removes.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from edge_agent.clock import Clock
+from edge_agent.errors import CorruptFileError, TerminalError, TransientError
+from edge_agent.shippers.base import Shipper
+from edge_agent.spool.outbox import Spool
+from edge_agent.spool.state import READY, SHIPPED, StateDB
+
+NOTE = "sink.last_error"
+
+
+@dataclass
+class ShipResult:
+    shipped: int = 0
+    quarantined: int = 0
+    error: str | None = None
+
+
+class ShipStage:
+    def __init__(self, shipper: Shipper, spool: Spool, state: StateDB, clock: Clock,
+                 retry_min: float, retry_max: float, rng: random.Random | None = None) -> None:
+        self.shipper = shipper
+        self.spool = spool
+        self.state = state
+        self.clock = clock
+        self.retry_min = retry_min
+        self.retry_max = retry_max
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.failures = 0
+        self.next_attempt = 0.0
+
+    def backoff(self) -> float:
+        """Capped exponential delay with "equal jitter" (half fixed, half random)."""
+        delay = min(self.retry_max, self.retry_min * 2 ** min(self.failures - 1, 30))
+        return float(delay / 2 + self.rng.uniform(0, delay / 2))
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_attempt
+
+    def step(self, now: float, force: bool = False, budget: float = 2.0) -> ShipResult:
+        result = ShipResult()
+        if not force and not self.due(now):
+            return result
+        start = self.clock.monotonic()
+        for rec in self.state.files(READY):
+            if self.clock.monotonic() - start > budget:
+                break
+            try:
+                self.shipper.put(self.spool.path(rec.relpath),
+                                 self.spool.path(rec.manifest_relpath), rec)
+            except CorruptFileError as exc:
+                self.spool.quarantine(rec, str(exc), self.clock.wall_ms())
+                self.state.add_counter("corrupt_files", 1)
+                result.quarantined += 1
+                continue
+            except (TransientError, TerminalError) as exc:
+                self.failures += 1
+                self.next_attempt = now + self.backoff()
+                result.error = str(exc)
+                self.state.set_note(NOTE, result.error, self.clock.wall_ms())
+                return result
+            self.state.set_status(rec.id, SHIPPED, self.clock.wall_ms())
+            self.spool.remove(rec)
+            result.shipped += 1
+        if self.failures or result.shipped:
+            self.state.set_note(NOTE, None, self.clock.wall_ms())
+        self.failures = 0
+        self.next_attempt = 0.0
+        return result

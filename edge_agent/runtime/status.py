@@ -1,0 +1,115 @@
+"""What `edge-agent status` reports, from the state database and the sources."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from edge_agent.capture.triggers import LOG
+from edge_agent.config import Config
+from edge_agent.spool.state import FAILED, READY, StateDB
+
+
+def source_backlog(path: Path, after: int) -> int | str:
+    """Changes waiting in a source's change log, or why it cannot be read."""
+    if not path.exists():
+        return "database missing"
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
+        try:
+            row = con.execute(
+                f"SELECT count(*) FROM {LOG} WHERE seq > ? AND tid != 0", (after,)
+            ).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        return f"unreadable: {exc}"
+    return int(row[0])
+
+
+def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None) -> dict[str, Any]:
+    notes = state.notes()
+    ready = state.files(READY)
+    failed = state.files(FAILED)
+    sources = []
+    for src in cfg.sources:
+        durable, next_ordinal = state.source_position(src.name)
+        positions = state.table_positions(src.name)
+        tables = []
+        for table in src.tables:
+            files = [r for r in ready if r.source == src.name and r.table == table]
+            last = state.last_shipped(src.name, table)
+            tables.append({
+                "table": table,
+                "last_captured_pos": positions.get(table),
+                "spooled_files": len(files),
+                "spooled_bytes": sum(r.bytes for r in files),
+                "last_shipped_file": last.relpath if last else None,
+                "last_shipped_ms": last.shipped_ms if last else None,
+            })
+        sources.append({
+            "source": src.name,
+            "path": str(src.path),
+            "durable_pos": durable,
+            "next_ordinal": next_ordinal,
+            "waiting_in_source_log": source_backlog(src.path, durable),
+            "last_error": _note(notes, f"source.{src.name}.last_error"),
+            "table_errors": _note(notes, f"source.{src.name}.tables"),
+            "tables": tables,
+        })
+    return {
+        "device_id": cfg.device_id,
+        "state_dir": str(cfg.agent.state_dir),
+        "daemon_running": live is not None,
+        "sources": sources,
+        "spool": {
+            "ready_files": len(ready),
+            "ready_bytes": sum(r.bytes for r in ready),
+            "quota_bytes": cfg.buffer.spool_quota,
+            "when_full": cfg.buffer.when_full,
+            "full": _note(notes, "spool.full"),
+            "failed_files": [{"id": r.id, "error": r.error} for r in failed],
+            "last_error": _note(notes, "spool.last_error"),
+        },
+        "sink": {"kind": cfg.sink.kind, "last_error": _note(notes, "sink.last_error")},
+        "counters": state.counters(),
+        "live": live or {},
+    }
+
+
+def _note(notes: dict[str, tuple[str, int]], name: str) -> str | None:
+    entry = notes.get(name)
+    return entry[0] if entry else None
+
+
+def render_text(status: dict[str, Any]) -> str:
+    """A terminal view of build_status()'s result."""
+    lines = [f"device {status['device_id']}  state {status['state_dir']}  "
+             f"daemon {'running' if status['daemon_running'] else 'not running'}"]
+    for src in status["sources"]:
+        lines.append(f"source {src['source']} ({src['path']}): durable position "
+                     f"{src['durable_pos']}, waiting in change log: "
+                     f"{src['waiting_in_source_log']}")
+        for key in ("last_error", "table_errors"):
+            if src[key]:
+                lines.append(f"  ! {src[key]}")
+        for t in src["tables"]:
+            shipped = t["last_shipped_file"] or "-"
+            lines.append(f"  {t['table']}: position {t['last_captured_pos']}, spooled "
+                         f"{t['spooled_files']} files / {t['spooled_bytes']} B, last shipped "
+                         f"{shipped}")
+    spool = status["spool"]
+    lines.append(f"spool: {spool['ready_files']} files / {spool['ready_bytes']} B of "
+                 f"{spool['quota_bytes']} B quota (when full: {spool['when_full']})")
+    for key in ("full", "last_error"):
+        if spool[key]:
+            lines.append(f"  ! {spool[key]}")
+    for f in spool["failed_files"]:
+        lines.append(f"  ! quarantined {f['id']}: {f['error']}")
+    if status["sink"]["last_error"]:
+        lines.append(f"sink {status['sink']['kind']}: ! {status['sink']['last_error']}")
+    counters = status["counters"]
+    if counters:
+        lines.append("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(counters.items())))
+    return "\n".join(lines)

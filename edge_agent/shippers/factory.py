@@ -1,0 +1,14 @@
+"""Turn the [sink] config into a Shipper."""
+
+from __future__ import annotations
+
+from edge_agent.config import SinkConfig
+from edge_agent.errors import ConfigError
+from edge_agent.shippers.base import Shipper
+from edge_agent.shippers.dir import DirShipper
+
+
+def build_shipper(cfg: SinkConfig) -> Shipper:
+    if cfg.kind == "dir":
+        return DirShipper(cfg.path)
+    raise ConfigError("sink.kind", cfg.kind, 'use "dir"')

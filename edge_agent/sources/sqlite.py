@@ -1,0 +1,110 @@
+"""Connecting to an application's SQLite database and reading its table shapes.
+
+Connections run in autocommit mode so that every read is its own short
+transaction: the agent never holds a read snapshot open between statements
+(that would stop the application's WAL checkpoints).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.errors import SourceError, TransientError
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    decltype: str
+    pk: int  # position in the primary key, 1-based; 0 when not part of it
+
+
+@dataclass(frozen=True)
+class TableShape:
+    name: str
+    columns: tuple[Column, ...]
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        pks = sorted((c for c in self.columns if c.pk), key=lambda c: c.pk)
+        return tuple(c.name for c in pks)
+
+
+def quote(identifier: str) -> str:
+    """An SQL identifier quoted for SQLite, safe for any name."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """Open an existing database (never create one) in autocommit mode."""
+    if not path.exists():
+        raise SourceError(
+            f"source database {str(path)!r} does not exist: check sources.path, "
+            "or start the application that creates it"
+        )
+    try:
+        con = sqlite3.connect(
+            f"file:{path}?mode=rw", uri=True, timeout=busy_timeout,
+            isolation_level=None, check_same_thread=False,
+        )
+        con.execute("PRAGMA query_only = 0")
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise map_error(exc, path) from exc
+    return con
+
+
+def map_error(exc: sqlite3.Error, path: Path) -> Exception:
+    """sqlite3's errors mapped into transient (retry) or source (explain) errors."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in text or "busy" in text or "disk I/O" in text or "full" in text
+    ):
+        return TransientError(f"source database {str(path)!r}: {text}; will retry")
+    if "not a database" in text or "malformed" in text:
+        return SourceError(
+            f"source database {str(path)!r} is not a readable SQLite database ({text}): "
+            "check sources.path"
+        )
+    return SourceError(f"source database {str(path)!r}: {text}")
+
+
+def table_shape(con: sqlite3.Connection, table: str) -> TableShape:
+    """Columns and key of a table, refusing what trigger capture cannot handle."""
+    row = con.execute(
+        "SELECT type, sql FROM sqlite_master WHERE name = ? AND type IN ('table', 'view')",
+        (table,),
+    ).fetchone()
+    if row is None:
+        raise SourceError(
+            f"table {table!r} not found: check sources.tables (names are case-sensitive "
+            "as written in CREATE TABLE)"
+        )
+    if row[0] != "table" or (row[1] or "").upper().startswith("CREATE VIRTUAL"):
+        raise SourceError(f"{table!r} is a {row[0]} or virtual table: only tables can be captured")
+    columns = tuple(
+        Column(name=r[1], decltype=r[2] or "", pk=r[5])
+        for r in con.execute(f"PRAGMA table_xinfo({quote(table)})")
+        if r[6] == 0  # hidden/generated columns are derived, not captured
+    )
+    shape = TableShape(table, columns)
+    if not shape.key:
+        raise SourceError(
+            f"table {table!r} has no PRIMARY KEY: trigger capture needs a stable key to "
+            "replay changes; declare one (e.g. rebuild it with an INTEGER PRIMARY KEY) "
+            "or remove it from sources.tables"
+        )
+    reserved = [c.name for c in columns if c.name.startswith("_")]
+    if any(name in RESERVED_COLUMNS for name in reserved):
+        raise SourceError(
+            f"table {table!r} has a column named like an envelope column ({reserved}): "
+            f"rename it; reserved names are {sorted(RESERVED_COLUMNS)}"
+        )
+    return shape
+
+
+RESERVED_COLUMNS = frozenset(
+    {"_op", "_pos", "_ts_ms", "_captured_ms", "_device", "_source", "_table", "_unfit"}
+)

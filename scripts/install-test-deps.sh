@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# System tools the test suite needs that pip cannot provide. Idempotent; installs only
+# what is missing (Debian/Ubuntu). Python packages come from `pip install -e '.[test]'`.
+set -euo pipefail
+
+need=()
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing: ${need[*]}; run as root or: sudo apt-get install -y ${need[*]}" >&2
+        exit 1
+    fi
+    echo "installing: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
