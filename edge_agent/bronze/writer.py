@@ -40,6 +40,7 @@ class OpenFile:
     pending: list[pa.RecordBatch] = field(default_factory=list)
     pending_bytes: int = 0
     writer: pq.ParquetWriter | None = None
+    sink: pa.NativeFile | None = None  # unbuffered: tell() is the bytes on disk
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,9 @@ class BronzeWriter:
 
     def _write(self, f: OpenFile, table: pa.Table) -> None:
         if f.writer is None:
+            f.sink = pa.OSFile(str(f.tmp_path), mode="w")
             f.writer = pq.ParquetWriter(
-                f.tmp_path, f.schema.schema,
+                f.sink, f.schema.schema,
                 compression=self.cfg.compression,
                 compression_level=self._level(),
                 write_statistics=True,
@@ -146,10 +148,7 @@ class BronzeWriter:
 
     # -- sealing ----------------------------------------------------------
     def disk_bytes(self, f: OpenFile) -> int:
-        try:
-            return f.tmp_path.stat().st_size
-        except FileNotFoundError:
-            return 0
+        return f.sink.tell() if f.sink is not None and not f.sink.closed else 0
 
     def due(self, now: float) -> list[tuple[str, str]]:
         """Open files whose age reached max_file_age."""
@@ -158,9 +157,10 @@ class BronzeWriter:
     def seal(self, key: tuple[str, str]) -> SealedFile:
         f = self.open.pop(key)
         self._write_row_group(f)
-        if f.writer is None:  # pragma: no cover - files are created with their first rows
-            raise RuntimeError("sealing a file with no rows")
+        if f.writer is None or f.sink is None:
+            raise RuntimeError("sealing a file with no rows")  # files open with their first rows
         f.writer.close()
+        f.sink.close()
         fsync_file(f.tmp_path)
         size, digest = sha256_file(f.tmp_path)
         return SealedFile(f.source, f.table, f.partition, f.schema.fingerprint, f.tmp_path,
@@ -175,9 +175,10 @@ class BronzeWriter:
         for key in [k for k in self.open if source is None or k[0] == source]:
             f = self.open.pop(key)
             self.buffered_bytes -= f.pending_bytes
-            if f.writer is not None:
-                with contextlib.suppress(OSError, pa.ArrowException):
-                    f.writer.close()
+            for closable in (f.writer, f.sink):
+                if closable is not None:
+                    with contextlib.suppress(OSError, pa.ArrowException):
+                        closable.close()
             f.tmp_path.unlink(missing_ok=True)
 
     def open_first_positions(self, source: str) -> list[int]:

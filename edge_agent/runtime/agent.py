@@ -154,7 +154,7 @@ class Agent:
                 log.info("triggers.regenerated", source=pipe.name, tables=changed)
             self._report_tables(pipe.capture)
         while self.clock.monotonic() < until:
-            room = self.quota.make_room(self.page_bytes)
+            room = self.quota.make_room(min(self.page_bytes, self.cfg.buffer.max_file_bytes))
             summary.dropped += room.dropped_files
             if not room.ok:
                 summary.blocked = True

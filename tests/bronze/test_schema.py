@@ -1,0 +1,83 @@
+"""SQLite values to Arrow and back: typed where they fit, exact in _unfit where not."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from edge_agent.bronze.schema import (
+    ENVELOPE,
+    UNFIT,
+    Envelope,
+    batch_schema,
+    column_kind,
+    decode_unfit,
+    to_batch,
+)
+from edge_agent.sources.sqlite import Column, TableShape
+
+ENV = Envelope("gw", "src", 1)
+
+
+@pytest.mark.parametrize(("decl", "kind"), [
+    ("INTEGER", "int"), ("BIGINT", "int"), ("UNSIGNED BIG INT", "int"),
+    ("TEXT", "str"), ("VARCHAR(20)", "str"), ("CLOB", "str"),
+    ("BLOB", "bytes"), ("REAL", "float"), ("DOUBLE PRECISION", "float"), ("FLOAT", "float"),
+    ("NUMERIC", "float"), ("DECIMAL(10,2)", "float"), ("BOOLEAN", "bool"),
+    ("DATETIME", "str"), ("DATE", "str"), ("TIMESTAMP", "str"), ("", "str"),
+])
+def test_declared_type_mapping(decl: str, kind: str) -> None:
+    assert column_kind(decl) == kind
+
+
+def test_schema_has_envelope_columns_then_row_columns_then_unfit() -> None:
+    shape = TableShape("t", (Column("id", "INTEGER", 1), Column("v", "REAL", 0)))
+    names = batch_schema(shape).schema.names
+    assert names == [n for n, _ in ENVELOPE] + ["id", "v", UNFIT]
+
+
+def test_fingerprint_changes_with_columns() -> None:
+    a = batch_schema(TableShape("t", (Column("id", "INTEGER", 1),)))
+    b = batch_schema(TableShape("t", (Column("id", "INTEGER", 1), Column("x", "TEXT", 0))))
+    assert a.fingerprint != b.fingerprint
+    assert a.fingerprint == batch_schema(TableShape("t", (Column("id", "INTEGER", 1),))).fingerprint
+
+
+SQLITE_VALUES = st.one_of(
+    st.none(),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+)
+DECLS = ["INTEGER", "TEXT", "BLOB", "REAL", "BOOLEAN", "NUMERIC", "DATETIME", ""]
+
+
+@given(st.lists(st.tuples(*[SQLITE_VALUES] * len(DECLS)), min_size=1, max_size=30))
+def test_every_value_round_trips_exactly(values: list[tuple[object, ...]]) -> None:
+    shape = TableShape("t", tuple(Column(f"c{i}", d, 0) for i, d in enumerate(DECLS)))
+    bs = batch_schema(shape)
+    rows = [(i + 1, 1, "c", 0, *v) for i, v in enumerate(values)]
+    batch = to_batch(bs, rows, ENV)
+    assert batch.schema == bs.schema
+    for row, out in zip(values, batch.to_pylist(), strict=True):
+        restored = {f"c{i}": out[f"c{i}"] for i in range(len(DECLS))}
+        restored.update(decode_unfit(out[UNFIT]))
+        for i, original in enumerate(row):
+            got = restored[f"c{i}"]
+            if isinstance(got, bool):
+                got = int(got)
+            assert got == original and type(got) in (type(original), float), (DECLS[i], got)
+            if isinstance(original, int) and isinstance(got, float):
+                assert abs(original) <= 2**53  # only exactly representable ints become floats
+
+
+def test_value_that_does_not_fit_is_kept_in_unfit() -> None:
+    shape = TableShape("t", (Column("id", "INTEGER", 1), Column("n", "INTEGER", 0)))
+    batch = to_batch(batch_schema(shape), [(1, 1, "c", 0, 1, "not a number")], ENV)
+    row = batch.to_pylist()[0]
+    assert row["n"] is None
+    assert decode_unfit(row[UNFIT]) == {"n": "not a number"}
+    assert batch.schema.field("n").type == pa.int64()

@@ -1,0 +1,108 @@
+"""The bronze writer's memory accounting and rotation rules (invariant 4)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.bronze.schema import Envelope, batch_schema, to_batch
+from edge_agent.bronze.writer import BronzeWriter
+from edge_agent.config import BufferConfig
+from edge_agent.sources.sqlite import Column, TableShape
+
+SHAPES = [TableShape(f"t{i}", (Column("id", "INTEGER", 1), Column("body", "TEXT", 0)))
+          for i in range(5)]
+SCHEMAS = [batch_schema(s) for s in SHAPES]
+ENV = Envelope("gw", "src", 1_764_000_000_000)
+
+
+def rows(start: int, count: int, width: int) -> list[tuple[object, ...]]:
+    """Rows with incompressible text, so file sizes follow the row count."""
+    return [(start + i, 1, "c", ENV.captured_ms, start + i, os.urandom(width // 2 + 1).hex())
+            for i in range(count)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    max_memory=st.integers(64 * 1024, 512 * 1024),
+    batches=st.lists(st.tuples(st.integers(0, 4), st.integers(1, 400), st.integers(0, 2000)),
+                     min_size=1, max_size=40),
+)
+def test_buffered_bytes_never_exceed_max_memory(tmp_path_factory, max_memory: int,
+                                                batches: list[tuple[int, int, int]]) -> None:
+    tmp = tmp_path_factory.mktemp("w")
+    cfg = BufferConfig(max_memory=max_memory, max_file_bytes=4 * 1024**2,
+                       row_group_bytes=max_memory, spool_quota=1024**3)
+    writer = BronzeWriter(tmp, cfg)
+    pos = 1
+    total_rows = 0
+    sealed_rows = 0
+    for table, count, width in batches:
+        batch = to_batch(SCHEMAS[table], rows(pos, count, width), ENV)
+        sealed_rows += sum(f.rows for f in writer.add("src", SCHEMAS[table], "2025-11-24",
+                                                      batch, 0.0))
+        pos += count
+        total_rows += count
+        assert writer.buffered_bytes <= max_memory
+        assert writer.buffered_bytes == sum(f.pending_bytes for f in writer.open.values())
+    assert writer.peak_buffered_bytes <= max_memory
+    sealed = writer.seal_all()
+    assert writer.buffered_bytes == 0
+    assert sealed_rows + sum(f.rows for f in sealed) == total_rows
+    assert sum(pq.read_metadata(f.tmp_path).num_rows for f in sealed) == sum(
+        f.rows for f in sealed)
+
+
+def _writer(tmp: Path, **kw: int | float) -> BronzeWriter:
+    base = {"max_memory": 1024**2, "max_file_bytes": 8 * 1024**2, "row_group_bytes": 1024**2,
+            "max_file_age": 30.0}
+    base.update(kw)
+    return BronzeWriter(tmp, BufferConfig(**base))  # type: ignore[arg-type]
+
+
+def test_file_rotates_at_max_file_bytes(tmp_path: Path) -> None:
+    writer = _writer(tmp_path, max_file_bytes=64 * 1024, row_group_bytes=16 * 1024)
+    sealed = []
+    for i in range(40):
+        batch = to_batch(SCHEMAS[0], rows(i * 100 + 1, 100, 200), ENV)
+        sealed += writer.add("src", SCHEMAS[0], "2025-11-24", batch, 0.0)
+    assert len(sealed) >= 2
+    assert all(f.bytes >= 64 * 1024 for f in sealed)
+    firsts = [f.first_pos for f in sealed]
+    assert firsts == sorted(firsts)
+    assert all(a.last_pos + 1 == b.first_pos for a, b in itertools.pairwise(sealed))
+
+
+def test_file_rotates_on_partition_and_schema_change(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    writer.add("src", SCHEMAS[0], "2025-11-24", to_batch(SCHEMAS[0], rows(1, 5, 1), ENV), 0.0)
+    sealed = writer.add("src", SCHEMAS[0], "2025-11-25",
+                        to_batch(SCHEMAS[0], rows(6, 5, 1), ENV), 0.0)
+    assert [(f.partition, f.first_pos, f.last_pos) for f in sealed] == [("2025-11-24", 1, 5)]
+    wider = batch_schema(TableShape("t0", (*SHAPES[0].columns, Column("extra", "REAL", 0))))
+    batch = to_batch(wider, [(*r, 1.5) for r in rows(11, 2, 1)], ENV)
+    sealed = writer.add("src", wider, "2025-11-25", batch, 0.0)
+    assert [(f.partition, f.first_pos, f.last_pos) for f in sealed] == [("2025-11-25", 6, 10)]
+    assert sealed[0].fingerprint != wider.fingerprint
+
+
+def test_age_makes_files_due(tmp_path: Path) -> None:
+    writer = _writer(tmp_path, max_file_age=30.0)
+    writer.add("src", SCHEMAS[0], "d", to_batch(SCHEMAS[0], rows(1, 1, 1), ENV), 100.0)
+    assert writer.due(129.0) == []
+    assert writer.due(130.0) == [("src", "t0")]
+
+
+def test_abort_removes_temp_files_and_releases_memory(tmp_path: Path) -> None:
+    writer = _writer(tmp_path, row_group_bytes=1024)
+    writer.add("src", SCHEMAS[0], "d", to_batch(SCHEMAS[0], rows(1, 50, 100), ENV), 0.0)
+    writer.add("src", SCHEMAS[1], "d", to_batch(SCHEMAS[1], rows(51, 2, 1), ENV), 0.0)
+    assert list(tmp_path.iterdir())
+    writer.abort()
+    assert writer.buffered_bytes == 0
+    assert list(tmp_path.iterdir()) == []

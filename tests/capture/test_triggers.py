@@ -1,0 +1,120 @@
+"""Capture triggers: idempotent, transactional, any identifier, positions never repeat."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edge_agent.capture.triggers import LOG, ChangeLog
+from edge_agent.errors import SourceError
+from edge_agent.sources.sqlite import connect
+from tests.conftest import make_config
+from tests.lake import assert_exact, read_changes
+
+
+def log_for(db: Path) -> ChangeLog:
+    return ChangeLog(connect(db, 5.0), db)
+
+
+def test_install_is_idempotent_and_verify_sees_it(app_db: Path) -> None:
+    log = log_for(app_db)
+    assert [p.table for p in log.verify(["readings"])] == ["readings"]
+    assert log.install(["readings", "events"], 0, 1) == ["readings", "events"]
+    assert log.install(["readings", "events"], 0, 2) == []
+    assert log.verify(["readings", "events"]) == []
+
+
+def test_install_of_an_unknown_table_changes_nothing(app_db: Path) -> None:
+    log = log_for(app_db)
+    with pytest.raises(SourceError, match="'nope' not found"):
+        log.install(["readings", "nope"], 0, 1)
+    con = sqlite3.connect(app_db)
+    triggers = con.execute("SELECT count(*) FROM sqlite_master WHERE type='trigger'").fetchone()
+    assert triggers == (0,)
+
+
+def test_table_without_primary_key_is_refused_clearly(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE logs (line TEXT)")
+    con.close()
+    with pytest.raises(SourceError, match=r"no PRIMARY KEY.*declare one"):
+        log_for(db).install(["logs"], 0, 1)
+
+
+def test_reserved_column_name_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, _op TEXT)")
+    con.close()
+    with pytest.raises(SourceError, match="envelope column"):
+        log_for(db).install(["t"], 0, 1)
+
+
+def test_altered_trigger_is_detected_and_regenerated(app_db: Path) -> None:
+    log = log_for(app_db)
+    log.install(["events"], 0, 1)
+    tid = log.active()["events"].tid
+    log.con.execute(f"DROP TRIGGER _edge_cdc_{tid}_del")
+    assert "missing or altered" in str(log.verify(["events"])[0])
+    assert log.install(["events"], 0, 2) == ["events"]
+    assert log.verify(["events"]) == []
+
+
+def test_column_change_is_detected(app_db: Path) -> None:
+    log = log_for(app_db)
+    log.install(["events"], 0, 1)
+    log.con.execute("ALTER TABLE events ADD COLUMN extra TEXT")
+    assert "columns changed" in str(log.verify(["events"])[0])
+
+
+def test_positions_never_repeat_after_the_log_is_emptied_or_dropped(
+        tmp_path: Path, app_db: Path, harness_factory) -> None:
+    h = harness_factory(make_config(tmp_path, app_db, ["events"]))
+    h.step()
+    con = sqlite3.connect(app_db)
+    for batch in range(3):
+        con.executemany("INSERT INTO events (kind) VALUES (?)", [(f"{batch}",)] * 5)
+        con.commit()
+        assert h.flush().ok
+    # The newest row survives pruning, so the next position is still higher.
+    assert con.execute(f"SELECT count(*) FROM {LOG}").fetchone() == (1,)
+    # Someone drops the whole capture; reinstalling seeds the log at the durable position.
+    log = log_for(app_db)
+    log.uninstall(None, drop_log=True)
+    h.restart()
+    h.step()
+    con.executemany("INSERT INTO events (kind) VALUES (?)", [("after",)] * 5)
+    con.commit()
+    assert h.flush().ok
+    positions = [c["_pos"] for c in read_changes(tmp_path / "lake")]
+    assert positions == list(range(1, 21))
+
+
+def test_identifiers_with_spaces_quotes_and_unicode(tmp_path: Path, harness_factory) -> None:
+    db = tmp_path / "weird.db"
+    con = sqlite3.connect(db)
+    con.execute('CREATE TABLE "we""ird tåble/x" ("the key" INTEGER PRIMARY KEY, '
+                '"va""l ü" TEXT, "select" REAL)')
+    con.commit()
+    h = harness_factory(make_config(tmp_path, db, ['we"ird tåble/x']))
+    h.step()
+    con.execute('INSERT INTO "we""ird tåble/x" VALUES (1, \'ä\', 1.5), (2, NULL, NULL)')
+    con.execute('UPDATE "we""ird tåble/x" SET "the key" = 3 WHERE "the key" = 2')
+    con.execute('DELETE FROM "we""ird tåble/x" WHERE "the key" = 1')
+    con.commit()
+    assert h.flush().ok
+    changes = assert_exact(tmp_path / "lake", db, {'we"ird tåble/x': ["the key"]}, 5)
+    assert [c["_op"] for c in changes] == ["c", "c", "d", "u", "d"]
+    assert (tmp_path / "lake" / "bronze" / "app" / "we%22ird%20t%C3%A5ble%2Fx").is_dir()
+
+
+def test_uninstall_removes_triggers_but_keeps_log_unless_asked(app_db: Path) -> None:
+    log = log_for(app_db)
+    log.install(["events"], 0, 1)
+    assert log.uninstall(None, drop_log=False) == ["events"]
+    con = sqlite3.connect(app_db)
+    assert con.execute("SELECT count(*) FROM sqlite_master WHERE type='trigger'").fetchone() == (0,)
+    assert con.execute(f"SELECT count(*) FROM sqlite_master WHERE name='{LOG}'").fetchone() == (1,)

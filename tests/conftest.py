@@ -1,0 +1,168 @@
+"""Shared fixtures: real SQLite files, an in-process agent on an injected clock,
+and helpers to run the real `edge-agent` process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_agent.clock import ManualClock
+from edge_agent.config import Config, config_from_dict
+from edge_agent.runtime.agent import Agent
+from edge_agent.shippers.dir import DirShipper
+from edge_agent.spool.statedir import StateDir
+from tests import workload
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW_MS = 1_764_000_000_000  # 2025-11-24, a plausible synced clock
+
+
+def config_dict(tmp: Path, db: Path, tables: list[str], **sections: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "agent": {"device_id": "gw-test", "state_dir": str(tmp / "state"),
+                  "poll_interval": "200ms", "debounce": "20ms", "shutdown_timeout": "10s"},
+        "buffer": {"max_memory": "1MiB", "max_file_bytes": "256KiB", "max_file_age": "1s",
+                   "row_group_bytes": "64KiB", "spool_quota": "64MiB"},
+        "sources": [{"name": "app", "path": str(db), "tables": tables, "page_rows": 500}],
+        "sink": {"kind": "dir", "path": str(tmp / "lake"), "retry_min": "50ms",
+                 "retry_max": "500ms"},
+    }
+    for section, values in sections.items():
+        if section == "source":
+            data["sources"][0].update(values)
+        else:
+            data.setdefault(section, {}).update(values)
+    return data
+
+
+def make_config(tmp: Path, db: Path, tables: list[str], **sections: Any) -> Config:
+    return config_from_dict(config_dict(tmp, db, tables, **sections))
+
+
+def toml_text(data: dict[str, Any]) -> str:
+    """Just enough TOML for test configs (tables, arrays of tables, scalars, lists)."""
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return str(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines: list[str] = []
+    for section, body in data.items():
+        items = body if isinstance(body, list) else [body]
+        for item in items:
+            lines.append(f"[[{section}]]" if isinstance(body, list) else f"[{section}]")
+            lines += [f"{k} = {value(v)}" for k, v in item.items()]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def write_config(tmp: Path, data: dict[str, Any]) -> Path:
+    path = tmp / "config.toml"
+    path.write_text(toml_text(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def app_db(tmp_path: Path) -> Path:
+    """A real SQLite application database (WAL) with the workload's tables."""
+    db = tmp_path / "app.db"
+    workload.create(db)
+    return db
+
+
+WORKLOAD_TABLES = {
+    "readings": ["id"],
+    'odd "table" ü': ["key part", 'qu"ote'],
+    "events": ["id"],
+}
+
+
+class Harness:
+    """An agent driven one step at a time on a manual clock."""
+
+    def __init__(self, cfg: Config, clock: ManualClock | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock or ManualClock(NOW_MS, 1000.0)
+        self.statedir = StateDir(cfg.agent.state_dir)
+        self.agent = self.open()
+
+    def open(self) -> Agent:
+        return Agent(self.cfg, self.clock, DirShipper(self.cfg.sink.path), self.statedir,
+                     sleep=self.clock.advance)
+
+    def step(self, advance: float = 0.0) -> Any:
+        self.clock.advance(advance)
+        return self.agent.step(self.clock.monotonic())
+
+    def flush(self) -> Any:
+        return self.agent.flush(self.clock.monotonic() + 30)
+
+    def restart(self) -> None:
+        """Simulate a crash: drop the agent without closing it cleanly."""
+        self.agent.writer.abort()
+        self.agent.state.close()
+        self.agent = self.open()
+
+    def close(self) -> None:
+        self.agent.close()
+
+
+@pytest.fixture
+def harness_factory() -> Iterator[Any]:
+    made: list[Harness] = []
+
+    def make(cfg: Config, clock: ManualClock | None = None) -> Harness:
+        h = Harness(cfg, clock)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        with contextlib.suppress(Exception):  # already closed by the test
+            h.close()
+
+
+def agent_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edge_agent", *args]
+
+
+def agent_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("EDGE_AGENT") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra)
+    return env
+
+
+def run_cli(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(agent_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                          env=agent_env(**env), check=False)
+
+
+def run_workload(db: Path, seed: int, transactions: int, pause: float = 0.0) -> int:
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.workload", str(db), str(seed), str(transactions),
+         "--pause", str(pause)],
+        capture_output=True, text=True, check=True, cwd=ROOT, env=agent_env(),
+    )
+    return int(out.stdout.strip())
+
+
+def start_workload(db: Path, seed: int, transactions: int,
+                   pause: float = 0.0) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.workload", str(db), str(seed), str(transactions),
+         "--pause", str(pause)],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT, env=agent_env(),
+    )

@@ -1,0 +1,101 @@
+"""The Shipper contract (shippers/base.py), run against every sink implementation.
+
+Each sink plugs in through a fixture that yields (shipper, read_back) where
+read_back(relpath) returns the bytes the sink holds, or None.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.errors import CorruptFileError, TerminalError, TransientError
+from edge_agent.shippers.base import Shipper
+from edge_agent.shippers.dir import DirShipper
+from edge_agent.spool.state import FileRecord
+
+ReadBack = Callable[[str], bytes | None]
+
+
+@pytest.fixture(params=["dir"])
+def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Shipper, ReadBack]]:
+    if request.param == "dir":
+        root = tmp_path / "lake"
+
+        def read(rel: str) -> bytes | None:
+            p = root / rel
+            return p.read_bytes() if p.exists() else None
+
+        shipper = DirShipper(root)
+        yield shipper, read
+        shipper.close()
+
+
+def spooled(tmp_path: Path, data: bytes, name: str = "f") -> tuple[Path, Path, FileRecord]:
+    local = tmp_path / "spool" / f"{name}.parquet"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_bytes(data)
+    manifest = local.with_suffix(".manifest.json")
+    manifest.write_text('{"id": "x"}\n')
+    rel = f"bronze/src/t/date=2025-11-24/gw-{name}.parquet"
+    rec = FileRecord(f"gw/src/t/{name}", "src", "t", 1, 1, 2, 2, len(data),
+                     hashlib.sha256(data).hexdigest(), rel,
+                     rel.replace(".parquet", ".manifest.json"), 0)
+    return local, manifest, rec
+
+
+def test_put_delivers_bytes_and_manifest(sink, tmp_path: Path) -> None:
+    shipper, read = sink
+    local, manifest, rec = spooled(tmp_path, b"PAR1" + b"x" * 5000)
+    receipt = shipper.put(local, manifest, rec)
+    assert read(rec.relpath) == local.read_bytes()
+    assert read(rec.manifest_relpath) == manifest.read_bytes()
+    assert receipt.bytes == rec.bytes and not receipt.already_there
+
+
+def test_put_is_idempotent(sink, tmp_path: Path) -> None:
+    shipper, read = sink
+    local, manifest, rec = spooled(tmp_path, b"PAR1 same bytes")
+    shipper.put(local, manifest, rec)
+    again = shipper.put(local, manifest, rec)
+    assert again.already_there
+    assert read(rec.relpath) == b"PAR1 same bytes"
+
+
+def test_corrupt_local_file_is_refused_and_nothing_becomes_visible(sink, tmp_path: Path) -> None:
+    shipper, read = sink
+    local, manifest, rec = spooled(tmp_path, b"PAR1 original")
+    local.write_bytes(b"PAR1 0riginal")  # same size, different bytes
+    with pytest.raises(CorruptFileError, match="corrupt"):
+        shipper.put(local, manifest, rec)
+    assert read(rec.relpath) is None
+    assert read(rec.manifest_relpath) is None
+
+
+def test_missing_local_file_is_reported_as_corrupt(sink, tmp_path: Path) -> None:
+    shipper, _ = sink
+    local, manifest, rec = spooled(tmp_path, b"PAR1")
+    local.unlink()
+    with pytest.raises(CorruptFileError, match="missing"):
+        shipper.put(local, manifest, rec)
+
+
+def test_partial_object_is_replaced_by_the_whole_file(sink, tmp_path: Path) -> None:
+    shipper, read = sink
+    local, manifest, rec = spooled(tmp_path, b"PAR1" + b"y" * 1000)
+    shipper.put(local, manifest, rec)
+    if isinstance(shipper, DirShipper):  # simulate a torn copy by someone else
+        (shipper.root / rec.relpath).write_bytes(b"PAR1 torn")
+    shipper.put(local, manifest, rec)
+    assert read(rec.relpath) == local.read_bytes()
+
+
+def test_unwritable_dir_sink_gives_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    local, manifest, rec = spooled(tmp_path, b"PAR1")
+    with pytest.raises((TerminalError, TransientError), match="lake directory"):
+        DirShipper(blocker / "lake").put(local, manifest, rec)
