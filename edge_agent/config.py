@@ -72,9 +72,15 @@ class SourceConfig:
 @dataclass(frozen=True)
 class SinkConfig:
     kind: str = "dir"
-    path: Path = Path("lake")
+    path: Path = Path("lake")  # dir
     retry_min: float = 1.0
     retry_max: float = 300.0
+    max_bandwidth: int = 0  # bytes/s, 0 = unlimited
+    bucket: str = ""  # s3 ...
+    prefix: str = "bronze"
+    region: str = ""
+    endpoint_url: str = ""
+    addressing_style: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -308,17 +314,58 @@ def _sink(data: object, errors: list[ConfigError]) -> SinkConfig:
     s = _Section(data, "sink", errors)
     d = SinkConfig()
     cfg = SinkConfig(
-        kind=s.get("kind", d.kind, _choice(("dir",)),
-                   'use "dir" (the S3 and MQTT sinks are not supported yet)'),
+        kind=s.get("kind", d.kind, _choice(("dir", "s3")),
+                   'use "dir" or "s3" (the MQTT sink is not supported yet)'),
         path=s.get("path", d.path, _path, "give the lake directory path"),
         retry_min=s.get("retry_min", d.retry_min, _positive_duration, DURATION_FIX),
         retry_max=s.get("retry_max", d.retry_max, _positive_duration, DURATION_FIX),
+        max_bandwidth=s.get("max_bandwidth", d.max_bandwidth, parse_size,
+                            SIZE_FIX + ' per second, or "0" for unlimited'),
+        bucket=s.get("bucket", d.bucket, _bucket, "use an S3 bucket name (3-63 characters: "
+                     "a-z 0-9 . -)"),
+        prefix=s.get("prefix", d.prefix, _prefix, 'use a key prefix such as "bronze" or ""'),
+        region=s.get("region", d.region, _text, 'use a region name such as "eu-central-1"'),
+        endpoint_url=s.get("endpoint_url", d.endpoint_url, _endpoint,
+                           'use an http(s):// URL, or "" for AWS'),
+        addressing_style=s.get("addressing_style", d.addressing_style,
+                               _choice(("auto", "path", "virtual")),
+                               'use "auto", "path" (MinIO, moto, Garage) or "virtual"'),
     )
-    s.finish("kind, path, retry_min, retry_max")
+    s.finish("kind, path, retry_min, retry_max, max_bandwidth, bucket, prefix, region, "
+             "endpoint_url, addressing_style")
     if cfg.retry_max < cfg.retry_min:
         errors.append(ConfigError("sink.retry_max", cfg.retry_max,
                                   "must not be smaller than sink.retry_min"))
+    if cfg.kind == "s3" and not cfg.bucket and not _has_error(errors, "sink.bucket"):
+        errors.append(ConfigError("sink.bucket", "", 'required for kind = "s3": add it'))
     return cfg
+
+
+def _has_error(errors: list[ConfigError], field: str) -> bool:
+    return any(e.field == field for e in errors)
+
+
+def _text(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ValueError(raw)
+    return raw
+
+
+def _bucket(raw: Any) -> str:
+    if not isinstance(raw, str) or not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", raw):
+        raise ValueError(raw)
+    return raw
+
+
+def _prefix(raw: Any) -> str:
+    return _text(raw).strip("/")
+
+
+def _endpoint(raw: Any) -> str:
+    text = _text(raw)
+    if text and not re.match(r"^https?://[^/\s]+", text):
+        raise ValueError(raw)
+    return text
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:

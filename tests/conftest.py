@@ -4,6 +4,7 @@ and helpers to run the real `edge-agent` process."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import subprocess
 import sys
@@ -16,9 +17,10 @@ import pytest
 from edge_agent.clock import ManualClock
 from edge_agent.config import Config, config_from_dict
 from edge_agent.runtime.agent import Agent
-from edge_agent.shippers.dir import DirShipper
+from edge_agent.shippers.factory import build_shipper
 from edge_agent.spool.statedir import StateDir
 from tests import workload
+from tests.servers import ACCESS_KEY, SECRET_KEY, MotoS3
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW_MS = 1_764_000_000_000  # 2025-11-24, a plausible synced clock
@@ -73,6 +75,34 @@ def write_config(tmp: Path, data: dict[str, Any]) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def moto_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """One real S3-compatible server (moto) for the session; tests use their own buckets."""
+    server = MotoS3(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Credentials from the environment, as on a gateway; no shared files of the host."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+_buckets = itertools.count()
+
+
+@pytest.fixture
+def bucket(moto_s3: MotoS3) -> str:
+    name = f"lake-{next(_buckets)}"
+    moto_s3.client().create_bucket(Bucket=name)
+    return name
+
+
 @pytest.fixture
 def app_db(tmp_path: Path) -> Path:
     """A real SQLite application database (WAL) with the workload's tables."""
@@ -98,7 +128,7 @@ class Harness:
         self.agent = self.open()
 
     def open(self) -> Agent:
-        return Agent(self.cfg, self.clock, DirShipper(self.cfg.sink.path), self.statedir,
+        return Agent(self.cfg, self.clock, build_shipper(self.cfg.sink), self.statedir,
                      sleep=self.clock.advance)
 
     def step(self, advance: float = 0.0) -> Any:

@@ -11,4 +11,8 @@ from edge_agent.shippers.dir import DirShipper
 def build_shipper(cfg: SinkConfig) -> Shipper:
     if cfg.kind == "dir":
         return DirShipper(cfg.path)
-    raise ConfigError("sink.kind", cfg.kind, 'use "dir"')
+    if cfg.kind == "s3":
+        from edge_agent.shippers.s3 import S3Shipper
+
+        return S3Shipper(cfg)
+    raise ConfigError("sink.kind", cfg.kind, 'use "dir" or "s3"')

@@ -8,20 +8,31 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from edge_agent.config import SinkConfig
 from edge_agent.errors import CorruptFileError, TerminalError, TransientError
 from edge_agent.shippers.base import Shipper
 from edge_agent.shippers.dir import DirShipper
+from edge_agent.shippers.s3 import S3Shipper
 from edge_agent.spool.state import FileRecord
 
 ReadBack = Callable[[str], bytes | None]
+Overwrite = Callable[[str, bytes], None]
 
 
-@pytest.fixture(params=["dir"])
-def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Shipper, ReadBack]]:
+@dataclass
+class Sink:
+    shipper: Shipper
+    read: ReadBack
+    overwrite: Overwrite  # another writer puts other bytes at the same place
+
+
+@pytest.fixture(params=["dir", "s3"])
+def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sink]:
     if request.param == "dir":
         root = tmp_path / "lake"
 
@@ -29,9 +40,36 @@ def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Shipp
             p = root / rel
             return p.read_bytes() if p.exists() else None
 
-        shipper = DirShipper(root)
-        yield shipper, read
+        def overwrite(rel: str, data: bytes) -> None:
+            (root / rel).write_bytes(data)
+
+        shipper: Shipper = DirShipper(root)
+        yield Sink(shipper, read, overwrite)
         shipper.close()
+        return
+    yield from _s3_sink(request)
+
+
+def _s3_sink(request: pytest.FixtureRequest) -> Iterator[Sink]:
+    request.getfixturevalue("s3_env")
+    server = request.getfixturevalue("moto_s3")
+    bucket = request.getfixturevalue("bucket")
+    cfg = SinkConfig(kind="s3", bucket=bucket, endpoint_url=server.url, region="us-east-1",
+                     addressing_style="path")
+    s3 = S3Shipper(cfg)
+    client = server.client()
+
+    def read(rel: str) -> bytes | None:
+        try:
+            return bytes(client.get_object(Bucket=bucket, Key=s3.key(rel))["Body"].read())
+        except client.exceptions.NoSuchKey:
+            return None
+
+    def overwrite(rel: str, data: bytes) -> None:
+        client.put_object(Bucket=bucket, Key=s3.key(rel), Body=data)
+
+    yield Sink(s3, read, overwrite)
+    s3.close()
 
 
 def spooled(tmp_path: Path, data: bytes, name: str = "f") -> tuple[Path, Path, FileRecord]:
@@ -48,7 +86,7 @@ def spooled(tmp_path: Path, data: bytes, name: str = "f") -> tuple[Path, Path, F
 
 
 def test_put_delivers_bytes_and_manifest(sink, tmp_path: Path) -> None:
-    shipper, read = sink
+    shipper, read = sink.shipper, sink.read
     local, manifest, rec = spooled(tmp_path, b"PAR1" + b"x" * 5000)
     receipt = shipper.put(local, manifest, rec)
     assert read(rec.relpath) == local.read_bytes()
@@ -57,7 +95,7 @@ def test_put_delivers_bytes_and_manifest(sink, tmp_path: Path) -> None:
 
 
 def test_put_is_idempotent(sink, tmp_path: Path) -> None:
-    shipper, read = sink
+    shipper, read = sink.shipper, sink.read
     local, manifest, rec = spooled(tmp_path, b"PAR1 same bytes")
     shipper.put(local, manifest, rec)
     again = shipper.put(local, manifest, rec)
@@ -66,7 +104,7 @@ def test_put_is_idempotent(sink, tmp_path: Path) -> None:
 
 
 def test_corrupt_local_file_is_refused_and_nothing_becomes_visible(sink, tmp_path: Path) -> None:
-    shipper, read = sink
+    shipper, read = sink.shipper, sink.read
     local, manifest, rec = spooled(tmp_path, b"PAR1 original")
     local.write_bytes(b"PAR1 0riginal")  # same size, different bytes
     with pytest.raises(CorruptFileError, match="corrupt"):
@@ -76,21 +114,20 @@ def test_corrupt_local_file_is_refused_and_nothing_becomes_visible(sink, tmp_pat
 
 
 def test_missing_local_file_is_reported_as_corrupt(sink, tmp_path: Path) -> None:
-    shipper, _ = sink
+    shipper = sink.shipper
     local, manifest, rec = spooled(tmp_path, b"PAR1")
     local.unlink()
     with pytest.raises(CorruptFileError, match="missing"):
         shipper.put(local, manifest, rec)
 
 
-def test_partial_object_is_replaced_by_the_whole_file(sink, tmp_path: Path) -> None:
-    shipper, read = sink
+def test_other_bytes_at_the_place_are_replaced_by_the_whole_file(sink, tmp_path: Path) -> None:
     local, manifest, rec = spooled(tmp_path, b"PAR1" + b"y" * 1000)
-    shipper.put(local, manifest, rec)
-    if isinstance(shipper, DirShipper):  # simulate a torn copy by someone else
-        (shipper.root / rec.relpath).write_bytes(b"PAR1 torn")
-    shipper.put(local, manifest, rec)
-    assert read(rec.relpath) == local.read_bytes()
+    sink.shipper.put(local, manifest, rec)
+    sink.overwrite(rec.relpath, b"PAR1 torn")
+    again = sink.shipper.put(local, manifest, rec)
+    assert not again.already_there
+    assert sink.read(rec.relpath) == local.read_bytes()
 
 
 def test_unwritable_dir_sink_gives_a_clear_error(tmp_path: Path) -> None:
