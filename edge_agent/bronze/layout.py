@@ -2,7 +2,8 @@
 
     bronze/<source>/<table>/date=YYYY-MM-DD/<device>-<first_pos>-<last_pos>.parquet
 
-Table names are percent-encoded (RFC 3986 unreserved characters stay) so any
+Table names are percent-encoded (RFC 3986 unreserved characters stay, a
+leading dot is encoded too) so any
 SQLite identifier gives a valid, unambiguous directory name; ``_table`` in the
 file holds the real name. Positions are zero-padded to 20 digits so file names
 sort in position order.
@@ -18,7 +19,12 @@ MANIFEST = ".manifest.json"
 
 
 def encode_name(name: str) -> str:
-    return quote(name, safe="")
+    """One safe path segment: percent-encoded, and never starting with a dot
+    (so no ".", "..", or hidden directory that temp-file clean-up would match)."""
+    encoded = quote(name, safe="")
+    if encoded.startswith("."):
+        encoded = "%2E" + encoded[1:]
+    return encoded
 
 
 @dataclass(frozen=True)

@@ -73,8 +73,9 @@ class Spool:
     def recover(self, now_ms: int) -> Recovery:
         report = Recovery()
         for tmp in list(self.tmp.iterdir()) + list(self.ready.rglob(".*.tmp")):
-            tmp.unlink(missing_ok=True)
-            report.temp_removed += 1
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                report.temp_removed += 1
         ready = {r.relpath: r for r in self.state.files(READY)}
         on_disk = {str(p.relative_to(self.ready)) for p in self.ready.rglob("*" + PARQUET)}
         for rel in sorted(on_disk - set(ready)):
