@@ -10,8 +10,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from edge_agent import __version__
 from edge_agent.config import Config, load_config
@@ -27,6 +28,8 @@ EXAMPLES = {
                 "  edge-agent triggers verify --config config.toml\n"
                 "  edge-agent triggers uninstall --config config.toml --drop-log",
     "config": "example:\n  edge-agent config check /etc/edge-agent/config.toml",
+    "snapshot": "example:\n  edge-agent snapshot --config /etc/edge-agent/config.toml "
+                "--table readings",
     "demo": "example:\n  edge-agent demo --seconds 10 --dir ./demo",
 }
 
@@ -71,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "uncaptured changes, unless --force)")
     p.add_argument("--force", action="store_true", help="uninstall --drop-log even if changes "
                    "are still waiting in the log (they are lost)")
+
+    p = _sub(subs, "snapshot", "Capture tables' current rows again (op r), then flush.")
+    _config_arg(p)
+    p.add_argument("--table", help="only this table (default: every configured table)")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="seconds to wait for the snapshot and the flush (default 3600)")
 
     p = _sub(subs, "config", "Validate a config file.")
     p.add_argument("action", choices=("check",))
@@ -127,6 +136,34 @@ def cmd_triggers(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILURE
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from edge_agent.runtime.service import snapshot
+
+    result = snapshot(_load(args.config), args.table, args.timeout, _progress_printer())
+    if not result.ok:
+        raise PendingError(f"snapshot captured, but {result.pending_files} file(s) are still "
+                           "pending: " + "; ".join(result.errors))
+    print("snapshot complete and shipped")
+    return EXIT_OK
+
+
+def _progress_printer() -> Callable[[dict[str, Any]], None]:
+    """A progress bar on a terminal; silence otherwise (logs and status have it)."""
+    def show(jobs: dict[str, Any]) -> None:
+        if not sys.stderr.isatty() or not jobs:
+            return
+        done = sum(j["rows_done"] for j in jobs.values())
+        total = max(1, sum(max(j["rows_total"], j["rows_done"]) for j in jobs.values()))
+        share = 1.0 if all(j["finished"] for j in jobs.values()) else min(1.0, done / total)
+        bar = "#" * int(share * 30)
+        print(f"\rsnapshot [{bar:<30}] {share:4.0%} {done}/{total} rows", end="",
+              file=sys.stderr, flush=True)
+        if share >= 1.0:
+            print(file=sys.stderr)
+
+    return show
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = _load(args.file)
     print(f"ok: {args.file}: device {cfg.device_id}, {len(cfg.sources)} source(s), "
@@ -144,7 +181,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "flush": cmd_flush, "status": cmd_status,
-            "triggers": cmd_triggers, "config": cmd_config, "demo": cmd_demo}
+            "triggers": cmd_triggers, "config": cmd_config, "demo": cmd_demo,
+            "snapshot": cmd_snapshot}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -67,6 +67,7 @@ class SourceConfig:
     mode: str = "trigger"
     page_rows: int = 5000
     busy_timeout: float = 5.0
+    snapshot: str = "initial"
 
 
 @dataclass(frozen=True)
@@ -289,11 +290,13 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
                    'give a non-empty list of distinct table names, e.g. ["readings"]')
     page_rows = s.get("page_rows", 5000, _int(1, 1_000_000), "use an integer from 1 to 1000000")
     busy = s.get("busy_timeout", 5.0, parse_duration, DURATION_FIX)
-    s.finish("name, kind, path, mode, tables, page_rows, busy_timeout")
+    snap = s.get("snapshot", "initial", _choice(("initial", "never")),
+                 'use "initial" (capture existing rows first, default) or "never"')
+    s.finish("name, kind, path, mode, tables, page_rows, busy_timeout, snapshot")
     if len(errors) > before:
         return None
     return SourceConfig(name=name, path=path, tables=tables, kind=kind, mode=mode,
-                        page_rows=page_rows, busy_timeout=busy)
+                        page_rows=page_rows, busy_timeout=busy, snapshot=snap)
 
 
 def _sources(data: object, errors: list[ConfigError]) -> tuple[SourceConfig, ...]:

@@ -135,6 +135,8 @@ class TcpProxy:
     def stop(self) -> None:
         """Refuse new connections and cut every open one, mid-transfer or not."""
         if self.listener is not None:
+            with contextlib.suppress(OSError):  # wakes the thread blocked in accept()
+                self.listener.shutdown(socket.SHUT_RDWR)
             self.listener.close()
             self.listener = None
         with self.lock:

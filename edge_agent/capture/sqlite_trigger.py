@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from edge_agent.bronze.schema import BatchSchema, batch_schema
+from edge_agent.capture import snapshot
 from edge_agent.capture.triggers import SEED_OP, Capture, ChangeLog
 from edge_agent.config import SourceConfig
 from edge_agent.errors import SourceError
@@ -45,6 +46,7 @@ class TriggerCapture:
         self.schemas: dict[int, BatchSchema] = {}
         self.table_errors: dict[str, str] = {}
         self._schema_version = -1
+        self.actions: dict[str, str] = {}
 
     @property
     def name(self) -> str:
@@ -78,7 +80,9 @@ class TriggerCapture:
                 valid.append(table)
             except SourceError as exc:
                 self.table_errors[table] = str(exc)
-        changed = log.install(valid, seed, now_ms) if valid else []
+        snap = self.cfg.snapshot == "initial"
+        changed = log.install(valid, seed, now_ms, snapshot_new=snap) if valid else []
+        self.actions = dict(log.actions) if valid else {}
         self._schema_version = log.schema_version()
         self._load_captures()
         return changed
@@ -126,6 +130,26 @@ class TriggerCapture:
         last = rows[-1][0]
         return Page(list(groups.values()), int(last) if isinstance(last, int) else after,
                     len(rows), ignored)
+
+    def snapshot_step(self, now_ms: int) -> int:
+        """Copy one page of a pending snapshot into the change log; 0 when none is due.
+
+        Jobs that turn out to have nothing left are finished on the way.
+        """
+        log = self._changelog()
+        for job in snapshot.pending(log):
+            if job.table not in self.cfg.tables:
+                continue
+            if job.tid not in self.captures:
+                self._load_captures()
+            cap = self.captures.get(job.tid)
+            copied = snapshot.step(log, job, cap, self.cfg.page_rows, now_ms) if cap else 0
+            if copied:
+                return copied
+        return 0
+
+    def snapshot_jobs(self) -> list[snapshot.Job]:
+        return snapshot.jobs(self._changelog())
 
     def prune(self, durable: int) -> int:
         return self._changelog().prune(durable)

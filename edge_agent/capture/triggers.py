@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_agent.capture import snapshot
 from edge_agent.errors import SourceError
 from edge_agent.sources.sqlite import Column, TableShape, map_error, quote, table_shape
 
@@ -98,13 +99,13 @@ class ChangeLog:
     # -- reading ----------------------------------------------------------
     def captures(self) -> dict[int, Capture]:
         """Every capture ever installed (old ones decode old log rows)."""
-        if not self._exists(META):
+        if not self.has_table(META):
             return {}
         rows = self._run(f"SELECT tid, name, columns FROM {META}").fetchall()
         return {tid: Capture(tid, _shape_from_json(name, cols)) for tid, name, cols in rows}
 
     def active(self) -> dict[str, Capture]:
-        if not self._exists(META):
+        if not self.has_table(META):
             return {}
         rows = self._run(f"SELECT tid, name, columns FROM {META} WHERE active = 1").fetchall()
         return {name: Capture(tid, _shape_from_json(name, cols)) for tid, name, cols in rows}
@@ -137,13 +138,13 @@ class ChangeLog:
         return rows
 
     def pending(self, after: int) -> int:
-        if not self._exists(LOG):
+        if not self.has_table(LOG):
             return 0
         row = self._run(f"SELECT count(*) FROM {LOG} WHERE seq > ? AND tid != 0", (after,))
         return int(row.fetchone()[0])
 
     def high_water(self) -> int:
-        if not self._exists(LOG):
+        if not self.has_table(LOG):
             return 0
         return int(self._run(f"SELECT coalesce(max(seq), 0) FROM {LOG}").fetchone()[0])
 
@@ -153,27 +154,72 @@ class ChangeLog:
     # -- writing ----------------------------------------------------------
     def prune(self, durable: int) -> int:
         """Delete consumed changes below ``durable``; the newest row always stays."""
-        if not self._exists(LOG):
+        if not self.has_table(LOG):
             return 0
         return self._run(f"DELETE FROM {LOG} WHERE seq < ?", (durable,)).rowcount
 
-    def install(self, tables: Iterable[str], seed: int, now_ms: int) -> list[str]:
-        """Create or regenerate triggers in one transaction; returns what changed."""
-        changed: list[str] = []
-        with self._transaction():
+    def install(self, tables: Iterable[str], seed: int, now_ms: int,
+                snapshot_new: bool = True) -> list[str]:
+        """Create or regenerate triggers in one transaction; returns the tables changed.
+
+        ``seed`` is the durable position: a new or emptied log starts above it, so
+        positions never repeat. What was done per table is in ``self.actions``
+        (see :meth:`_plan`).
+        """
+        self.actions: dict[str, str] = {}
+        with self.transaction():
             self._ensure_log(seed)
+            snapshot.ensure_table(self)
             active = self.active()
+            known = {cap.table for cap in self.captures().values()}
             for table in tables:
                 shape = table_shape(self.con, table)
-                current = active.get(table)
-                if current and current.shape == shape and self._triggers_match(current):
-                    continue
-                if current is not None:
-                    self._retire(current)
-                self._create(shape, now_ms)
-                changed.append(table)
+                action = self._plan(active.get(table), shape, table in known)
+                if action is not None:
+                    self._apply(action, active.get(table), shape, now_ms, snapshot_new)
+                    self.actions[table] = action
         self._width = 0
-        return changed
+        return list(self.actions)
+
+    def _plan(self, current: Capture | None, shape: TableShape, known: bool) -> str | None:
+        """What a table's capture needs:
+
+        - ``new``: never captured; triggers, then an initial snapshot.
+        - ``gap``: captured before but its triggers are gone (uninstalled, or the table
+          was rebuilt: create new, copy, drop, rename); changes in between are unknown,
+          so a truncate marker (op ``t``) and a full snapshot follow.
+        - ``changed``: triggers still fire but the columns changed (ADD/RENAME COLUMN):
+          new triggers and a full snapshot, so the latest row of every key in the lake
+          has the current columns, including rows changed between the migration and
+          this regeneration (the old triggers logged those with the old columns).
+        """
+        if current is None:
+            return "gap" if known else "new"
+        if not self._triggers_present(current):
+            return "gap"
+        if current.shape != shape or not self._triggers_match(current):
+            return "changed"
+        return None
+
+    def _apply(self, action: str, current: Capture | None, shape: TableShape,
+               now_ms: int, snapshot_new: bool) -> None:
+        if current is not None:
+            self._retire(current)
+        new = self._create(shape, now_ms)
+        if action == "new" and snapshot_new:
+            snapshot.start(self, new, now_ms)
+        elif action == "gap":
+            self._run(f"INSERT INTO {LOG} (tid, op, ts_ms) VALUES (?, 't', ?)", (new.tid, now_ms))
+            snapshot.start(self, new, now_ms)
+        elif action == "changed":
+            snapshot.start(self, new, now_ms)
+
+    def _triggers_present(self, cap: Capture) -> bool:
+        rows = self._run(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN (?, ?, ?)",
+            trigger_names(cap.tid),
+        ).fetchone()
+        return bool(rows[0] == 3)
 
     def verify(self, tables: Iterable[str]) -> list[Problem]:
         problems: list[Problem] = []
@@ -196,7 +242,7 @@ class ChangeLog:
 
     def uninstall(self, tables: Sequence[str] | None, drop_log: bool) -> list[str]:
         removed: list[str] = []
-        with self._transaction():
+        with self.transaction():
             for table, cap in self.active().items():
                 if tables is None or table in tables:
                     self._retire(cap)
@@ -222,7 +268,7 @@ class ChangeLog:
             self._run(f"INSERT INTO {LOG} (seq, tid, op, ts_ms) VALUES (?, 0, ?, 0)",
                       (seed, SEED_OP))
 
-    def _create(self, shape: TableShape, now_ms: int) -> None:
+    def _create(self, shape: TableShape, now_ms: int) -> Capture:
         cur = self._run(
             f"INSERT INTO {META} (name, columns, version, installed_ms, active) "
             "VALUES (?, ?, ?, ?, 1)",
@@ -230,8 +276,10 @@ class ChangeLog:
         )
         tid = int(cur.lastrowid or 0)
         self._widen(len(shape.columns))
-        for sql in trigger_sql(Capture(tid, shape)):
+        cap = Capture(tid, shape)
+        for sql in trigger_sql(cap):
             self._run(sql)
+        return cap
 
     def _retire(self, cap: Capture) -> None:
         for name in trigger_names(cap.tid):
@@ -253,12 +301,12 @@ class ChangeLog:
         self._width = 0
 
     def _log_width(self) -> int:
-        if not self._width and self._exists(LOG):
+        if not self._width and self.has_table(LOG):
             cols = [r[1] for r in self._run(f"PRAGMA table_info({LOG})")]
             self._width = sum(1 for c in cols if c.startswith("c") and c[1:].isdigit())
         return self._width
 
-    def _exists(self, name: str) -> bool:
+    def has_table(self, name: str) -> bool:
         row = self._run("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
         return row.fetchone() is not None
 
@@ -268,7 +316,7 @@ class ChangeLog:
         except sqlite3.Error as exc:
             raise map_error(exc, self.path) from exc
 
-    def _transaction(self) -> _Transaction:
+    def transaction(self) -> _Transaction:
         return _Transaction(self)
 
 

@@ -90,7 +90,7 @@ class Agent:
             self._source_failed(src.name, exc, now)
             return None
         if changed:
-            log.info("triggers.installed", source=src.name, tables=changed)
+            log.info("triggers.installed", source=src.name, actions=capture.actions)
         self._report_tables(capture)
         pipe = SourcePipeline(capture, self.writer, self.spool, self.state, self.clock,
                               self.cfg.device_id, self.cfg.clock.min_valid_ms)
@@ -151,7 +151,7 @@ class Agent:
         if pipe.capture.schema_changed():
             changed = pipe.capture.sync_triggers(pipe.durable, self.clock.wall_ms())
             if changed:
-                log.info("triggers.regenerated", source=pipe.name, tables=changed)
+                log.info("triggers.regenerated", source=pipe.name, actions=pipe.capture.actions)
             self._report_tables(pipe.capture)
         while self.clock.monotonic() < until:
             room = self.quota.make_room(min(self.page_bytes, self.cfg.buffer.max_file_bytes))
@@ -163,7 +163,8 @@ class Agent:
             page = pipe.capture_page(self.page_bytes)
             summary.changes += page.changes
             summary.sealed += page.sealed
-            if page.caught_up:
+            # A snapshot page is copied only once the log is drained: the backlog stays small.
+            if page.caught_up and not pipe.capture.snapshot_step(self.clock.wall_ms()):
                 self._source_ok(pipe.name)
                 return
         summary.caught_up = False

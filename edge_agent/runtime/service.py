@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from edge_agent.capture import snapshot as snapshots
 from edge_agent.capture.triggers import ChangeLog
 from edge_agent.clock import SystemClock
 from edge_agent.config import Config
@@ -13,7 +15,7 @@ from edge_agent.errors import EdgeAgentError, StateLockedError
 from edge_agent.log import configure_logging
 from edge_agent.runtime.agent import Agent, FlushResult
 from edge_agent.runtime.loop import Daemon
-from edge_agent.runtime.status import build_status
+from edge_agent.runtime.status import build_status, source_backlog
 from edge_agent.runtime.systemd import Notifier
 from edge_agent.shippers.factory import build_shipper
 from edge_agent.sources.sqlite import connect
@@ -135,6 +137,73 @@ def _trigger_action(log: ChangeLog, tables: tuple[str, ...], action: str, durabl
     removed = log.uninstall(None, drop_log)
     return [f"uninstalled: {', '.join(removed) or 'nothing installed'}"
             + (" (change log dropped)" if drop_log else "")], True
+
+
+def snapshot(cfg: Config, table: str | None, timeout: float,
+             progress: Callable[[dict[str, Any]], None]) -> FlushResult:
+    """Re-capture tables' current rows as op "r" (all configured tables, or one), then flush.
+
+    Works through the running daemon when there is one, else one-shot.
+    """
+    now_ms = SystemClock().wall_ms()
+    requested = False
+    for src in cfg.sources:
+        tables = [t for t in src.tables if table is None or t == table]
+        if not tables:
+            continue
+        con = connect(src.path, src.busy_timeout)
+        try:
+            snapshots.request(ChangeLog(con, src.path), tables, now_ms)
+            requested = True
+        finally:
+            con.close()
+    if not requested:
+        raise EdgeAgentError(f"table {table!r} is not in any source's tables: check the name")
+    statedir = StateDir(cfg.agent.state_dir)
+    if _ask_daemon(statedir, "status", {}, 30) is not None:
+        _wait_for_daemon_snapshots(cfg, statedir, timeout, progress)
+        return flush(cfg, timeout)
+    statedir.lock()
+    try:
+        agent = open_agent(cfg, statedir)
+        try:
+            return _snapshot_one_shot(agent, timeout, progress)
+        finally:
+            agent.close()
+    finally:
+        statedir.unlock()
+
+
+def _snapshot_one_shot(agent: Agent, timeout: float,
+                       progress: Callable[[dict[str, Any]], None]) -> FlushResult:
+    deadline = agent.clock.monotonic() + timeout
+    while agent.clock.monotonic() < deadline:
+        now = agent.clock.monotonic()
+        agent.step(now, drain_until=min(deadline, now + 0.5))
+        jobs = _jobs(agent.cfg)
+        progress(jobs)
+        if all(j["finished"] for j in jobs.values()):
+            break
+    return agent.flush(deadline)
+
+
+def _wait_for_daemon_snapshots(cfg: Config, statedir: StateDir, timeout: float,
+                               progress: Callable[[dict[str, Any]], None]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        jobs = _jobs(cfg)
+        progress(jobs)
+        if all(j["finished"] for j in jobs.values()):
+            return
+        time.sleep(0.5)
+
+
+def _jobs(cfg: Config) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for src in cfg.sources:
+        _, jobs = source_backlog(src.path, 0)
+        found.update({f"{src.name}.{t}": j for t, j in jobs.items() if t in src.tables})
+    return found
 
 
 def _durable_positions(cfg: Config) -> dict[str, int]:

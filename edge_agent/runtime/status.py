@@ -6,26 +6,39 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from edge_agent.capture.snapshot import SNAPSHOTS
 from edge_agent.capture.triggers import LOG
 from edge_agent.config import Config
 from edge_agent.spool.state import FAILED, READY, StateDB
 
 
-def source_backlog(path: Path, after: int) -> int | str:
-    """Changes waiting in a source's change log, or why it cannot be read."""
+def source_backlog(path: Path, after: int) -> tuple[int | str, dict[str, Any]]:
+    """Changes waiting in a source's change log (or why it cannot be read), and the
+    progress of its snapshots by table."""
     if not path.exists():
-        return "database missing"
+        return "database missing", {}
     try:
         con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
         try:
             row = con.execute(
                 f"SELECT count(*) FROM {LOG} WHERE seq > ? AND tid != 0", (after,)
             ).fetchone()
+            snapshots = _snapshots(con)
         finally:
             con.close()
     except sqlite3.Error as exc:
-        return f"unreadable: {exc}"
-    return int(row[0])
+        return f"unreadable: {exc}", {}
+    return int(row[0]), snapshots
+
+
+def _snapshots(con: sqlite3.Connection) -> dict[str, Any]:
+    exists = con.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (SNAPSHOTS,)).fetchone()
+    if not exists:
+        return {}
+    rows = con.execute(f"SELECT name, rows_done, rows_total, done_ms FROM {SNAPSHOTS}")
+    return {name: {"rows_done": done, "rows_total": total, "finished": bool(finished),
+                   "percent": 100 if finished else round(100 * done / max(1, total))}
+            for name, done, total, finished in rows}
 
 
 def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -36,6 +49,7 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
     for src in cfg.sources:
         durable, next_ordinal = state.source_position(src.name)
         positions = state.table_positions(src.name)
+        backlog, snapshots = source_backlog(src.path, durable)
         tables = []
         for table in src.tables:
             files = [r for r in ready if r.source == src.name and r.table == table]
@@ -47,13 +61,14 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
                 "spooled_bytes": sum(r.bytes for r in files),
                 "last_shipped_file": last.relpath if last else None,
                 "last_shipped_ms": last.shipped_ms if last else None,
+                "snapshot": snapshots.get(table),
             })
         sources.append({
             "source": src.name,
             "path": str(src.path),
             "durable_pos": durable,
             "next_ordinal": next_ordinal,
-            "waiting_in_source_log": source_backlog(src.path, durable),
+            "waiting_in_source_log": backlog,
             "last_error": _note(notes, f"source.{src.name}.last_error"),
             "table_errors": _note(notes, f"source.{src.name}.tables"),
             "tables": tables,
@@ -99,6 +114,10 @@ def render_text(status: dict[str, Any]) -> str:
             lines.append(f"  {t['table']}: position {t['last_captured_pos']}, spooled "
                          f"{t['spooled_files']} files / {t['spooled_bytes']} B, last shipped "
                          f"{shipped}")
+            snap = t["snapshot"]
+            if snap and not snap["finished"]:
+                lines.append(f"    snapshot {snap['percent']}% ({snap['rows_done']} of "
+                             f"{snap['rows_total']} rows)")
     spool = status["spool"]
     lines.append(f"spool: {spool['ready_files']} files / {spool['ready_bytes']} B of "
                  f"{spool['quota_bytes']} B quota (when full: {spool['when_full']})")
