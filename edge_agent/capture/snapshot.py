@@ -68,14 +68,16 @@ def ensure_table(log: ChangeLog) -> None:
 
 
 def start(log: ChangeLog, cap: Capture, now_ms: int) -> None:
-    """(Re)start a snapshot of a table from its first key (inside a transaction)."""
-    total = log._run(f"SELECT count(*) FROM {quote(cap.table)}").fetchone()[0]
+    """(Re)start a snapshot of a table from its first key (inside the transaction that
+    installs its triggers). An empty table's snapshot is finished at once: every row it
+    gets from now on has its own change."""
+    total = int(log._run(f"SELECT count(*) FROM {quote(cap.table)}").fetchone()[0])
     log._run(
         f"INSERT INTO {SNAPSHOTS} (name, tid, after, rows_done, rows_total, started_ms, done_ms) "
-        "VALUES (?, ?, NULL, 0, ?, ?, NULL) ON CONFLICT (name) DO UPDATE SET tid = excluded.tid,"
+        "VALUES (?, ?, NULL, 0, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET tid = excluded.tid,"
         " after = NULL, rows_done = 0, rows_total = excluded.rows_total, "
-        "started_ms = excluded.started_ms, done_ms = NULL",
-        (cap.table, cap.tid, int(total), now_ms),
+        "started_ms = excluded.started_ms, done_ms = excluded.done_ms",
+        (cap.table, cap.tid, total, now_ms, None if total else now_ms),
     )
 
 
