@@ -173,16 +173,16 @@ class BronzeWriter:
     def abort(self, source: str | None = None) -> None:
         """Drop open files (their changes were never recorded and will be read again)."""
         for key in [k for k in self.open if source is None or k[0] == source]:
-            f = self.open.pop(key)
-            self.buffered_bytes -= f.pending_bytes
-            for closable in (f.writer, f.sink):
-                if closable is not None:
-                    with contextlib.suppress(OSError, pa.ArrowException):
-                        closable.close()
-            f.tmp_path.unlink(missing_ok=True)
+            self.abort_file(key)
 
-    def open_first_positions(self, source: str) -> list[int]:
-        return [f.first_pos for (s, _), f in self.open.items() if s == source]
+    def abort_file(self, key: tuple[str, str]) -> None:
+        f = self.open.pop(key)
+        self.buffered_bytes -= f.pending_bytes
+        for closable in (f.writer, f.sink):
+            if closable is not None:
+                with contextlib.suppress(OSError, pa.ArrowException):
+                    closable.close()
+        f.tmp_path.unlink(missing_ok=True)
 
     def open_disk_bytes(self) -> int:
         return sum(self.disk_bytes(f) + f.pending_bytes for f in self.open.values())

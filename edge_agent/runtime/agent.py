@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_agent.bronze.writer import BronzeWriter
-from edge_agent.capture.sqlite_trigger import TriggerCapture
 from edge_agent.clock import Clock
-from edge_agent.config import Config, SourceConfig
+from edge_agent.config import Config
 from edge_agent.errors import EdgeAgentError, SourceError, TransientError
 from edge_agent.log import ErrorReporter, get_logger
-from edge_agent.runtime.pipeline import SourcePipeline
+from edge_agent.runtime.opening import Pipeline, Spec, actions, open_pipeline, specs, table_errors
+from edge_agent.runtime.pipeline import Parts
 from edge_agent.runtime.shipping import ShipStage
 from edge_agent.shippers.base import Shipper
 from edge_agent.spool.outbox import Recovery, Spool
@@ -71,57 +71,55 @@ class Agent:
         self.quota = Quota(cfg.buffer, self.state, self.spool, self.writer, clock)
         self.shipping = ShipStage(shipper, self.spool, self.state, clock,
                                   cfg.sink.retry_min, cfg.sink.retry_max)
-        self.pipelines: dict[str, SourcePipeline] = {}
+        self.parts = Parts(self.writer, self.spool, self.state, clock, cfg.device_id,
+                           cfg.clock.min_valid_ms)
+        self.pipelines: dict[str, Pipeline] = {}
         self.retry_open: dict[str, float] = {}
         self.reporter = ErrorReporter(log)
         self.page_bytes = max(64 * 1024, min(cfg.buffer.max_memory // 4, 4 * 1024**2))
 
     # -- sources ----------------------------------------------------------
-    def _pipeline(self, src: SourceConfig, now: float) -> SourcePipeline | None:
-        pipe = self.pipelines.get(src.name)
-        if pipe is not None or now < self.retry_open.get(src.name, 0.0):
+    def _pipeline(self, spec: Spec, now: float) -> Pipeline | None:
+        pipe = self.pipelines.get(spec.key)
+        if pipe is not None or now < self.retry_open.get(spec.key, 0.0):
             return pipe
-        capture = TriggerCapture(src)
-        durable, _ = self.state.source_position(src.name)
         try:
-            changed = capture.open(durable, self.clock.wall_ms())
+            pipe = open_pipeline(spec, self.parts, self.clock.wall_ms())
         except EdgeAgentError as exc:
-            capture.close()
-            self._source_failed(src.name, exc, now)
+            self._source_failed(spec.key, exc, now)
             return None
-        if changed:
-            log.info("triggers.installed", source=src.name, actions=capture.actions)
-        self._report_tables(capture)
-        pipe = SourcePipeline(capture, self.writer, self.spool, self.state, self.clock,
-                              self.cfg.device_id, self.cfg.clock.min_valid_ms)
-        self.pipelines[src.name] = pipe
+        self._report(pipe, actions(pipe), "triggers.installed")
+        self.pipelines[spec.key] = pipe
         return pipe
 
-    def _report_tables(self, capture: TriggerCapture) -> None:
-        for table, error in capture.table_errors.items():
-            self.reporter.failed(f"table.{capture.name}.{table}", error)
-        note = "; ".join(capture.table_errors.values()) or None
-        self.state.set_note(f"source.{capture.name}.tables", note, self.clock.wall_ms())
+    def _report(self, pipe: Pipeline, done: dict[str, str], event: str) -> None:
+        if done:
+            log.info(event, source=pipe.source, actions=done)
+        errors = table_errors(pipe)
+        for table, error in errors.items():
+            self.reporter.failed(f"table.{pipe.source}.{table}", error)
+        note = "; ".join(errors.values()) or None
+        self.state.set_note(f"source.{pipe.key}.tables", note, self.clock.wall_ms())
 
-    def _source_failed(self, name: str, exc: Exception, now: float) -> None:
-        self.reporter.failed(f"source.{name}", str(exc))
-        self.state.set_note(f"source.{name}.last_error", str(exc), self.clock.wall_ms())
-        self.retry_open[name] = now + self.cfg.agent.poll_interval
-        pipe = self.pipelines.pop(name, None)
+    def _source_failed(self, key: str, exc: Exception, now: float) -> None:
+        self.reporter.failed(f"source.{key}", str(exc))
+        self.state.set_note(f"source.{key}.last_error", str(exc), self.clock.wall_ms())
+        self.retry_open[key] = now + self.cfg.agent.poll_interval
+        pipe = self.pipelines.pop(key, None)
         if pipe is not None:
             pipe.rewind()
-            pipe.capture.close()
+            pipe.close()
 
-    def _source_ok(self, name: str) -> None:
-        self.reporter.ok(f"source.{name}")
-        self.state.set_note(f"source.{name}.last_error", None, self.clock.wall_ms())
+    def _source_ok(self, key: str) -> None:
+        self.reporter.ok(f"source.{key}")
+        self.state.set_note(f"source.{key}.last_error", None, self.clock.wall_ms())
 
     # -- one cycle --------------------------------------------------------
     def step(self, now: float, drain_until: float | None = None) -> StepSummary:
         """One cycle. With ``drain_until``, capture until caught up or that deadline."""
         summary = StepSummary()
-        for src in self.cfg.sources:
-            self._capture_source(src, now, summary, drain_until)
+        for spec in specs(self.cfg):
+            self._capture_source(spec, now, summary, drain_until)
         for pipe in list(self.pipelines.values()):
             self._guarded(pipe, now, summary, lambda p: self._seal_and_prune(p, now, summary))
         shipped = self.shipping.step(now)
@@ -135,24 +133,22 @@ class Agent:
             log.info("cycle", **self.cycle_fields(summary))
         return summary
 
-    def _seal_and_prune(self, pipe: SourcePipeline, now: float, summary: StepSummary) -> None:
+    def _seal_and_prune(self, pipe: Pipeline, now: float, summary: StepSummary) -> None:
         summary.sealed += pipe.seal_due(now)
         summary.pruned += pipe.advance()
 
-    def _capture_source(self, src: SourceConfig, now: float, summary: StepSummary,
+    def _capture_source(self, spec: Spec, now: float, summary: StepSummary,
                         drain_until: float | None) -> None:
-        pipe = self._pipeline(src, now)
+        pipe = self._pipeline(spec, now)
         if pipe is None:
             return
         until = drain_until if drain_until is not None else now + STEP_BUDGET
         self._guarded(pipe, now, summary, lambda p: self._capture_pages(p, summary, until))
 
-    def _capture_pages(self, pipe: SourcePipeline, summary: StepSummary, until: float) -> None:
-        if pipe.capture.schema_changed():
-            changed = pipe.capture.sync_triggers(pipe.durable, self.clock.wall_ms())
-            if changed:
-                log.info("triggers.regenerated", source=pipe.name, actions=pipe.capture.actions)
-            self._report_tables(pipe.capture)
+    def _capture_pages(self, pipe: Pipeline, summary: StepSummary, until: float) -> None:
+        done = pipe.prepare(self.clock.wall_ms())
+        if done:
+            self._report(pipe, done, "schema.changed")
         while self.clock.monotonic() < until:
             room = self.quota.make_room(min(self.page_bytes, self.cfg.buffer.max_file_bytes))
             summary.dropped += room.dropped_files
@@ -164,22 +160,22 @@ class Agent:
             summary.changes += page.changes
             summary.sealed += page.sealed
             # A snapshot page is copied only once the log is drained: the backlog stays small.
-            if page.caught_up and not pipe.capture.snapshot_step(self.clock.wall_ms()):
-                self._source_ok(pipe.name)
+            if page.caught_up and not pipe.idle_work(self.clock.wall_ms()):
+                self._source_ok(pipe.key)
                 return
         summary.caught_up = False
 
-    def _guarded(self, pipe: SourcePipeline, now: float, summary: StepSummary,
+    def _guarded(self, pipe: Pipeline, now: float, summary: StepSummary,
                  action: Any) -> None:
         """Run a data-path action; on failure rewind that source and keep going."""
         try:
             action(pipe)
         except SourceError as exc:
             summary.errors.append(str(exc))
-            self._source_failed(pipe.name, exc, now)
+            self._source_failed(pipe.key, exc, now)
         except TransientError as exc:
             summary.errors.append(str(exc))
-            self.reporter.failed(f"source.{pipe.name}", str(exc))
+            self.reporter.failed(f"source.{pipe.key}", str(exc))
             pipe.rewind()
         except OSError as exc:
             message = f"spool write failed ({exc.strerror or exc}): will retry"
@@ -204,7 +200,7 @@ class Agent:
                 count += pipe.seal_all()
                 pipe.advance()
             except (OSError, EdgeAgentError) as exc:
-                self.reporter.failed(f"source.{pipe.name}", str(exc))
+                self.reporter.failed(f"source.{pipe.key}", str(exc))
                 pipe.rewind()
         return count
 
@@ -244,7 +240,7 @@ class Agent:
 
     def close(self) -> None:
         for pipe in self.pipelines.values():
-            pipe.capture.close()
+            pipe.close()
         self.writer.abort()
         self.shipping.shipper.close()
         self.state.close()

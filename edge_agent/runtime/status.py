@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from edge_agent.capture.cursor import Checkpoint
 from edge_agent.capture.snapshot import SNAPSHOTS
 from edge_agent.capture.triggers import LOG
 from edge_agent.config import Config
@@ -49,9 +50,11 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
     for src in cfg.sources:
         durable, next_ordinal = state.source_position(src.name)
         positions = state.table_positions(src.name)
-        backlog, snapshots = source_backlog(src.path, durable)
+        backlog, snapshots = (source_backlog(src.path, durable) if src.tables
+                              else ("no change log (timestamp mode)", {}))
+        stamped = {t.name for t in src.timestamp_tables}
         tables = []
-        for table in src.tables:
+        for table in src.all_tables:
             files = [r for r in ready if r.source == src.name and r.table == table]
             last = state.last_shipped(src.name, table)
             tables.append({
@@ -62,6 +65,9 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
                 "last_shipped_file": last.relpath if last else None,
                 "last_shipped_ms": last.shipped_ms if last else None,
                 "snapshot": snapshots.get(table),
+                "mode": "timestamp" if table in stamped else "trigger",
+                "cursor": _cursor(state, src.name, table) if table in stamped else None,
+                "last_error": _note(notes, f"source.{src.name}/{table}.last_error"),
             })
         sources.append({
             "source": src.name,
@@ -93,6 +99,15 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
     }
 
 
+def _cursor(state: StateDB, source: str, table: str) -> dict[str, Any] | None:
+    saved = state.cursor(source, table)
+    if saved is None:
+        return None
+    point = Checkpoint.from_json(saved)
+    return {"watermark_ms": point.watermark, "next_pos": point.next_pos,
+            "seen_in_window": len(point.seen)}
+
+
 def _note(notes: dict[str, tuple[str, int]], name: str) -> str | None:
     entry = notes.get(name)
     return entry[0] if entry else None
@@ -111,6 +126,8 @@ def render_text(status: dict[str, Any]) -> str:
                 lines.append(f"  ! {src[key]}")
         for t in src["tables"]:
             shipped = t["last_shipped_file"] or "-"
+            if t["last_error"]:
+                lines.append(f"  ! {t['table']}: {t['last_error']}")
             lines.append(f"  {t['table']}: position {t['last_captured_pos']}, spooled "
                          f"{t['spooled_files']} files / {t['spooled_bytes']} B, last shipped "
                          f"{shipped}")

@@ -37,7 +37,7 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+def connect(path: Path, busy_timeout: float, read_only: bool = False) -> sqlite3.Connection:
     """Open an existing database (never create one) in autocommit mode."""
     if not path.exists():
         raise SourceError(
@@ -46,10 +46,10 @@ def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         )
     try:
         con = sqlite3.connect(
-            f"file:{path}?mode=rw", uri=True, timeout=busy_timeout,
+            f"file:{path}?mode={'ro' if read_only else 'rw'}", uri=True, timeout=busy_timeout,
             isolation_level=None, check_same_thread=False,
         )
-        con.execute("PRAGMA query_only = 0")
+        con.execute(f"PRAGMA query_only = {int(read_only)}")
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
         raise map_error(exc, path) from exc
@@ -71,8 +71,12 @@ def map_error(exc: sqlite3.Error, path: Path) -> Exception:
     return SourceError(f"source database {str(path)!r}: {text}")
 
 
-def table_shape(con: sqlite3.Connection, table: str) -> TableShape:
-    """Columns and key of a table, refusing what trigger capture cannot handle."""
+def table_shape(con: sqlite3.Connection, table: str,
+                key: tuple[str, ...] | None = None) -> TableShape:
+    """Columns and key of a table, refusing what capture cannot handle.
+
+    ``key`` overrides the declared primary key (timestamp mode may name one).
+    """
     row = con.execute(
         "SELECT type, sql FROM sqlite_master WHERE name = ? AND type IN ('table', 'view')",
         (table,),
@@ -89,6 +93,14 @@ def table_shape(con: sqlite3.Connection, table: str) -> TableShape:
         for r in con.execute(f"PRAGMA table_xinfo({quote(table)})")
         if r[6] == 0  # hidden/generated columns are derived, not captured
     )
+    if key:
+        names = [c.name for c in columns]
+        unknown = [k for k in key if k not in names]
+        if unknown:
+            raise SourceError(f"table {table!r} has no column {unknown[0]!r} named in its key: "
+                              f"use some of {names}")
+        columns = tuple(Column(c.name, c.decltype, key.index(c.name) + 1 if c.name in key
+                               else 0) for c in columns)
     shape = TableShape(table, columns)
     if not shape.key:
         raise SourceError(

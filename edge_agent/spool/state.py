@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS files (
     manifest_relpath TEXT NOT NULL, created_ms INTEGER NOT NULL, status TEXT NOT NULL,
     shipped_ms INTEGER, error TEXT);
 CREATE INDEX IF NOT EXISTS files_status ON files (status, ordinal);
+CREATE TABLE IF NOT EXISTS cursors (
+    source TEXT NOT NULL, tbl TEXT NOT NULL, checkpoint TEXT NOT NULL,
+    PRIMARY KEY (source, tbl));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS notes (
     name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ms INTEGER NOT NULL);
@@ -100,12 +103,19 @@ class StateDB:
         ).fetchall()
         return {t: int(p) for t, p in rows}
 
+    def cursor(self, source: str, table: str) -> str | None:
+        row = self.con.execute("SELECT checkpoint FROM cursors WHERE source = ? AND tbl = ?",
+                               (source, table)).fetchone()
+        return str(row[0]) if row else None
+
     def set_durable(self, source: str, durable: int) -> None:
         with self.transaction() as con:
             self._upsert_source(con, source, durable, None)
 
-    def record_sealed(self, rec: FileRecord, durable: int) -> None:
-        """Commit a published file, its table's position and the source's position."""
+    def record_sealed(self, rec: FileRecord, durable: int,
+                      cursor: tuple[str, str] | None = None) -> None:
+        """Commit a published file, its table's position and the source's position
+        (and, in timestamp mode, the table's cursor checkpoint)."""
         with self.transaction() as con:
             _, expected = self.source_position(rec.source)
             if rec.ordinal != expected:
@@ -125,6 +135,12 @@ class StateDB:
                 (rec.source, rec.table, rec.last_pos),
             )
             self._upsert_source(con, rec.source, durable, rec.ordinal + 1)
+            if cursor is not None:
+                con.execute(
+                    "INSERT INTO cursors (source, tbl, checkpoint) VALUES (?, ?, ?) ON CONFLICT "
+                    "(source, tbl) DO UPDATE SET checkpoint = excluded.checkpoint",
+                    (rec.source, cursor[0], cursor[1]),
+                )
 
     def _upsert_source(self, con: sqlite3.Connection, source: str, durable: int,
                        next_ordinal: int | None) -> None:

@@ -1,0 +1,100 @@
+"""The compound (cursor, key) watermark of timestamp capture, as pure logic.
+
+Rows are polled with ``cursor >= watermark - lag`` in (cursor, key) order. A
+row is emitted once per (key, cursor value): the ``seen`` set holds what was
+emitted inside the lag window, so rows with equal cursor values split across
+polls, and late commits landing inside the window, are neither lost nor
+emitted twice. Only what is in sealed files counts for the durable state
+(:meth:`CursorState.sealed_up_to`); after a crash the window is read again and
+whatever was emitted but not sealed comes out again.
+
+Cursor values are UTC epoch milliseconds (the SQL side normalises ISO text,
+epoch numbers and Julian days; see capture/timestamp.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge_agent.capture.snapshot import decode_key, encode_key
+
+Key = tuple[Hashable, ...]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What is stored with each sealed file: enough to resume without loss or repeats."""
+
+    watermark: int | None  # largest cursor value in sealed files (epoch ms)
+    seen: frozenset[tuple[Key, int]]  # (key, cursor) sealed inside the lag window
+    next_pos: int  # the next position to give out
+
+    def to_json(self) -> str:
+        return json.dumps({"watermark": self.watermark, "next_pos": self.next_pos,
+                           "seen": [[encode_key(list(k)), c]
+                                    for k, c in sorted(self.seen, key=repr)]})
+
+    @staticmethod
+    def from_json(text: str | None) -> Checkpoint:
+        if not text:
+            return Checkpoint(None, frozenset(), 1)
+        data = json.loads(text)
+        seen = frozenset((tuple(decode_key(k) or ()), int(c)) for k, c in data["seen"])
+        return Checkpoint(data["watermark"], seen, int(data["next_pos"]))
+
+
+@dataclass
+class CursorState:
+    lag_ms: int
+    durable: Checkpoint
+    emitted: dict[tuple[Key, int], int] = field(default_factory=dict)  # -> position
+    next_pos: int = 0
+
+    def __post_init__(self) -> None:
+        self.next_pos = self.durable.next_pos
+        self.emitted = dict.fromkeys(self.durable.seen, 0)
+
+    def low_bound(self) -> int | None:
+        """Poll rows with cursor >= this (None: from the beginning)."""
+        marks = [c for _, c in self.emitted] + (
+            [self.durable.watermark] if self.durable.watermark is not None else [])
+        return max(marks) - self.lag_ms if marks else None
+
+    def accept(self, rows: Iterable[tuple[Key, int, Any]]) -> list[tuple[int, Key, int, Any]]:
+        """Rows (key, cursor, payload) in a poll; returns the new ones with positions."""
+        out = []
+        for key, cursor, payload in rows:
+            if (key, cursor) in self.emitted:
+                continue
+            self.emitted[(key, cursor)] = self.next_pos
+            out.append((self.next_pos, key, cursor, payload))
+            self.next_pos += 1
+        return out
+
+    def sealed_up_to(self, last_pos: int) -> Checkpoint:
+        """The checkpoint once every position up to ``last_pos`` is in a sealed file."""
+        sealed = {kc: p for kc, p in self.emitted.items() if p <= last_pos}
+        marks = [c for _, c in sealed]
+        if self.durable.watermark is not None:
+            marks.append(self.durable.watermark)
+        watermark = max(marks) if marks else None
+        floor = watermark - self.lag_ms if watermark is not None else None
+        seen = frozenset(kc for kc in sealed if floor is None or kc[1] >= floor)
+        self.durable = Checkpoint(watermark, seen, last_pos + 1)
+        self._forget(floor)
+        return self.durable
+
+    def _forget(self, floor: int | None) -> None:
+        """Drop entries below the window that are already sealed (memory stays bounded)."""
+        if floor is None:
+            return
+        last = self.durable.next_pos - 1
+        self.emitted = {kc: p for kc, p in self.emitted.items() if kc[1] >= floor or p > last}
+
+    def rewind(self) -> None:
+        """Forget unsealed emissions (after a failure they are read again)."""
+        self.emitted = dict.fromkeys(self.durable.seen, 0)
+        self.next_pos = self.durable.next_pos

@@ -1,0 +1,85 @@
+"""The timestamp-mode pipeline of one table: poll the cursor, write, record the watermark.
+
+Positions are given out by the agent per table (there is no change log); the
+cursor checkpoint (watermark, the (key, cursor) pairs sealed inside the lag
+window, the next position) is recorded in the same transaction as each sealed
+file, so a crash re-reads exactly what was not sealed (capture/cursor.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_agent.capture.cursor import Checkpoint, CursorState
+from edge_agent.capture.timestamp import TimestampCapture
+from edge_agent.runtime.pipeline import FilePipeline, PageResult, Parts
+from edge_agent.spool.state import FileRecord
+
+
+class TimestampPipeline(FilePipeline):
+    def __init__(self, capture: TimestampCapture, parts: Parts) -> None:
+        super().__init__(capture.name, parts)
+        self.capture = capture
+        self.table = capture.table
+        saved = parts.state.cursor(self.source, self.table.name)
+        self.cursor = CursorState(int(self.table.lag * 1000), Checkpoint.from_json(saved))
+        self.after: tuple[Any, ...] | None = None  # paging inside one poll
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.table.name}"
+
+    def owns(self, table: str) -> bool:
+        return table == self.table.name
+
+    def rewind(self) -> None:
+        self.abort_open()
+        self.cursor.rewind()
+        self.after = None
+
+    def prepare(self, now_ms: int) -> dict[str, str]:
+        if not self.capture.schema_changed():
+            return {}
+        self.capture.refresh_schema()
+        return {self.table.name: "schema refreshed"}
+
+    def idle_work(self, now_ms: int) -> int:
+        return 0
+
+    def capture_page(self, max_bytes: int) -> PageResult:
+        schema = self.capture.schema
+        polled = self.capture.poll(self.cursor.low_bound(), self.after,
+                                   self.capture.source.page_rows)
+        if schema is None or not polled.rows:
+            self.after = None
+            return PageResult()
+        key_index = [i for i, c in enumerate(schema.shape.columns) if c.pk]
+        key_index.sort(key=lambda i: schema.shape.columns[i].pk)
+        fresh = self.cursor.accept(
+            (tuple(r[i] for i in key_index), int(r[-1]), r) for r in polled.rows
+        )
+        last = polled.rows[-1]
+        self.after = (last[-1], *(last[i] for i in key_index)) if polled.full else None
+        rows = [(pos, 0, self._op(row, schema), cursor, *row[:-1])
+                for pos, _, cursor, row in fresh]
+        sealed = self.write_rows(schema, rows) if rows else 0
+        return PageResult(rows=len(polled.rows), changes=len(rows), sealed=sealed,
+                          caught_up=not polled.full)
+
+    def _op(self, row: tuple[Any, ...], schema: Any) -> str:
+        flag = self.table.deleted_flag
+        if flag:
+            index = [c.name for c in schema.shape.columns].index(flag)
+            if row[index] not in (None, 0, "", "0", b""):
+                return "d"
+        return "u"
+
+    def record(self, rec: FileRecord) -> None:
+        checkpoint = self.cursor.sealed_up_to(rec.last_pos)
+        self.state.record_sealed(rec, 0, cursor=(self.table.name, checkpoint.to_json()))
+
+    def advance(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self.capture.close()

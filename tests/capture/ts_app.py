@@ -1,0 +1,45 @@
+"""A writer process for timestamp-mode tests: upserts and soft deletes with updated_at.
+
+    python -m tests.capture.ts_app DB SEED N
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import sys
+import time
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL,
+    is_deleted INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
+"""
+NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+
+
+def run(db: str, seed: int, n: int) -> None:
+    rng = random.Random(seed)
+    con = sqlite3.connect(db, isolation_level=None, timeout=30)
+    for _ in range(n):
+        con.execute("BEGIN IMMEDIATE")
+        for _ in range(rng.choice([1, 1, 3, 10])):
+            key = rng.randint(1, 300)
+            action = rng.random()
+            if action < 0.6:
+                con.execute(
+                    "INSERT INTO items (id, name, qty, price, updated_at) "
+                    f"VALUES (?, ?, ?, ?, {NOW}) ON CONFLICT (id) DO UPDATE SET qty = excluded.qty, price = excluded.price,"
+                    f" is_deleted = 0, updated_at = {NOW}",
+                    (key, f"item {key} ü", rng.randint(0, 10**12), rng.random()))
+            else:
+                con.execute(f"UPDATE items SET is_deleted = 1, updated_at = {NOW} WHERE id = ?",
+                            (key,))
+        con.execute("COMMIT")
+        time.sleep(0.001)
+    con.close()
+
+
+if __name__ == "__main__":
+    run(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
