@@ -30,8 +30,9 @@ def run(db: str, seed: int, n: int) -> None:
             if action < 0.6:
                 con.execute(
                     "INSERT INTO items (id, name, qty, price, updated_at) "
-                    f"VALUES (?, ?, ?, ?, {NOW}) ON CONFLICT (id) DO UPDATE SET qty = excluded.qty, price = excluded.price,"
-                    f" is_deleted = 0, updated_at = {NOW}",
+                    f"VALUES (?, ?, ?, ?, {NOW}) ON CONFLICT (id) DO UPDATE SET "
+                    "qty = excluded.qty, price = excluded.price, "
+                    f"is_deleted = 0, updated_at = {NOW}",
                     (key, f"item {key} ü", rng.randint(0, 10**12), rng.random()))
             else:
                 con.execute(f"UPDATE items SET is_deleted = 1, updated_at = {NOW} WHERE id = ?",
