@@ -29,6 +29,7 @@ LOG = "_edge_cdc_log"
 META = "_edge_cdc_tables"
 FORMAT_VERSION = 1
 SEED_OP = "s"
+PRUNE_CHUNK = 1000
 NOW_MS = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
 
 
@@ -152,11 +153,23 @@ class ChangeLog:
         return int(self._run("PRAGMA schema_version").fetchone()[0])
 
     # -- writing ----------------------------------------------------------
-    def prune(self, durable: int) -> int:
-        """Delete consumed changes below ``durable``; the newest row always stays."""
+    def prune(self, durable: int, chunk: int = PRUNE_CHUNK) -> int:
+        """Delete consumed changes below ``durable``; the newest row always stays.
+
+        In chunks, each its own short transaction: one big DELETE after a backlog
+        would hold the write lock and grow the application's WAL by the backlog's size.
+        """
         if not self.has_table(LOG):
             return 0
-        return self._run(f"DELETE FROM {LOG} WHERE seq < ?", (durable,)).rowcount
+        total = 0
+        while True:
+            deleted = self._run(
+                f"DELETE FROM {LOG} WHERE seq IN "
+                f"(SELECT seq FROM {LOG} WHERE seq < ? ORDER BY seq LIMIT ?)", (durable, chunk),
+            ).rowcount
+            total += deleted
+            if deleted < chunk:
+                return total
 
     def install(self, tables: Iterable[str], seed: int, now_ms: int,
                 snapshot_new: bool = True) -> list[str]:

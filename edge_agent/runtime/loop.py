@@ -43,8 +43,10 @@ class Daemon:
         server.start()
         log.info("started", device=self.cfg.device_id, sources=[s.name for s in self.cfg.sources],
                  sink=self.cfg.sink.kind, recovery=vars(agent.recovery))
-        self.notifier.ready("capturing")
         try:
+            # READY only once a first cycle has opened the sources and installed triggers.
+            summary = agent.step(self.clock.monotonic())
+            self.notifier.ready(self._status_line(summary))
             self._loop()
         finally:
             server.close()
@@ -59,6 +61,7 @@ class Daemon:
             self._serve_requests()
             if self.flags.reload:
                 self._reload()
+                continue  # the old agent is closed: the next cycle runs on the new one
             self.notifier.watchdog(self.clock.monotonic())
             self.notifier.status(self._status_line(summary))
             if not summary.caught_up and not summary.blocked:
@@ -126,8 +129,9 @@ class Daemon:
         self.cfg = new_cfg
         self.agent = self.build_agent(new_cfg)
         self._start_watcher()
+        summary = self.agent.step(self.clock.monotonic())  # open sources, install triggers
         log.info("reloaded", sources=[s.name for s in new_cfg.sources])
-        self.notifier.ready("capturing")
+        self.notifier.ready(self._status_line(summary))
 
     def _start_watcher(self) -> None:
         paths = [s.path for s in self.cfg.sources]
