@@ -31,6 +31,8 @@ EXAMPLES = {
     "snapshot": "example:\n  edge-agent snapshot --config /etc/edge-agent/config.toml "
                 "--table readings",
     "demo": "example:\n  edge-agent demo --seconds 10 --dir ./demo",
+    "collect": "example (on the lake side, with a [collector] section; see docs/mqtt.md):\n"
+               "  edge-agent collect --config /etc/edge-agent/collector.toml",
 }
 
 
@@ -85,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("check",))
     p.add_argument("file", type=Path, help="the TOML file to check")
 
+    _config_arg(_sub(subs, "collect", "Lake side: receive files over MQTT into the lake."))
+
     p = _sub(subs, "demo", "Run a demo app and the agent on embedded defaults; show the lake.")
     p.add_argument("--dir", type=Path, default=Path("demo"),
                    help="working directory for the demo database, state and lake (default ./demo)")
@@ -93,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(path: Path) -> Config:
-    return load_config(path, os.environ)
+    cfg = load_config(path, os.environ)
+    from edge_agent.log import configure_logging
+
+    configure_logging(cfg.agent.log_format, cfg.agent.log_level)
+    return cfg
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -131,8 +139,8 @@ def cmd_triggers(args: argparse.Namespace) -> int:
     from edge_agent.runtime.service import triggers
 
     lines, ok = triggers(_load(args.config), args.action, args.drop_log, args.force)
-    for line in lines:
-        print(line)
+    for line, problem in lines:
+        print(line, file=sys.stderr if problem else sys.stdout)
     return EXIT_OK if ok else EXIT_FAILURE
 
 
@@ -167,11 +175,25 @@ def _progress_printer() -> Callable[[dict[str, Any]], None]:
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = _load(args.file)
     print(f"ok: {args.file}: device {cfg.device_id}, {len(cfg.sources)} source(s), "
-          f"sink {cfg.sink.kind} -> {cfg.sink.path}")
+          f"sink {cfg.sink.kind} -> {_sink_target(cfg)}")
     for src in cfg.sources:
         if not src.path.exists():
             print(f"warning: sources[{src.name}].path {str(src.path)!r} does not exist yet")
     return EXIT_OK
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from edge_agent.lake.collect import run_collector
+
+    return run_collector(_load(args.config))
+
+
+def _sink_target(cfg: Config) -> str:
+    if cfg.sink.kind == "s3":
+        return f"s3://{cfg.sink.bucket}/{cfg.sink.prefix}"
+    if cfg.sink.kind == "mqtt":
+        return f"{cfg.sink.broker.where}, topics {cfg.sink.topic_prefix}/{cfg.device_id}/..."
+    return str(cfg.sink.path)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -182,7 +204,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": cmd_run, "flush": cmd_flush, "status": cmd_status,
             "triggers": cmd_triggers, "config": cmd_config, "demo": cmd_demo,
-            "snapshot": cmd_snapshot}
+            "snapshot": cmd_snapshot, "collect": cmd_collect}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -197,3 +219,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_FAILURE
+    except BrokenPipeError:  # `edge-agent status | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

@@ -15,6 +15,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edge_agent import config_mqtt as mq
+from edge_agent.config_mqtt import BrokerConfig, CollectorConfig, broker_of
 from edge_agent.errors import ConfigError, ConfigErrors
 from edge_agent.units import parse_duration, parse_size
 
@@ -98,6 +100,24 @@ class SinkConfig:
     region: str = ""
     endpoint_url: str = ""
     addressing_style: str = "auto"
+    host: str = ""  # mqtt ...
+    port: int = 0  # 0 = 1883, or 8883 with tls
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str = ""
+    password: str = field(default="", repr=False)  # from the environment only
+    password_file: Path | None = None
+    client_id: str = ""  # "" = edge-agent-<device_id>
+    topic_prefix: str = "edge"
+    chunk_bytes: int = 120 * 1024  # under AWS IoT Core's 128 KB message limit
+    max_inflight: int = 16
+    ack_timeout: float = 30.0
+
+    @property
+    def broker(self) -> BrokerConfig:
+        return broker_of(self, "sink")
 
 
 @dataclass(frozen=True)
@@ -107,6 +127,7 @@ class Config:
     clock: ClockConfig = field(default_factory=ClockConfig)
     sources: tuple[SourceConfig, ...] = ()
     sink: SinkConfig = field(default_factory=SinkConfig)
+    collector: CollectorConfig | None = None  # only `edge-agent collect` needs it
 
     @property
     def device_id(self) -> str:
@@ -218,7 +239,8 @@ def _date(raw: Any) -> date:
 
 
 SIZE_FIX = 'use a byte count or a number with a unit, e.g. "16MiB", "512KiB", "1GiB"'
-DURATION_FIX = 'use a number of seconds or a number with a unit, e.g. "200ms", "30s", "5m"'
+DURATION_FIX = ('use a number of seconds or a number with a unit, e.g. "200ms", "30s", "5m" '
+                "(at most 30 days)")
 
 
 def _agent(data: object, errors: list[ConfigError]) -> AgentConfig:
@@ -273,9 +295,13 @@ def _buffer(data: object, errors: list[ConfigError]) -> BufferConfig:
 
 
 def _check_buffer(cfg: BufferConfig, errors: list[ConfigError]) -> None:
+    if cfg.compression == "gzip" and cfg.compression_level > 9:
+        errors.append(ConfigError("buffer.compression_level", cfg.compression_level,
+                                  "gzip takes levels 1 to 9"))
     if cfg.max_memory < 64 * 1024:
         errors.append(ConfigError("buffer.max_memory", cfg.max_memory, "use at least 64KiB"))
-    if cfg.spool_quota < 2 * cfg.max_file_bytes:
+    if cfg.spool_quota < 2 * cfg.max_file_bytes and not any(
+            e.field in ("buffer.max_file_bytes", "buffer.spool_quota") for e in errors):
         errors.append(ConfigError(
             "buffer.spool_quota", cfg.spool_quota,
             f"must hold at least two files of buffer.max_file_bytes ({cfg.max_file_bytes} "
@@ -378,8 +404,7 @@ def _sink(data: object, errors: list[ConfigError]) -> SinkConfig:
     s = _Section(data, "sink", errors)
     d = SinkConfig()
     cfg = SinkConfig(
-        kind=s.get("kind", d.kind, _choice(("dir", "s3")),
-                   'use "dir" or "s3" (the MQTT sink is not supported yet)'),
+        kind=s.get("kind", d.kind, _choice(("dir", "s3", "mqtt")), 'use "dir", "s3" or "mqtt"'),
         path=s.get("path", d.path, _path, "give the lake directory path"),
         retry_min=s.get("retry_min", d.retry_min, _positive_duration, DURATION_FIX),
         retry_max=s.get("retry_max", d.retry_max, _positive_duration, DURATION_FIX),
@@ -394,14 +419,84 @@ def _sink(data: object, errors: list[ConfigError]) -> SinkConfig:
         addressing_style=s.get("addressing_style", d.addressing_style,
                                _choice(("auto", "path", "virtual")),
                                'use "auto", "path" (MinIO, moto, Garage) or "virtual"'),
+        chunk_bytes=s.get("chunk_bytes", d.chunk_bytes, _positive_size, SIZE_FIX),
+        max_inflight=s.get("max_inflight", d.max_inflight, _int(1, 65535),
+                           "use an integer from 1 to 65535"),
+        ack_timeout=s.get("ack_timeout", d.ack_timeout, _positive_duration, DURATION_FIX),
+        **_broker_keys(s, d),
     )
     s.finish("kind, path, retry_min, retry_max, max_bandwidth, bucket, prefix, region, "
-             "endpoint_url, addressing_style")
+             "endpoint_url, addressing_style, chunk_bytes, max_inflight, ack_timeout, "
+             + BROKER_KEYS)
+    _check_sink(cfg, errors)
+    return cfg
+
+
+def _check_sink(cfg: SinkConfig, errors: list[ConfigError]) -> None:
     if cfg.retry_max < cfg.retry_min:
         errors.append(ConfigError("sink.retry_max", cfg.retry_max,
                                   "must not be smaller than sink.retry_min"))
     if cfg.kind == "s3" and not cfg.bucket and not _has_error(errors, "sink.bucket"):
         errors.append(ConfigError("sink.bucket", "", 'required for kind = "s3": add it'))
+    if cfg.kind == "mqtt":
+        if not cfg.host and not _has_error(errors, "sink.host"):
+            errors.append(ConfigError("sink.host", "", 'required for kind = "mqtt": add the '
+                                      'broker\'s host name, e.g. host = "broker.example"'))
+        mq.check_broker(cfg, "sink", errors)
+        mq.check_chunk_bytes(cfg.chunk_bytes, errors)
+
+
+BROKER_KEYS = ("host, port, tls, ca_file, cert_file, key_file, username, password, "
+               "password_file, client_id, topic_prefix")
+
+
+def _broker_keys(s: _Section, d: mq.HasBroker) -> dict[str, Any]:
+    """The broker keys, read the same way in [sink] and [collector]."""
+    pem = "give the path of a PEM file, or \"\" for none"
+    return {
+        "host": s.get("host", d.host, mq.host, "use a host name or an IP address"),
+        "port": s.get("port", d.port, _int(0, 65535),
+                      "use a TCP port from 1 to 65535 (0 = 1883, or 8883 with tls)"),
+        "tls": s.get("tls", d.tls, mq.boolean, "use true or false"),
+        "ca_file": s.get("ca_file", d.ca_file, mq.optional_path,
+                         pem + " (the CA that signed the broker's certificate; \"\" = the "
+                         "system's CAs)"),
+        "cert_file": s.get("cert_file", d.cert_file, mq.optional_path, pem),
+        "key_file": s.get("key_file", d.key_file, mq.optional_path, pem),
+        "username": s.get("username", d.username, _text, "use the broker user name, or \"\""),
+        "password": s.get("password", d.password, _text, "use a string"),
+        "password_file": s.get("password_file", d.password_file, mq.optional_path,
+                               "give the path of a file that holds the password"),
+        "client_id": s.get("client_id", d.client_id, mq.client_id, mq.CLIENT_ID_FIX),
+        "topic_prefix": s.get("topic_prefix", d.topic_prefix, mq.topic_prefix,
+                              mq.TOPIC_PREFIX_FIX),
+    }
+
+
+def _collector(data: object, errors: list[ConfigError]) -> CollectorConfig | None:
+    if data is None:
+        return None  # only `edge-agent collect` asks for it
+    s = _Section(data, "collector", errors)
+    d = CollectorConfig()
+    cfg = CollectorConfig(
+        lake=s.get("lake", d.lake, _path, "give the lake directory path"),
+        share_group=s.get("share_group", d.share_group, mq.topic_level,
+                          "use 1-64 characters from A-Z a-z 0-9 . _ -"),
+        staging_dir=s.get("staging_dir", d.staging_dir, _path, "give a directory path"),
+        max_file_bytes=s.get("max_file_bytes", d.max_file_bytes, _positive_size, SIZE_FIX),
+        max_chunk_bytes=s.get("max_chunk_bytes", d.max_chunk_bytes, _positive_size, SIZE_FIX),
+        max_staging_bytes=s.get("max_staging_bytes", d.max_staging_bytes, _positive_size,
+                                SIZE_FIX),
+        staging_ttl=s.get("staging_ttl", d.staging_ttl, _positive_duration, DURATION_FIX),
+        log_format=s.get("log_format", d.log_format, _choice(("auto", "json", "console")),
+                         'use "auto", "json" or "console"'),
+        log_level=s.get("log_level", d.log_level, _choice(("debug", "info", "warning", "error")),
+                        'use "debug", "info", "warning" or "error"'),
+        **_broker_keys(s, d),
+    )
+    s.finish("lake, share_group, staging_dir, max_file_bytes, max_chunk_bytes, "
+             "max_staging_bytes, staging_ttl, log_format, log_level, " + BROKER_KEYS)
+    mq.check_collector(cfg, errors)
     return cfg
 
 
@@ -435,7 +530,7 @@ def _endpoint(raw: Any) -> str:
 def config_from_dict(data: Mapping[str, Any]) -> Config:
     """Validate a parsed TOML document; raises ConfigErrors listing every problem."""
     errors: list[ConfigError] = []
-    known = {"agent", "buffer", "clock", "sources", "sink"}
+    known = {"agent", "buffer", "clock", "sources", "sink", "collector"}
     for key in sorted(set(data) - known):
         errors.append(ConfigError(key, data[key], f"unknown section; known: {sorted(known)}"))
     cfg = Config(
@@ -444,6 +539,7 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
         clock=_clock(data.get("clock"), errors),
         sources=_sources(data.get("sources"), errors),
         sink=_sink(data.get("sink"), errors),
+        collector=_collector(data.get("collector"), errors),
     )
     if errors:
         raise ConfigErrors(errors)
@@ -468,9 +564,12 @@ def _set_path(data: dict[str, Any], parts: list[str], value: str, env_name: str)
             if not 0 <= index < len(node):
                 raise ConfigErrors([ConfigError(env_name, value, "no such source index")])
             node = node[index]
-        else:
+        elif isinstance(node, dict):
             default: Any = [] if parts[i] == "sources" else {}
             node = node.setdefault(part, default)
+        else:
+            raise ConfigErrors([ConfigError(env_name, value,
+                                            "point at a key, not inside a value")])
     if not isinstance(node, dict):
         raise ConfigErrors([ConfigError(env_name, value, "point at a key, not a list")])
     node[parts[-1]] = _env_value(parts[-1], value)
@@ -494,8 +593,9 @@ def load_config(path: Path, environ: Mapping[str, str]) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigErrors([ConfigError("--config", str(path), f"not valid TOML: {exc}")]) from exc
+    mq.refuse_inline_passwords(data)
     cfg = config_from_dict(apply_env(data, environ))
-    return _resolve_relative(cfg, path.parent)
+    return mq.read_password_files(_resolve_relative(cfg, path.parent))
 
 
 def _resolve_relative(cfg: Config, base: Path) -> Config:
@@ -509,5 +609,8 @@ def _resolve_relative(cfg: Config, base: Path) -> Config:
         cfg,
         agent=replace(cfg.agent, state_dir=fix(cfg.agent.state_dir)),
         sources=tuple(replace(s, path=fix(s.path)) for s in cfg.sources),
-        sink=replace(cfg.sink, path=fix(cfg.sink.path)),
+        sink=mq.resolve_files(replace(cfg.sink, path=fix(cfg.sink.path)), fix),
+        collector=None if cfg.collector is None else mq.resolve_files(
+            replace(cfg.collector, lake=fix(cfg.collector.lake),
+                    staging_dir=fix(cfg.collector.staging_dir)), fix),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE_UNITS = {
@@ -9,7 +10,7 @@ _SIZE_UNITS = {
     "kb": 1000, "mb": 1000**2, "gb": 1000**3,
     "kib": 1024, "mib": 1024**2, "gib": 1024**3,
 }
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _NUMBER_UNIT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
@@ -33,14 +34,22 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("not a duration")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("negative duration")
-        return float(value)
+        return _sane_seconds(float(value))
     match = _NUMBER_UNIT.match(str(value))
     unit = match.group(2).lower() if match else None
     if match is None or unit not in _DURATION_UNITS:
         raise ValueError("not a duration")
-    return float(match.group(1)) * _DURATION_UNITS[unit]
+    return _sane_seconds(float(match.group(1)) * _DURATION_UNITS[unit])
+
+
+MAX_DURATION = 30 * 86400.0  # longer waits overflow select() and mean a typo anyway
+
+
+def _sane_seconds(seconds: float) -> float:
+    """Refuse NaN, infinity (TOML allows both), negatives and absurd lengths."""
+    if not math.isfinite(seconds) or not 0 <= seconds <= MAX_DURATION:
+        raise ValueError("duration out of range")
+    return seconds
 
 
 def format_size(n: int) -> str:

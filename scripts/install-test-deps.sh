@@ -5,6 +5,10 @@ set -euo pipefail
 
 need=()
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# The MQTT tests run a real broker (mosquitto, mosquitto_passwd) and make their TLS
+# certificates with the openssl CLI. Debian installs the broker in /usr/sbin.
+PATH="$PATH:/usr/sbin:/sbin" command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

@@ -196,3 +196,42 @@ def start_workload(db: Path, seed: int, transactions: int,
          "--pause", str(pause)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT, env=agent_env(),
     )
+
+
+# --- MQTT: a real Mosquitto broker and collectors ---------------------------------
+_mqtt_prefixes = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One Mosquitto broker (anonymous, plain TCP) for the session; each test uses its
+    own topic prefix (the ``mqtt_prefix`` fixture), so tests never see each other's
+    messages. Tests that kill the broker start their own."""
+    from tests.servers import Mosquitto
+
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def mqtt_prefix() -> str:
+    return f"t{os.getpid()}x{next(_mqtt_prefixes)}/edge"
+
+
+@pytest.fixture
+def collector_factory() -> Iterator[Any]:
+    """Start in-process collectors (real loop, own thread); all stop after the test."""
+    from edge_agent.lake.collect import Collector
+    from tests.mqtt.support import CollectorThread
+
+    started: list[Any] = []
+
+    def start(cfg: Any) -> Any:
+        thread = CollectorThread(Collector(cfg)).start()
+        started.append(thread)
+        return thread
+
+    yield start
+    for thread in started:
+        thread.stop()

@@ -3,6 +3,7 @@
 - MotoS3: moto's standalone S3-compatible server, as its own process.
 - TcpProxy: a byte-forwarding proxy that tests stop and restart to cut the
   network mid-transfer while the server behind it keeps its data.
+- Mosquitto: a real MQTT 5 broker process (password file and TLS optional).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +147,146 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
+
+
+# --- MQTT: a real Mosquitto broker -----------------------------------------------
+
+# Mosquitto silently drops QoS 1 messages queued for a slow or offline subscriber
+# beyond max_queued_messages (default 1000). The tests set it deliberately: high
+# enough that a test's own backlog never reaches it, so a loss would be ours; a
+# test that wants the drops passes a small value and shows that the collector's
+# ack, not the broker, is what makes delivery safe. Operators: see docs/mqtt.md.
+MAX_QUEUED_MESSAGES = 100_000
+
+
+def mosquitto_binary() -> str:
+    """The broker binary; a missing one fails the test with the install step."""
+    import shutil
+
+    found = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
+    if found is None:
+        import pytest
+
+        pytest.fail("mosquitto not found: run `bash scripts/install-test-deps.sh` as root "
+                    "(Debian package mosquitto)", pytrace=False)
+    return found
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A CA, a server certificate for 127.0.0.1/localhost, and a client certificate,
+    all signed by that CA; made with the openssl CLI."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+    @classmethod
+    def make(cls, where: Path) -> TlsFiles:
+        where.mkdir(parents=True, exist_ok=True)
+        ca_key, ca = where / "ca.key", where / "ca.crt"
+        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                 "-nodes", "-keyout", ca_key, "-out", ca, "-days", "2",
+                 "-subj", "/CN=edge-agent test CA")
+        files = {}
+        for name, usage in (("server", "serverAuth"), ("client", "clientAuth")):
+            files[name] = _leaf(where, name, usage, ca, ca_key)
+        return cls(ca, *files["server"], *files["client"])
+
+
+def _leaf(where: Path, name: str, usage: str, ca: Path, ca_key: Path) -> tuple[Path, Path]:
+    key, csr, cert = where / f"{name}.key", where / f"{name}.csr", where / f"{name}.crt"
+    ext = where / f"{name}.ext"
+    ext.write_text("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyAgreement\n"
+                   f"extendedKeyUsage={usage}\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                   "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid,issuer\n")
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", key, "-out", csr, "-subj", f"/CN=edge-agent test {name}")
+    _openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+             "-out", cert, "-days", "2", "-extfile", ext)
+    return cert, key
+
+
+def _openssl(*args: str | Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+
+class Mosquitto:
+    """A Mosquitto broker process with a generated config, on 127.0.0.1.
+
+    ``users`` turns anonymous access off and writes a password file
+    (mosquitto_passwd -b); ``tls`` adds a TLS listener (``tls_port``) that also
+    requires a client certificate signed by the fixture's CA. kill() and
+    start() cut the broker mid-transfer and bring it back on the same ports.
+    """
+
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None,
+                 tls: TlsFiles | None = None, max_queued_messages: int = MAX_QUEUED_MESSAGES,
+                 max_packet_size: int | None = None) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.tls_port = free_port() if tls else None
+        self.config = workdir / "mosquitto.conf"
+        self.config.write_text(self._config(users, tls, max_queued_messages, max_packet_size))
+        self.log = (workdir / "mosquitto.log").open("ab")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def _config(self, users: dict[str, str] | None, tls: TlsFiles | None,
+                max_queued: int, max_packet: int | None) -> str:
+        lines = ["per_listener_settings false", "persistence false",
+                 f"max_queued_messages {max_queued}", "max_inflight_messages 0",
+                 "log_dest stdout", "log_type error", "log_type warning", "log_type notice",
+                 "log_type information", "connection_messages true",
+                 f"allow_anonymous {'false' if users else 'true'}"]
+        if os.geteuid() == 0:
+            lines.append("user root")  # keep access to the test's 0700 temp directories
+        if max_packet is not None:
+            lines.append(f"max_packet_size {max_packet}")
+        if users:
+            passwd = self.workdir / "passwd"
+            for i, (user, password) in enumerate(users.items()):
+                flags = ["-c"] if i == 0 else []
+                subprocess.run(["mosquitto_passwd", *flags, "-b", str(passwd), user, password],
+                               check=True, capture_output=True, timeout=30)
+            lines.append(f"password_file {passwd}")
+        lines.append(f"listener {self.port} 127.0.0.1")
+        if tls:
+            lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {tls.ca}",
+                      f"certfile {tls.server_cert}", f"keyfile {tls.server_key}",
+                      "require_certificate true", "tls_version tlsv1.2"]
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(self.config)],
+                                     stdout=self.log, stderr=self.log)
+        wait_for_port(self.port)
+        if self.tls_port:
+            wait_for_port(self.tls_port)
+
+    def kill(self) -> None:
+        """SIGKILL: connections drop, queued messages are gone (no persistence)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        self.log.close()
+
+    def log_text(self) -> str:
+        return (self.workdir / "mosquitto.log").read_text(errors="replace")

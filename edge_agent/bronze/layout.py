@@ -11,11 +11,15 @@ sort in position order.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import quote
 
 PARQUET = ".parquet"
 MANIFEST = ".manifest.json"
+_RELPATH = re.compile(
+    r"^bronze/([^/]+)/([^/]+)/date=(\d{4}-\d{2}-\d{2}|unsynced)/([^/]+)\.parquet$")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 def encode_name(name: str) -> str:
@@ -56,3 +60,24 @@ class FileKey:
     @property
     def manifest_relpath(self) -> str:
         return self.relpath[: -len(PARQUET)] + MANIFEST
+
+
+def manifest_relpath_of(relpath: str) -> str:
+    return relpath[: -len(PARQUET)] + MANIFEST
+
+
+def relpath_problem(relpath: str, device: str) -> str | None:
+    """Why ``relpath`` is not a bronze file of ``device`` in this layout, or None.
+
+    For receivers that take a path from the network (the MQTT collector): no
+    traversal, no hidden or temp names, and a device writes only its own files.
+    """
+    match = _RELPATH.match(relpath)
+    if match is None or _UNSAFE.search(relpath):
+        return ("not a bronze layout path (bronze/<source>/<table>/date=YYYY-MM-DD/"
+                "<device>-<first>-<last>.parquet)")
+    if any(segment.startswith(".") for segment in match.groups()):
+        return "a path segment starts with a dot"
+    if not re.fullmatch(re.escape(device) + r"-\d{1,20}-\d{1,20}", match.group(4)):
+        return f"the file name is not <device>-<first>-<last> for device {device!r}"
+    return None

@@ -15,4 +15,11 @@ def build_shipper(cfg: SinkConfig) -> Shipper:
         from edge_agent.shippers.s3 import S3Shipper
 
         return S3Shipper(cfg)
-    raise ConfigError("sink.kind", cfg.kind, 'use "dir" or "s3"')
+    if cfg.kind == "mqtt":
+        try:
+            from edge_agent.shippers.mqtt import MqttShipper
+        except ImportError as exc:
+            raise ConfigError("sink.kind", cfg.kind,
+                              f"needs paho-mqtt ({exc}): pip install 'paho-mqtt>=2.1'") from exc
+        return MqttShipper(cfg)
+    raise ConfigError("sink.kind", cfg.kind, 'use "dir", "s3" or "mqtt"')

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.bronze.layout import FileKey
 from edge_agent.config import SinkConfig
 from edge_agent.errors import CorruptFileError, TerminalError, TransientError
 from edge_agent.shippers.base import Shipper
@@ -31,7 +32,7 @@ class Sink:
     overwrite: Overwrite  # another writer puts other bytes at the same place
 
 
-@pytest.fixture(params=["dir", "s3"])
+@pytest.fixture(params=["dir", "s3", "mqtt"])
 def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sink]:
     if request.param == "dir":
         root = tmp_path / "lake"
@@ -47,7 +48,34 @@ def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sink]:
         yield Sink(shipper, read, overwrite)
         shipper.close()
         return
+    if request.param == "mqtt":
+        yield from _mqtt_sink(request, tmp_path)
+        return
     yield from _s3_sink(request)
+
+
+def _mqtt_sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sink]:
+    """The agent's MqttShipper, a real Mosquitto and a running collector: the sink
+    under test is the pair, and what it holds is what the collector wrote."""
+    from edge_agent.shippers.mqtt import MqttShipper
+    from tests.mqtt.support import collector_config
+
+    broker = request.getfixturevalue("mosquitto")
+    prefix = request.getfixturevalue("mqtt_prefix")
+    cfg = collector_config(tmp_path / "collector", broker, prefix)
+    request.getfixturevalue("collector_factory")(cfg)
+    shipper = MqttShipper(SinkConfig(kind="mqtt", host="127.0.0.1", port=broker.port,
+                                     topic_prefix=prefix, chunk_bytes=1024, ack_timeout=10.0))
+
+    def read(rel: str) -> bytes | None:
+        p = cfg.lake / rel
+        return p.read_bytes() if p.exists() else None
+
+    def overwrite(rel: str, data: bytes) -> None:
+        (cfg.lake / rel).write_bytes(data)
+
+    yield Sink(shipper, read, overwrite)
+    shipper.close()
 
 
 def _s3_sink(request: pytest.FixtureRequest) -> Iterator[Sink]:
@@ -78,10 +106,9 @@ def spooled(tmp_path: Path, data: bytes, name: str = "f") -> tuple[Path, Path, F
     local.write_bytes(data)
     manifest = local.with_suffix(".manifest.json")
     manifest.write_text('{"id": "x"}\n')
-    rel = f"bronze/src/t/date=2025-11-24/gw-{name}.parquet"
-    rec = FileRecord(f"gw/src/t/{name}", "src", "t", 1, 1, 2, 2, len(data),
-                     hashlib.sha256(data).hexdigest(), rel,
-                     rel.replace(".parquet", ".manifest.json"), 0)
+    key = FileKey("gw", "src", "t", "2025-11-24", 1, 2)  # the real lake layout
+    rec = FileRecord(key.file_id, "src", "t", 1, 1, 2, 2, len(data),
+                     hashlib.sha256(data).hexdigest(), key.relpath, key.manifest_relpath, 0)
     return local, manifest, rec
 
 

@@ -1,0 +1,71 @@
+"""Writing a staged file into the lake: the same layout and the same atomic,
+idempotent rules as the ``dir`` sink (shippers/dir.py).
+
+``<lake>/<relpath>`` is written tmp -> fsync -> rename -> fsync(dir) from the
+staged chunks, streamed (one chunk in memory at a time) and verified against
+the header's size and sha256 before it becomes visible; the manifest goes
+beside it last, so its presence means the file beside it is whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+
+from edge_agent.bronze.layout import manifest_relpath_of
+from edge_agent.fsutil import TMP_SUFFIX, ensure_dir, publish, sha256_file, write_atomic
+from edge_agent.shippers.mqtt_wire import FileHeader
+
+
+class AssemblyMismatch(Exception):
+    """The staged chunks do not add up to the header's size and sha256."""
+
+
+class Lake:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, h: FileHeader) -> Path:
+        return self.root / h.relpath
+
+    def manifest_path(self, h: FileHeader) -> Path:
+        return self.root / manifest_relpath_of(h.relpath)
+
+    def holds(self, h: FileHeader) -> bool:
+        """The lake already has exactly these bytes at the file's place."""
+        try:
+            return sha256_file(self.path(h)) == (h.size, h.sha256)
+        except FileNotFoundError:
+            return False
+
+    def assemble(self, h: FileHeader, chunks: list[Path]) -> None:
+        """Concatenate the chunks into the file's place, atomically and verified."""
+        dest = self.path(h)
+        ensure_dir(dest.parent)
+        # One name per file: a crashed earlier try is overwritten, not left behind.
+        tmp = dest.with_name(f".{dest.name}.{h.staging_key[:12]}{TMP_SUFFIX}")
+        digest, size = hashlib.sha256(), 0
+        try:
+            with open(tmp, "wb") as out:
+                for chunk in chunks:
+                    data = chunk.read_bytes()
+                    digest.update(data)
+                    out.write(data)
+                    size += len(data)
+            if (size, digest.hexdigest()) != (h.size, h.sha256):
+                raise AssemblyMismatch(
+                    f"assembled {size} bytes sha256 {digest.hexdigest()}, the header says "
+                    f"{h.size} bytes sha256 {h.sha256}")
+            publish(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+    def write_manifest(self, h: FileHeader, data: bytes) -> None:
+        path = self.manifest_path(h)
+        with contextlib.suppress(FileNotFoundError):
+            if path.read_bytes() == data:
+                return
+        write_atomic(path, data)

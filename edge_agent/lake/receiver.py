@@ -1,0 +1,134 @@
+"""What the collector does with one message, without MQTT: check it, stage it, land
+the file in the lake when it is complete, and say which acks to send.
+
+Nothing a message carries can crash this or reach the lake unverified: a
+message that breaks the protocol or the limits is counted, logged and answered
+with a negative ack when it names its file well enough (docs/protocol.md,
+"Negative acks").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass
+
+from edge_agent.config_mqtt import CollectorConfig
+from edge_agent.lake.landing import AssemblyMismatch, Lake
+from edge_agent.lake.staging import Staging, StagingFull
+from edge_agent.log import get_logger
+from edge_agent.shippers.mqtt_wire import (
+    CHUNK,
+    OK,
+    RETRY,
+    Ack,
+    AckTo,
+    FileHeader,
+    Limits,
+    Part,
+    WireError,
+    ack_topic,
+    parse_part,
+)
+
+log = get_logger("edge_agent.collect")
+
+
+@dataclass(frozen=True)
+class Reply:
+    topic: str
+    ack: Ack
+
+
+class Receiver:
+    def __init__(self, cfg: CollectorConfig, staging: Staging, lake: Lake) -> None:
+        self.prefix = cfg.topic_prefix
+        self.limits = Limits(cfg.max_file_bytes, cfg.max_chunk_bytes)
+        self.staging = staging
+        self.lake = lake
+        self.counters: Counter[str] = Counter()
+
+    def handle(self, topic: str, pairs: list[tuple[str, str]], payload: bytes) -> list[Reply]:
+        """One message in, the acks to publish out."""
+        self.counters["messages"] += 1
+        try:
+            part = parse_part(topic, self.prefix, pairs, len(payload), self.limits)
+            if hashlib.sha256(payload).hexdigest() != part.part_sha256:
+                raise WireError(f"{part.kind} {part.index} of {part.header.file_id}: payload "
+                                "does not match edge-part-sha256 (corrupted in transit)",
+                                RETRY, part.header.ack_to, "corrupt")
+        except WireError as exc:
+            return self._refuse(topic, exc)
+        try:
+            return self._accept(part, payload)
+        except StagingFull as exc:
+            return self._refuse(topic, WireError(str(exc), RETRY, part.header.ack_to,
+                                                 "staging_full"))
+        except OSError as exc:  # staging or lake I/O: the sender resends later
+            reason = f"collector storage error ({exc.strerror or exc}): will accept a resend"
+            return self._refuse(topic, WireError(reason, RETRY, part.header.ack_to,
+                                                 "storage_error"))
+
+    def _accept(self, part: Part, payload: bytes) -> list[Reply]:
+        h = part.header
+        with self.staging.lock(h):
+            if part.kind == CHUNK:
+                fresh = self.staging.put_chunk(h, part.index, payload)
+                self.counters["chunks" if fresh else "chunks_already_staged"] += 1
+                if not self.staging.has_manifest(h):
+                    return []
+            else:
+                self.staging.put_manifest(h, payload)
+                self.counters["manifests"] += 1
+            ack = self._land(h, manifest_arrived=part.kind != CHUNK)
+        return [self._reply(ack)] if ack is not None else []
+
+    def land_staged(self, h: FileHeader) -> Reply | None:
+        """Recovery after a restart: land an entry that is already complete."""
+        with self.staging.lock(h):
+            if self.staging.tidy(h) or not self.staging.complete(h):
+                return None
+            ack = self._land(h, manifest_arrived=False)
+        return self._reply(ack) if ack is not None else None
+
+    def _land(self, h: FileHeader, manifest_arrived: bool) -> Ack | None:
+        """Under the entry's lock: write file and manifest into the lake when possible."""
+        complete = self.staging.complete(h)
+        if not complete and not manifest_arrived:
+            return None
+        existed = self.lake.holds(h)  # a resend of a file already landed: no chunks needed
+        if not existed and not complete:
+            return None
+        if not existed:
+            try:
+                self.lake.assemble(h, self.staging.chunk_paths(h))
+            except AssemblyMismatch as exc:
+                self.staging.discard(h)
+                self.counters["rejected.corrupt_staging"] += 1
+                log.warning("collector.assembly_mismatch", file=h.file_id, error=str(exc))
+                return _ack(h.ack_to, RETRY, f"{exc}: staged chunks discarded, send it again")
+        self.lake.write_manifest(h, self.staging.manifest(h))
+        self.staging.discard(h)
+        self.counters["files_existing" if existed else "files_landed"] += 1
+        log.info("collector.landed", file=h.file_id, path=h.relpath, bytes=h.size,
+                 existed=existed)
+        return Ack(h.file_id, h.sha256, OK, h.attempt, existed=existed, path=h.relpath)
+
+    def _refuse(self, topic: str, exc: WireError) -> list[Reply]:
+        self.counters[f"rejected.{exc.category}"] += 1
+        file_id = exc.to.file_id if exc.to else None
+        log.warning("collector.rejected", category=exc.category, topic=topic[:200], file=file_id,
+                    status=exc.status, reason=exc.reason)
+        if exc.to is None:
+            return []  # nobody to answer: the sender times out and resends
+        return [self._reply(_ack(exc.to, exc.status, exc.reason))]
+
+    def _reply(self, ack: Ack) -> Reply:
+        self.counters[f"acks.{ack.status}"] += 1
+        device = ack.file_id.split("/", 1)[0]
+        return Reply(ack_topic(self.prefix, device), ack)
+
+
+def _ack(to: AckTo, status: str, reason: str) -> Ack:
+    return Ack(to.file_id, to.sha256, status, to.attempt, reason=reason)
+

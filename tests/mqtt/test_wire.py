@@ -1,0 +1,180 @@
+"""The wire format and the collector's receiving logic, without a broker: chunking,
+header round trips, refusals, and landing from chunks in any order."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.config_mqtt import CollectorConfig
+from edge_agent.lake.landing import Lake
+from edge_agent.lake.receiver import Receiver
+from edge_agent.lake.staging import Staging
+from edge_agent.shippers import mqtt_wire as wire
+from tests.mqtt.support import header_of, record
+
+LIMITS = wire.Limits(max_file_bytes=1 << 20, max_chunk_bytes=1 << 16)
+TOPIC = "edge/gw/batch"
+
+
+@given(st.integers(0, 200_000), st.integers(1, 2**20))
+def test_chunks_cover_the_file_exactly(size: int, chunk_bytes: int) -> None:
+    h = wire.FileHeader("gw", "gw/s/t/1-2", "x", size, "0" * 64, chunk_bytes, "a")
+    lengths = [h.chunk_length(i) for i in range(h.count)]
+    assert sum(lengths) == size
+    assert all(0 < n <= chunk_bytes for n in lengths) or size == 0
+    assert h.count == 1 if size == 0 else h.count == -(-size // chunk_bytes)
+
+
+@given(st.binary(min_size=0, max_size=5000), st.integers(1, 2048))
+def test_every_message_of_a_file_parses_back_to_its_header(data: bytes, chunk_bytes: int) -> None:
+    h = header_of(record(data), chunk_bytes)
+    for i in range(h.count):
+        chunk = data[i * chunk_bytes:(i + 1) * chunk_bytes]
+        pairs = wire.header_properties(h, wire.CHUNK, hashlib.sha256(chunk).hexdigest(), i)
+        part = wire.parse_part(TOPIC, "edge", pairs, len(chunk), LIMITS)
+        assert (part.header, part.index, part.kind) == (h, i, wire.CHUNK)
+    pairs = wire.header_properties(h, wire.MANIFEST, "a" * 64)
+    assert wire.parse_part(TOPIC, "edge", pairs, 10, LIMITS).index == -1
+
+
+@pytest.mark.parametrize(("change", "category", "answerable"), [
+    ({wire.P_VERSION: "2"}, "malformed", True),
+    ({wire.P_KIND: "other"}, "malformed", True),
+    ({wire.P_FILE: "other/src/t/1-2"}, "unknown_file", False),
+    ({wire.P_PATH: "bronze/src/t/date=2025-11-24/../../x/gw-1-2.parquet"}, "unknown_file", True),
+    ({wire.P_PATH: "bronze/src/t/date=2025-11-24/other-1-2.parquet"}, "unknown_file", True),
+    ({wire.P_PATH: "/etc/passwd"}, "unknown_file", True),
+    ({wire.P_SIZE: "-1"}, "malformed", True),
+    ({wire.P_SIZE: "²"}, "malformed", True),
+    ({wire.P_SIZE: str(2 << 20)}, "oversized", True),
+    ({wire.P_CHUNK_BYTES: str(1 << 17)}, "oversized", True),
+    ({wire.P_COUNT: "7"}, "malformed", True),
+    ({wire.P_INDEX: "3"}, "malformed", True),
+    ({wire.P_SHA256: "XYZ"}, "malformed", True),
+    ({wire.P_ATTEMPT: "a b"}, "malformed", False),
+])
+def test_a_broken_header_is_refused_with_its_category(change: dict[str, str], category: str,
+                                                      answerable: bool) -> None:
+    h = header_of(record(b"x" * 1500), 1000)
+    pairs = [(k, change.get(k, v)) for k, v in wire.header_properties(h, wire.CHUNK, "b" * 64, 0)]
+    with pytest.raises(wire.WireError) as info:
+        wire.parse_part(TOPIC, "edge", pairs, 1000, LIMITS)
+    assert info.value.category == category
+    assert (info.value.to is not None) == answerable
+
+
+def test_a_repeated_property_and_a_foreign_topic_are_refused() -> None:
+    h = header_of(record(b"x" * 10), 1000)
+    pairs = wire.header_properties(h, wire.CHUNK, "b" * 64, 0)
+    with pytest.raises(wire.WireError, match="twice"):
+        wire.parse_part(TOPIC, "edge", [*pairs, pairs[0]], 10, LIMITS)
+    with pytest.raises(wire.WireError, match="is not edge/<device>/batch"):
+        wire.parse_part("other/gw/batch", "edge", pairs, 10, LIMITS)
+
+
+def test_ack_json_round_trip_and_garbage() -> None:
+    ack = wire.Ack("gw/s/t/1-2", "a" * 64, wire.OK, "x1", existed=True, path="bronze/p")
+    assert wire.Ack.from_json(ack.to_json()) == ack
+    nack = wire.Ack("gw/s/t/1-2", "a" * 64, wire.RETRY, "x1", reason="corrupt")
+    assert json.loads(nack.to_json())["reason"] == "corrupt"
+    for garbage in (b"", b"[]", b"{}", b'{"file": 1, "sha256": 2, "status": "maybe"}'):
+        with pytest.raises(wire.WireError):
+            wire.Ack.from_json(garbage)
+
+
+# --- the receiver on a real staging directory and lake -----------------------------
+
+
+def receiver(tmp: Path, **limits: int) -> Receiver:
+    cfg = CollectorConfig(lake=tmp / "lake", staging_dir=tmp / "staging", **limits)
+    return Receiver(cfg, Staging(cfg.staging_dir, cfg.max_staging_bytes, cfg.staging_ttl),
+                    Lake(cfg.lake))
+
+
+def messages(data: bytes, chunk_bytes: int, manifest: bytes = b'{"m": 1}',
+             attempt: str = "a1") -> list[tuple[list[tuple[str, str]], bytes]]:
+    h = header_of(record(data), chunk_bytes, attempt)
+    out = []
+    for i in range(h.count):
+        chunk = data[i * chunk_bytes:(i + 1) * chunk_bytes]
+        out.append((wire.header_properties(h, wire.CHUNK, hashlib.sha256(chunk).hexdigest(), i),
+                    chunk))
+    out.append((wire.header_properties(h, wire.MANIFEST, hashlib.sha256(manifest).hexdigest()),
+                manifest))
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(min_size=1, max_size=3000), st.integers(1, 700), st.randoms(),
+       st.integers(0, 3))
+def test_any_order_and_any_duplicates_land_the_file_once(tmp_path_factory, data: bytes,
+                                                         chunk_bytes: int, rng: random.Random,
+                                                         dups: int) -> None:
+    tmp = tmp_path_factory.mktemp("rx")
+    rx = receiver(tmp)
+    msgs = messages(data, chunk_bytes)
+    msgs += [rng.choice(msgs) for _ in range(dups)]
+    rng.shuffle(msgs)
+    acks = [r.ack for pairs, payload in msgs for r in rx.handle(TOPIC, pairs, payload)]
+    rec = record(data)
+    assert (tmp / "lake" / rec.relpath).read_bytes() == data
+    assert (tmp / "lake" / rec.manifest_relpath).read_bytes() == b'{"m": 1}'
+    assert acks and all(a.status == wire.OK and a.sha256 == rec.sha256 for a in acks)
+    assert rx.counters["files_landed"] == 1
+    assert not list((tmp / "lake").rglob("*.tmp"))
+
+
+def test_staged_chunks_survive_a_restart_and_a_complete_entry_lands_on_start(
+        tmp_path: Path) -> None:
+    data = bytes(range(256)) * 10
+    msgs = messages(data, 512)
+    first = receiver(tmp_path)
+    for pairs, payload in msgs[:3]:
+        assert first.handle(TOPIC, pairs, payload) == []
+    second = receiver(tmp_path)  # a restart: the same directories
+    for pairs, payload in messages(data, 512, attempt="a2")[:-1]:
+        second.handle(TOPIC, pairs, payload)
+    assert second.counters["chunks_already_staged"] == 3
+    # Everything but the landing happened; a third start finds it complete and lands it.
+    pairs, payload = msgs[-1]
+    h = header_of(record(data), 512)
+    second.staging.put_manifest(h, payload)
+    third = receiver(tmp_path)
+    replies = [third.land_staged(x) for x in third.staging.headers()]
+    assert [r.ack.status for r in replies if r] == [wire.OK]
+    assert (tmp_path / "lake" / record(data).relpath).read_bytes() == data
+
+
+def test_a_damaged_staged_chunk_is_discarded_and_asked_for_again(tmp_path: Path) -> None:
+    data = b"abc" * 1000
+    rx = receiver(tmp_path)
+    msgs = messages(data, 1000)
+    rx.handle(TOPIC, *msgs[0])
+    chunk = next((tmp_path / "staging" / "files").glob("*/00000000.chunk"))
+    chunk.write_bytes(b"X" * 1000)  # same size, other bytes: bit rot at rest
+    replies = [r for pairs, payload in msgs[1:] for r in rx.handle(TOPIC, pairs, payload)]
+    assert [r.ack.status for r in replies] == [wire.RETRY]
+    assert "staged chunks discarded" in replies[0].ack.reason
+    assert not (tmp_path / "lake" / record(data).relpath).exists()
+    replies = [r for pairs, payload in msgs for r in rx.handle(TOPIC, pairs, payload)]
+    assert [r.ack.status for r in replies] == [wire.OK]
+
+
+def test_staging_full_asks_for_a_resend(tmp_path: Path) -> None:
+    rx = receiver(tmp_path, max_staging_bytes=3000, max_file_bytes=2000,
+                  max_chunk_bytes=1000)
+    big = messages(b"q" * 2000, 1000)
+    for pairs, payload in big[:2]:
+        rx.handle(TOPIC, pairs, payload)
+    other = messages(b"r" * 2000, 1000)
+    replies = rx.handle(TOPIC, *other[0]) + rx.handle(TOPIC, *other[1])
+    assert [r.ack.status for r in replies] == [wire.RETRY]
+    assert "max_staging_bytes" in replies[0].ack.reason
+    assert rx.counters["rejected.staging_full"] == 1
