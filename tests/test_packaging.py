@@ -56,6 +56,7 @@ EXPECTED_CONFIG = {
             "tables": ["readings", "alarms"],
             "page_rows": 5000,
             "busy_timeout": "5s",
+            "snapshot": "initial",
         }
     ],
     "sink": {

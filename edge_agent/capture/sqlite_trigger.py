@@ -46,6 +46,7 @@ class TriggerCapture:
         self.schemas: dict[int, BatchSchema] = {}
         self.table_errors: dict[str, str] = {}
         self._schema_version = -1
+        self.captured_before: set[str] = set()  # tables with sealed files (agent state)
         self.actions: dict[str, str] = {}
 
     @property
@@ -81,7 +82,8 @@ class TriggerCapture:
             except SourceError as exc:
                 self.table_errors[table] = str(exc)
         snap = self.cfg.snapshot == "initial"
-        changed = log.install(valid, seed, now_ms, snapshot_new=snap) if valid else []
+        changed = log.install(valid, seed, now_ms, snapshot_new=snap,
+                              captured_before=self.captured_before) if valid else []
         self.actions = dict(log.actions) if valid else {}
         self._schema_version = log.schema_version()
         self._load_captures()

@@ -172,19 +172,20 @@ class ChangeLog:
                 return total
 
     def install(self, tables: Iterable[str], seed: int, now_ms: int,
-                snapshot_new: bool = True) -> list[str]:
+                snapshot_new: bool = True, captured_before: Iterable[str] = ()) -> list[str]:
         """Create or regenerate triggers in one transaction; returns the tables changed.
 
         ``seed`` is the durable position: a new or emptied log starts above it, so
         positions never repeat. What was done per table is in ``self.actions``
-        (see :meth:`_plan`).
+        (see :meth:`_plan`). ``captured_before``: tables the agent's own state says were
+        captured, in case the capture objects here were dropped with their history.
         """
         self.actions: dict[str, str] = {}
         with self.transaction():
             self._ensure_log(seed)
             snapshot.ensure_table(self)
             active = self.active()
-            known = {cap.table for cap in self.captures().values()}
+            known = {cap.table for cap in self.captures().values()} | set(captured_before)
             for table in tables:
                 shape = table_shape(self.con, table)
                 action = self._plan(active.get(table), shape, table in known)

@@ -7,6 +7,8 @@ is ready) and never sleeps, so tests drive it one step at a time. The run loop
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,6 +76,9 @@ class Agent:
         self.parts = Parts(self.writer, self.spool, self.state, clock, cfg.device_id,
                            cfg.clock.min_valid_ms)
         self.pipelines: dict[str, Pipeline] = {}
+        self.open_errors: dict[str, str] = {}
+        self.spool_failed = False
+        self.heartbeat: Callable[[], None] = lambda: None  # the daemon pings systemd here
         self.retry_open: dict[str, float] = {}
         self.reporter = ErrorReporter(log)
         self.page_bytes = max(64 * 1024, min(cfg.buffer.max_memory // 4, 4 * 1024**2))
@@ -102,6 +107,7 @@ class Agent:
         self.state.set_note(f"source.{pipe.key}.tables", note, self.clock.wall_ms())
 
     def _source_failed(self, key: str, exc: Exception, now: float) -> None:
+        self.open_errors[key] = str(exc)
         self.reporter.failed(f"source.{key}", str(exc))
         self.state.set_note(f"source.{key}.last_error", str(exc), self.clock.wall_ms())
         self.retry_open[key] = now + self.cfg.agent.poll_interval
@@ -111,6 +117,7 @@ class Agent:
             pipe.close()
 
     def _source_ok(self, key: str) -> None:
+        self.open_errors.pop(key, None)
         self.reporter.ok(f"source.{key}")
         self.state.set_note(f"source.{key}.last_error", None, self.clock.wall_ms())
 
@@ -122,6 +129,7 @@ class Agent:
             self._capture_source(spec, now, summary, drain_until)
         for pipe in list(self.pipelines.values()):
             self._guarded(pipe, now, summary, lambda p: self._seal_and_prune(p, now, summary))
+        self._spool_recovered(summary)
         shipped = self.shipping.step(now)
         summary.shipped = shipped.shipped
         if shipped.error:
@@ -141,6 +149,7 @@ class Agent:
                         drain_until: float | None) -> None:
         pipe = self._pipeline(spec, now)
         if pipe is None:
+            summary.errors.append(self.open_errors.get(spec.key, f"source {spec.key} not open"))
             return
         until = drain_until if drain_until is not None else now + STEP_BUDGET
         self._guarded(pipe, now, summary, lambda p: self._capture_pages(p, summary, until))
@@ -150,6 +159,7 @@ class Agent:
         if done:
             self._report(pipe, done, "schema.changed")
         while self.clock.monotonic() < until:
+            self.heartbeat()
             room = self.quota.make_room(min(self.page_bytes, self.cfg.buffer.max_file_bytes))
             summary.dropped += room.dropped_files
             if not room.ok:
@@ -177,12 +187,23 @@ class Agent:
             summary.errors.append(str(exc))
             self.reporter.failed(f"source.{pipe.key}", str(exc))
             pipe.rewind()
-        except OSError as exc:
-            message = f"spool write failed ({exc.strerror or exc}): will retry"
+        except (OSError, sqlite3.Error) as exc:
+            # Disk full or I/O errors in the spool (OSError) or the state database
+            # (sqlite3.Error): nothing unsealed is kept; it is read again next time.
+            where = "state database" if isinstance(exc, sqlite3.Error) else "spool write"
+            message = f"{where} failed ({getattr(exc, 'strerror', None) or exc}): will retry"
             summary.errors.append(message)
             self.reporter.failed("spool", message)
-            self.state.set_note("spool.last_error", message, self.clock.wall_ms())
+            self.spool_failed = True
+            with contextlib.suppress(sqlite3.Error):
+                self.state.set_note("spool.last_error", message, self.clock.wall_ms())
             pipe.rewind()
+
+    def _spool_recovered(self, summary: StepSummary) -> None:
+        if self.spool_failed and not any("failed (" in e for e in summary.errors):
+            self.spool_failed = False
+            self.reporter.ok("spool")
+            self.state.set_note("spool.last_error", None, self.clock.wall_ms())
 
     def cycle_fields(self, s: StepSummary) -> dict[str, Any]:
         return {
@@ -215,6 +236,7 @@ class Agent:
         self.seal_all()
         while True:
             now = self.clock.monotonic()
+            self.heartbeat()
             result = self.shipping.step(now, force=True, budget=max(0.1, deadline - now))
             if not self.state.files(READY) or now >= deadline:
                 break

@@ -37,7 +37,7 @@ class Daemon:
 
     def run(self) -> int:
         self.flags.install(self.waker.write_fd)
-        agent = self.agent = self.build_agent(self.cfg)
+        agent = self.agent = self._build(self.cfg)
         self._start_watcher()
         server = ControlServer(agent.statedir.socket_path, self.requests, self.waker.wake)
         server.start()
@@ -75,6 +75,12 @@ class Daemon:
         if woke and not self.flags.stop and self.requests.empty() and self.cfg.agent.debounce:
             # Let a burst of writes settle into one capture cycle.
             self.waker.wait(self.cfg.agent.debounce)
+
+    def _build(self, cfg: Config) -> Agent:
+        agent = self.build_agent(cfg)
+        # Long flushes and catch-ups keep systemd's watchdog fed.
+        agent.heartbeat = lambda: self.notifier.watchdog(self.clock.monotonic())
+        return agent
 
     def _current(self) -> Agent:
         if self.agent is None:
@@ -127,7 +133,7 @@ class Daemon:
         old.close()
         self._stop_watcher()
         self.cfg = new_cfg
-        self.agent = self.build_agent(new_cfg)
+        self.agent = self._build(new_cfg)
         self._start_watcher()
         summary = self.agent.step(self.clock.monotonic())  # open sources, install triggers
         log.info("reloaded", sources=[s.name for s in new_cfg.sources])

@@ -41,6 +41,7 @@ def open_pipeline(spec: Spec, parts: Parts, now_ms: int) -> Pipeline:
             raise
         return TimestampPipeline(ts, parts)
     capture = TriggerCapture(spec.source)
+    capture.captured_before = set(parts.state.table_positions(spec.source.name))
     durable, _ = parts.state.source_position(spec.source.name)
     try:
         capture.open(durable, now_ms)

@@ -11,7 +11,7 @@ from edge_agent.capture.triggers import ChangeLog
 from edge_agent.clock import SystemClock
 from edge_agent.config import Config
 from edge_agent.control.socket import send_request
-from edge_agent.errors import EdgeAgentError, StateLockedError
+from edge_agent.errors import EdgeAgentError, PendingError
 from edge_agent.log import configure_logging
 from edge_agent.runtime.agent import Agent, FlushResult
 from edge_agent.runtime.loop import Daemon
@@ -87,30 +87,39 @@ def _ask_daemon(statedir: StateDir, command: str, args: dict[str, Any],
     except ConnectionError:
         return None  # a stale socket: no daemon listens
     except TimeoutError as exc:
-        raise StateLockedError(f"the daemon did not answer {command!r} in {timeout:.0f}s") from exc
+        raise EdgeAgentError(
+            f"the daemon did not answer {command!r} in {timeout:.0f}s: see its log "
+            "(journalctl -u edge-agent)"
+        ) from exc
 
 
-def triggers(cfg: Config, action: str, drop_log: bool, force: bool) -> tuple[list[str], bool]:
-    """Install, verify or uninstall capture triggers on every configured source."""
-    lines: list[str] = []
+def triggers(cfg: Config, action: str, drop_log: bool,
+             force: bool) -> tuple[list[tuple[str, bool]], bool]:
+    """Install, verify or uninstall capture triggers on every configured source.
+
+    Returns the report lines, each with whether it is a problem, and overall success.
+    """
+    lines: list[tuple[str, bool]] = []
     ok = True
-    positions = _durable_positions(cfg)
+    positions, captured = _durable_positions(cfg)
     clock = SystemClock()
     for src in cfg.sources:
         try:
             con = connect(src.path, src.busy_timeout)
         except EdgeAgentError as exc:
-            lines.append(f"{src.name}: error: {exc}")
+            lines.append((f"{src.name}: error: {exc}", True))
             ok = False
             continue
         try:
             log = ChangeLog(con, src.path)
             done, good = _trigger_action(log, src.tables, action, positions.get(src.name, 0),
-                                         clock.wall_ms(), drop_log, force)
-            lines += [f"{src.name}: {line}" for line in done]
+                                         clock.wall_ms(), drop_log, force,
+                                         captured.get(src.name, set()),
+                                         src.snapshot == "initial")
+            lines += [(f"{src.name}: {line}", not good) for line in done]
             ok = ok and good
         except EdgeAgentError as exc:
-            lines.append(f"{src.name}: error: {exc}")
+            lines.append((f"{src.name}: error: {exc}", True))
             ok = False
         finally:
             con.close()
@@ -118,7 +127,8 @@ def triggers(cfg: Config, action: str, drop_log: bool, force: bool) -> tuple[lis
 
 
 def _trigger_action(log: ChangeLog, tables: tuple[str, ...], action: str, durable: int,
-                    now_ms: int, drop_log: bool, force: bool) -> tuple[list[str], bool]:
+                    now_ms: int, drop_log: bool, force: bool,
+                    captured: set[str], snapshot_new: bool) -> tuple[list[str], bool]:
     if action == "verify":
         problems = log.verify(tables)
         return ([str(p) for p in problems] or [f"ok: {len(tables)} table(s) captured"],
@@ -128,7 +138,8 @@ def _trigger_action(log: ChangeLog, tables: tuple[str, ...], action: str, durabl
 
         for table in tables:
             table_shape(log.con, table)  # refuse the whole install on an unknown table
-        changed = log.install(tables, durable, now_ms)
+        changed = log.install(tables, durable, now_ms, snapshot_new=snapshot_new,
+                              captured_before=captured)
         return [f"installed: {', '.join(changed) or 'nothing to change'}"], True
     waiting = log.pending(durable)
     if drop_log and waiting and not force:
@@ -183,8 +194,8 @@ def _snapshot_one_shot(agent: Agent, timeout: float,
         jobs = _jobs(agent.cfg)
         progress(jobs)
         if all(j["finished"] for j in jobs.values()):
-            break
-    return agent.flush(deadline)
+            return agent.flush(deadline)
+    raise PendingError(_unfinished(_jobs(agent.cfg), timeout))
 
 
 def _wait_for_daemon_snapshots(cfg: Config, statedir: StateDir, timeout: float,
@@ -196,6 +207,13 @@ def _wait_for_daemon_snapshots(cfg: Config, statedir: StateDir, timeout: float,
         if all(j["finished"] for j in jobs.values()):
             return
         time.sleep(0.5)
+    raise PendingError(_unfinished(_jobs(cfg), timeout))
+
+
+def _unfinished(jobs: dict[str, Any], timeout: float) -> str:
+    open_jobs = {k: f"{j['percent']}%" for k, j in jobs.items() if not j["finished"]}
+    return (f"snapshot not finished after {timeout:.0f}s ({open_jobs}); it continues where "
+            "it stopped the next time the agent runs (or raise --timeout)")
 
 
 def _jobs(cfg: Config) -> dict[str, Any]:
@@ -206,13 +224,15 @@ def _jobs(cfg: Config) -> dict[str, Any]:
     return found
 
 
-def _durable_positions(cfg: Config) -> dict[str, int]:
-    """Seeds for new change logs, so positions never repeat after a reinstall."""
+def _durable_positions(cfg: Config) -> tuple[dict[str, int], dict[str, set[str]]]:
+    """Seeds for new change logs (positions never repeat after a reinstall), and the
+    tables each source has sealed files of (a reinstall then re-snapshots them)."""
     path = StateDir(cfg.agent.state_dir).db_path
     if not path.exists():
-        return {}
+        return {}, {}
     state = StateDB(path)
     try:
-        return {s.name: state.source_position(s.name)[0] for s in cfg.sources}
+        return ({s.name: state.source_position(s.name)[0] for s in cfg.sources},
+                {s.name: set(state.table_positions(s.name)) for s in cfg.sources})
     finally:
         state.close()

@@ -36,6 +36,7 @@ class Quota:
         self.writer = writer
         self.clock = clock
         self.blocked = False
+        state.set_note(NOTE, None, clock.wall_ms())  # recomputed by the first make_room()
 
     def used(self) -> int:
         return self.state.ready_bytes() + self.writer.open_disk_bytes()

@@ -159,7 +159,8 @@ class StateDB:
         if source is not None:
             sql += " AND source = ?"
             params += (source,)
-        rows = self.con.execute(sql + " ORDER BY created_ms, ordinal", params).fetchall()
+        # Insertion order, not wall-clock time: a clock stepping back must not reorder.
+        rows = self.con.execute(sql + " ORDER BY rowid", params).fetchall()
         return [FileRecord(*r) for r in rows]
 
     def file(self, file_id: str) -> FileRecord | None:

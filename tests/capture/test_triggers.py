@@ -81,8 +81,9 @@ def test_positions_never_repeat_after_the_log_is_emptied_or_dropped(
         assert h.flush().ok
     # The newest row survives pruning, so the next position is still higher.
     assert con.execute(f"SELECT count(*) FROM {LOG}").fetchone() == (1,)
-    # Someone drops the whole capture; reinstalling seeds the log at the durable position
-    # (and, having lost track of the table, snapshots its 15 rows again as op "r").
+    # Someone drops the whole capture; reinstalling seeds the log at the durable position.
+    # The agent's state knows the table was captured: changes in between are unknown, so
+    # a truncate marker and a snapshot of its 15 rows follow.
     log = log_for(app_db)
     log.uninstall(None, drop_log=True)
     h.restart()
@@ -91,8 +92,8 @@ def test_positions_never_repeat_after_the_log_is_emptied_or_dropped(
     con.commit()
     assert h.flush().ok
     changes = read_changes(tmp_path / "lake")
-    assert [c["_pos"] for c in changes] == list(range(1, 36))
-    assert [c["_op"] for c in changes] == ["c"] * 15 + ["r"] * 15 + ["c"] * 5
+    assert [c["_pos"] for c in changes] == list(range(1, 37))
+    assert [c["_op"] for c in changes] == ["c"] * 15 + ["t"] + ["r"] * 15 + ["c"] * 5
 
 
 def test_identifiers_with_spaces_quotes_and_unicode(tmp_path: Path, harness_factory) -> None:

@@ -1,0 +1,437 @@
+"""The `edge-agent` command line as a real process: the exit codes and messages that
+operators and scripts depend on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_agent.cli import build_parser
+from tests.conftest import config_dict, run_cli, write_config
+from tests.lake import assert_exact, lake_files, read_changes
+from tests.runtime.agent_process import AgentProcess, insert_readings, wait_until
+
+READINGS = {"readings": ["id"]}
+
+
+def output(done: Any) -> str:
+    return str(done.stdout) + str(done.stderr)
+
+
+def spooled(tmp: Path) -> list[Path]:
+    return sorted((tmp / "state" / "spool" / "ready").rglob("*.parquet"))
+
+
+def triggers(action: str, config: Path, *flags: str) -> Any:
+    return run_cli("triggers", action, "--config", str(config), *flags)
+
+
+def installed(tmp: Path, db: Path, tables: list[str], **sections: Any) -> Path:
+    config = write_config(tmp, config_dict(tmp, db, tables, **sections))
+    done = triggers("install", config)
+    assert done.returncode == 0, output(done)
+    return config
+
+
+def tables_with_triggers(db: Path) -> set[str]:
+    con = sqlite3.connect(db)
+    try:
+        return {r[0] for r in con.execute(
+            "SELECT tbl_name FROM sqlite_master WHERE type = 'trigger'")}
+    finally:
+        con.close()
+
+
+# --- config check -----------------------------------------------------------------
+
+
+def test_config_check_accepts_a_good_file(tmp_path: Path, app_db: Path) -> None:
+    config = write_config(tmp_path, config_dict(tmp_path, app_db, ["readings"]))
+
+    done = run_cli("config", "check", str(config))
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"ok: {config}: device gw-test, 1 source(s), sink dir -> ")
+    assert str(tmp_path / "lake") in done.stdout
+    assert "warning" not in done.stdout
+
+
+def test_config_check_only_warns_about_a_database_that_does_not_exist_yet(
+        tmp_path: Path) -> None:
+    missing = tmp_path / "later.db"
+    config = write_config(tmp_path, config_dict(tmp_path, missing, ["readings"]))
+
+    done = run_cli("config", "check", str(config))
+
+    assert done.returncode == 0, done.stderr
+    assert f"warning: sources[app].path {str(missing)!r} does not exist yet" in done.stdout
+    assert not missing.exists()
+
+
+def test_config_check_on_a_bad_file_exits_2_naming_field_value_and_fix(tmp_path: Path,
+                                                                       app_db: Path) -> None:
+    config = write_config(tmp_path, config_dict(
+        tmp_path, app_db, ["readings"], buffer={"max_memory": "16 megabytes"},
+        agent={"log_level": "loud"}))
+
+    done = run_cli("config", "check", str(config))
+
+    assert done.returncode == 2
+    assert "ok:" not in done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith("edge-agent config: error: config: ")
+    assert any("buffer.max_memory = '16 megabytes': " in line and '"16MiB"' in line
+               for line in lines), done.stderr
+    assert any("agent.log_level = 'loud': " in line and '"debug"' in line
+               for line in lines), done.stderr
+
+
+def test_config_check_applies_environment_overrides(tmp_path: Path, app_db: Path) -> None:
+    config = write_config(tmp_path, config_dict(tmp_path, app_db, ["readings"]))
+
+    done = run_cli("config", "check", str(config), EDGE_AGENT__BUFFER__MAX_MEMORY="lots")
+
+    assert done.returncode == 2
+    assert "buffer.max_memory = 'lots'" in done.stderr
+
+
+def test_config_check_on_a_missing_file_exits_2_naming_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+
+    done = run_cli("config", "check", str(missing))
+
+    assert done.returncode == 2
+    assert f"{str(missing)!r}: no such file" in done.stderr
+
+
+def test_config_check_on_invalid_toml_exits_2(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[agent\nstate_dir = "x"\n', encoding="utf-8")
+
+    done = run_cli("config", "check", str(broken))
+
+    assert done.returncode == 2
+    assert str(broken) in done.stderr
+    assert "not valid TOML" in done.stderr
+
+
+def test_a_command_with_a_bad_config_does_nothing_and_exits_2(tmp_path: Path,
+                                                              app_db: Path) -> None:
+    config = write_config(tmp_path, config_dict(tmp_path, app_db, ["readings"],
+                                                sink={"kind": "ftp"}))
+
+    done = run_cli("flush", "--config", str(config))
+
+    assert done.returncode == 2
+    assert "sink.kind = 'ftp'" in done.stderr
+    assert not (tmp_path / "state").exists()
+
+
+# --- triggers ---------------------------------------------------------------------
+
+
+def test_triggers_install_on_a_missing_database_names_it_and_creates_nothing(
+        tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    config = write_config(tmp_path, config_dict(tmp_path, missing, ["readings"]))
+
+    done = triggers("install", config)
+
+    assert done.returncode == 1
+    assert str(missing) in output(done)
+    assert "sources.path" in output(done)
+    assert not missing.exists(), "the agent must never create the application's database"
+
+
+def test_triggers_install_with_an_unknown_table_is_refused_naming_it(tmp_path: Path,
+                                                                     app_db: Path) -> None:
+    config = write_config(tmp_path, config_dict(tmp_path, app_db, ["readings", "nope"]))
+
+    done = triggers("install", config)
+
+    assert done.returncode == 1
+    assert "table 'nope' not found" in output(done)
+    assert "sources.tables" in output(done)
+    # The whole install is refused, the valid table included.
+    assert tables_with_triggers(app_db) == set()
+
+
+def test_triggers_install_refuses_a_table_without_a_primary_key(tmp_path: Path,
+                                                                app_db: Path) -> None:
+    con = sqlite3.connect(app_db)
+    con.execute("CREATE TABLE log_lines (at TEXT, line TEXT)")
+    con.commit()
+    con.close()
+    config = write_config(tmp_path, config_dict(tmp_path, app_db, ["log_lines"]))
+
+    done = triggers("install", config)
+
+    assert done.returncode == 1
+    assert "table 'log_lines' has no PRIMARY KEY" in output(done)
+    assert tables_with_triggers(app_db) == set()
+
+
+def test_triggers_verify_fails_before_install_and_passes_after(tmp_path: Path,
+                                                               app_db: Path) -> None:
+    config = write_config(tmp_path, config_dict(tmp_path, app_db, ["readings", "events"]))
+
+    before = triggers("verify", config)
+    install = triggers("install", config)
+    after = triggers("verify", config)
+    again = triggers("install", config)
+
+    assert before.returncode == 1
+    assert "no capture triggers installed" in before.stderr
+    assert "edge-agent triggers install" in before.stderr
+    assert install.returncode == 0, output(install)
+    assert install.stdout.strip() == "app: installed: readings, events"
+    assert after.returncode == 0, output(after)
+    assert after.stdout.strip() == "app: ok: 2 table(s) captured"
+    assert again.returncode == 0
+    assert again.stdout.strip() == "app: installed: nothing to change"
+
+
+def test_uninstall_drop_log_is_refused_while_changes_wait_unless_forced(tmp_path: Path,
+                                                                        app_db: Path) -> None:
+    config = installed(tmp_path, app_db, ["readings"])
+    insert_readings(app_db, 3, per_transaction=1)
+
+    refused = triggers("uninstall", config, "--drop-log")
+    still = triggers("verify", config)
+    forced = triggers("uninstall", config, "--drop-log", "--force")
+    gone = triggers("verify", config)
+
+    assert refused.returncode == 1
+    assert "refused: 3 change(s) are still waiting" in refused.stderr
+    assert "--force" in refused.stderr and "edge-agent flush" in refused.stderr
+    assert still.returncode == 0, "a refused uninstall leaves the triggers in place"
+    assert forced.returncode == 0, output(forced)
+    assert "uninstalled: readings (change log dropped)" in forced.stdout
+    assert gone.returncode == 1
+    assert tables_with_triggers(app_db) == set()
+
+
+def test_uninstall_drop_log_is_accepted_once_a_flush_shipped_the_changes(tmp_path: Path,
+                                                                         app_db: Path) -> None:
+    config = installed(tmp_path, app_db, ["readings"])
+    written = insert_readings(app_db, 20)
+    flushed = run_cli("flush", "--config", str(config))
+
+    done = triggers("uninstall", config, "--drop-log")
+
+    assert flushed.returncode == 0, flushed.stderr
+    assert done.returncode == 0, output(done)
+    assert "(change log dropped)" in done.stdout
+    assert_exact(tmp_path / "lake", app_db, READINGS, written)
+
+
+# --- flush ------------------------------------------------------------------------
+
+
+def test_one_shot_flush_ships_every_committed_change_to_the_lake(tmp_path: Path,
+                                                                 app_db: Path) -> None:
+    config = installed(tmp_path, app_db, ["readings"], buffer={"max_file_age": "1h"})
+    written = insert_readings(app_db, 150)
+
+    done = run_cli("flush", "--config", str(config))
+
+    assert done.returncode == 0, done.stderr
+    assert "flushed: every captured change is shipped" in done.stdout
+    assert lake_files(tmp_path / "lake")
+    assert_exact(tmp_path / "lake", app_db, READINGS, written)
+    assert spooled(tmp_path) == []
+
+
+def test_flush_to_an_unwritable_sink_exits_4_and_keeps_the_files_for_later(
+        tmp_path: Path, app_db: Path) -> None:
+    # Tests run as root, for whom a chmod'ed directory is writable: a lake path below a
+    # regular file cannot be created by anyone (ENOTDIR).
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a regular file, not a directory\n")
+    data = config_dict(tmp_path, app_db, ["readings"], sink={"path": str(blocker / "lake")})
+    config = write_config(tmp_path, data)
+    assert triggers("install", config).returncode == 0
+    written = insert_readings(app_db, 120)
+
+    failed = run_cli("flush", "--config", str(config), "--timeout", "2")
+
+    assert failed.returncode == 4, output(failed)
+    message = re.search(r"error: (\d+) file\(s\), (\d+) bytes still pending", failed.stderr)
+    assert message, failed.stderr
+    waiting = spooled(tmp_path)
+    assert int(message.group(1)) == len(waiting) >= 1
+    assert int(message.group(2)) == sum(p.stat().st_size for p in waiting)
+    assert str(blocker / "lake") in failed.stderr
+    assert "stay in the spool" in failed.stderr
+    assert "flushed" not in failed.stdout
+
+    data["sink"]["path"] = str(tmp_path / "lake")
+    write_config(tmp_path, data)
+    fixed = run_cli("flush", "--config", str(config))
+
+    assert fixed.returncode == 0, fixed.stderr
+    assert spooled(tmp_path) == []
+    assert_exact(tmp_path / "lake", app_db, READINGS, written)
+
+
+# --- one agent per state directory ------------------------------------------------
+
+
+def test_a_second_agent_on_the_same_state_directory_exits_3(tmp_path: Path,
+                                                            app_db: Path) -> None:
+    config = write_config(tmp_path, config_dict(tmp_path, app_db, ["readings"]))
+    state_dir = tmp_path / "state"
+    with AgentProcess(config) as first:
+        first.wait_for((state_dir / "control.sock").exists, "the control socket")
+
+        second = run_cli("run", "--config", str(config))
+
+        assert second.returncode == 3, output(second)
+        assert f"state directory {str(state_dir)!r} is in use by another edge-agent" in (
+            second.stderr)
+        assert f"pid {first.proc.pid}" in second.stderr
+        assert first.running(), "the refused second agent must not disturb the first"
+        first.send(signal.SIGTERM)
+        assert first.wait_exit() == 0, first.log_tail()
+    assert not (state_dir / "control.sock").exists()
+
+
+# --- status -----------------------------------------------------------------------
+
+
+def test_status_after_a_flush_shows_the_source_tables_and_positions(tmp_path: Path,
+                                                                    app_db: Path) -> None:
+    config = installed(tmp_path, app_db, ["readings", "events"])
+    insert_readings(app_db, 40)
+    assert run_cli("flush", "--config", str(config)).returncode == 0
+    last = read_changes(tmp_path / "lake")[-1]
+    shipped = lake_files(tmp_path / "lake")[-1].relative_to(tmp_path / "lake").as_posix()
+
+    text = run_cli("status", "--config", str(config))
+    as_json = run_cli("status", "--config", str(config), "--json")
+
+    assert text.returncode == 0, text.stderr
+    assert "daemon not running" in text.stdout
+    assert f"source app ({app_db}): durable position {last['_pos']}" in text.stdout
+    assert f"  readings: position {last['_pos']}, spooled 0 files" in text.stdout
+    assert f"last shipped {shipped}" in text.stdout
+    assert "  events: position None" in text.stdout
+    assert as_json.returncode == 0, as_json.stderr
+    report = json.loads(as_json.stdout)
+    assert report["daemon_running"] is False
+    assert report["state_dir"] == str(tmp_path / "state")
+    (src,) = report["sources"]
+    assert (src["source"], src["path"], src["durable_pos"]) == ("app", str(app_db),
+                                                               last["_pos"])
+    assert src["waiting_in_source_log"] == 0
+    assert src["last_error"] is None and src["table_errors"] is None
+    tables = {t["table"]: t for t in src["tables"]}
+    assert list(tables) == ["readings", "events"]
+    assert tables["readings"]["last_captured_pos"] == last["_pos"]
+    assert tables["readings"]["last_shipped_file"] == shipped
+    assert tables["events"]["last_captured_pos"] is None
+    assert report["spool"]["ready_files"] == 0
+
+
+def test_status_on_a_state_directory_that_never_ran_says_so(tmp_path: Path,
+                                                            app_db: Path) -> None:
+    config = write_config(tmp_path, config_dict(tmp_path, app_db, ["readings"]))
+
+    done = run_cli("status", "--config", str(config))
+
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert f"no state in {str(tmp_path / 'state')!r}" in done.stderr
+    assert "edge-agent run" in done.stderr
+    assert not (tmp_path / "state").exists(), "status only reads"
+
+
+# --- help -------------------------------------------------------------------------
+
+
+def subcommands() -> list[str]:
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return sorted(action.choices)
+    raise AssertionError("edge-agent has no subcommands")
+
+
+@pytest.mark.parametrize("command", subcommands())
+def test_every_command_has_help_with_an_example(command: str) -> None:
+    done = run_cli(command, "--help")
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: edge-agent {command} ")
+    assert "example" in done.stdout
+    example = done.stdout[done.stdout.index("example"):]
+    assert f"edge-agent {command}" in example
+
+
+def test_top_level_help_lists_every_command() -> None:
+    done = run_cli("--help")
+
+    assert done.returncode == 0
+    for command in subcommands():
+        assert re.search(rf"^\s+{command}\s", done.stdout, re.M), command
+
+
+# --- the daemon keeps running on what is valid ------------------------------------
+
+
+def test_the_daemon_captures_the_valid_table_and_reports_the_unknown_one(
+        tmp_path: Path, app_db: Path) -> None:
+    # Neither polling nor file age would ship anything in the test: only the flush does.
+    config = write_config(tmp_path, config_dict(
+        tmp_path, app_db, ["readings", "nope"], agent={"poll_interval": "1h"},
+        buffer={"max_file_age": "1h"}))
+
+    def status() -> dict[str, Any]:
+        done = run_cli("status", "--config", str(config), "--json")
+        assert done.returncode == 0, done.stderr
+        report: dict[str, Any] = json.loads(done.stdout)
+        return report
+
+    with AgentProcess(config) as agent:
+        agent.wait_for((tmp_path / "state" / "control.sock").exists, "the control socket")
+        wait_until(lambda: status()["sources"][0]["table_errors"] is not None,
+                   "the unknown table in the status", describe=agent.log_tail)
+        written = insert_readings(app_db, 200, per_transaction=20)
+
+        flushed = run_cli("flush", "--config", str(config))
+        report = status()
+
+        assert flushed.returncode == 0, output(flushed)
+        assert "flushed" in flushed.stdout
+        assert agent.running()
+        assert_exact(tmp_path / "lake", app_db, READINGS, written)
+        assert report["daemon_running"] is True
+        (src,) = report["sources"]
+        assert "table 'nope' not found" in src["table_errors"]
+        assert src["last_error"] is None
+        assert tables_with_triggers(app_db) == {"readings"}
+        agent.send(signal.SIGTERM)
+        assert agent.wait_exit() == 0, agent.log_tail()
+
+
+def test_flush_with_a_missing_database_is_not_reported_as_success(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.db"
+    config = write_config(tmp_path, config_dict(tmp_path, missing, ["readings"]))
+    done = run_cli("flush", "--config", str(config))
+    assert done.returncode == 4, output(done)
+    assert str(missing) in done.stderr and "sources.path" in done.stderr
+
+
+def test_snapshot_that_runs_out_of_time_says_so(tmp_path: Path, app_db: Path) -> None:
+    insert_readings(app_db, 3000)
+    config = installed(tmp_path, app_db, ["readings"], source={"snapshot": "never",
+                                                                "page_rows": 10})
+    done = run_cli("snapshot", "--config", str(config), "--timeout", "0.01")
+    assert done.returncode == 4, output(done)
+    assert "snapshot not finished" in done.stderr and "--timeout" in done.stderr
