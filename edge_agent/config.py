@@ -9,22 +9,37 @@ from __future__ import annotations
 import re
 import socket
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from edge_agent import config_mqtt as mq
+from edge_agent.config_fields import DURATION_FIX, NAME_FIX, NAME_RE, SIZE_FIX
+from edge_agent.config_fields import Section as _Section
+from edge_agent.config_fields import choice as _choice
+from edge_agent.config_fields import device as _device
+from edge_agent.config_fields import has_error as _has_error
+from edge_agent.config_fields import integer as _int
+from edge_agent.config_fields import iso_date as _date
+from edge_agent.config_fields import path as _path
+from edge_agent.config_fields import positive_duration as _positive_duration
+from edge_agent.config_fields import positive_size as _positive_size
+from edge_agent.config_fields import text as _text
 from edge_agent.config_mqtt import BrokerConfig, CollectorConfig, broker_of
+from edge_agent.config_sources import SourceConfig, TimestampTable, parse_sources
 from edge_agent.errors import ConfigError, ConfigErrors
 from edge_agent.units import parse_duration, parse_size
 
+__all__ = [
+    "NAME_RE", "AgentConfig", "BufferConfig", "ClockConfig", "Config", "SinkConfig",
+    "SourceConfig", "TimestampTable", "apply_env", "config_from_dict", "default_device_id",
+    "load_config",
+]
+
 ENV_PREFIX = "EDGE_AGENT__"
-NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-NAME_FIX = "use 1-64 characters from A-Z a-z 0-9 . _ -"
 COMPRESSIONS = ("zstd", "snappy", "gzip", "none")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,34 +73,6 @@ class ClockConfig:
     def min_valid_ms(self) -> int:
         start = datetime(self.min_valid.year, self.min_valid.month, self.min_valid.day, tzinfo=UTC)
         return int(start.timestamp() * 1000)
-
-
-@dataclass(frozen=True)
-class TimestampTable:
-    """A table captured by polling its cursor column (``[[sources.tables]]``)."""
-
-    name: str
-    cursor: str
-    key: tuple[str, ...] = ()  # default: the declared primary key
-    lag: float = 5.0
-    deleted_flag: str = ""
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    name: str
-    path: Path
-    tables: tuple[str, ...]  # trigger mode
-    kind: str = "sqlite"
-    mode: str = "trigger"
-    page_rows: int = 5000
-    busy_timeout: float = 5.0
-    snapshot: str = "initial"
-    timestamp_tables: tuple[TimestampTable, ...] = ()
-
-    @property
-    def all_tables(self) -> tuple[str, ...]:
-        return self.tables + tuple(t.name for t in self.timestamp_tables)
 
 
 @dataclass(frozen=True)
@@ -138,109 +125,6 @@ def default_device_id() -> str:
     """The host name reduced to the characters allowed in file names."""
     host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64]
     return host or "device"
-
-
-class _Section:
-    """Reads one TOML table, collecting errors instead of stopping at the first."""
-
-    def __init__(self, data: object, prefix: str, errors: list[ConfigError]) -> None:
-        self.prefix = prefix
-        self.errors = errors
-        self.data: dict[str, Any] = {}
-        if isinstance(data, dict):
-            self.data = dict(data)
-        elif data is not None:
-            errors.append(ConfigError(prefix, data, "must be a table ([section])"))
-
-    def get(self, key: str, default: T, convert: Callable[[Any], T], fix: str) -> T:
-        if key not in self.data:
-            return default
-        raw = self.data.pop(key)
-        try:
-            return convert(raw)
-        except (ValueError, TypeError):
-            self.errors.append(ConfigError(f"{self.prefix}.{key}", raw, fix))
-            return default
-
-    def finish(self, known: str) -> None:
-        for key, value in self.data.items():
-            fix = f"unknown key; known keys here: {known}"
-            self.errors.append(ConfigError(f"{self.prefix}.{key}", value, fix))
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
-    def convert(raw: Any) -> str:
-        if raw not in options:
-            raise ValueError(raw)
-        return str(raw)
-
-    return convert
-
-
-def _name(raw: Any) -> str:
-    if not isinstance(raw, str) or not NAME_RE.match(raw):
-        raise ValueError(raw)
-    return raw
-
-
-def _device(raw: Any) -> str:
-    return "" if raw == "" else _name(raw)
-
-
-def _string(raw: Any) -> str:
-    if not isinstance(raw, str) or not raw:
-        raise ValueError(raw)
-    return raw
-
-
-def _path(raw: Any) -> Path:
-    return Path(_string(raw)).expanduser()
-
-
-def _int(low: int, high: int) -> Callable[[Any], int]:
-    def convert(raw: Any) -> int:
-        value = int(raw) if isinstance(raw, str) and raw.strip().isdigit() else raw
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise ValueError(raw)
-        return value
-
-    return convert
-
-
-def _positive_duration(raw: Any) -> float:
-    value = parse_duration(raw)
-    if value <= 0:
-        raise ValueError(raw)
-    return value
-
-
-def _positive_size(raw: Any) -> int:
-    value = parse_size(raw)
-    if value <= 0:
-        raise ValueError(raw)
-    return value
-
-
-def _tables(raw: Any) -> list[Any]:
-    if not isinstance(raw, list) or not raw:
-        raise ValueError(raw)
-    names = [t.get("name") if isinstance(t, dict) else t for t in raw]
-    if not all(isinstance(t, str) and t for t in names if not isinstance(t, dict)):
-        raise ValueError(raw)
-    if len(set(map(str, names))) != len(names):
-        raise ValueError(raw)
-    return list(raw)
-
-
-def _date(raw: Any) -> date:
-    if isinstance(raw, date):
-        return raw
-    return date.fromisoformat(str(raw))
-
-
-SIZE_FIX = 'use a byte count or a number with a unit, e.g. "16MiB", "512KiB", "1GiB"'
-DURATION_FIX = ('use a number of seconds or a number with a unit, e.g. "200ms", "30s", "5m" '
-                "(at most 30 days)")
 
 
 def _agent(data: object, errors: list[ConfigError]) -> AgentConfig:
@@ -317,87 +201,6 @@ def _clock(data: object, errors: list[ConfigError]) -> ClockConfig:
     )
     s.finish("min_valid")
     return cfg
-
-
-def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig | None:
-    s = _Section(data, f"sources[{index}]", errors)
-    before = len(errors)
-    for key in ("name", "path", "tables"):
-        if key not in s.data:
-            errors.append(ConfigError(f"{s.prefix}.{key}", None, "required: add it"))
-    name = s.get("name", "", _name, NAME_FIX)
-    kind = s.get("kind", "sqlite", _choice(("sqlite",)),
-                 'use "sqlite" (PostgreSQL is not supported yet)')
-    path = s.get("path", Path(), _path, "give the path of the SQLite database file")
-    mode = s.get("mode", "trigger", _choice(("trigger", "timestamp")),
-                 'use "trigger" or "timestamp" (then list [[sources.tables]] with a cursor)')
-    entries: list[Any] = s.get("tables", [], _tables,
-                               'give a non-empty list of distinct table names, e.g. ["readings"],'
-                               " or [[sources.tables]] entries")
-    tables, stamped = _split_tables(entries, mode, s.prefix, errors)
-    page_rows = s.get("page_rows", 5000, _int(1, 1_000_000), "use an integer from 1 to 1000000")
-    busy = s.get("busy_timeout", 5.0, parse_duration, DURATION_FIX)
-    snap = s.get("snapshot", "initial", _choice(("initial", "never")),
-                 'use "initial" (capture existing rows first, default) or "never"')
-    s.finish("name, kind, path, mode, tables, page_rows, busy_timeout, snapshot")
-    if len(errors) > before:
-        return None
-    return SourceConfig(name=name, path=path, tables=tables, kind=kind, mode=mode,
-                        page_rows=page_rows, busy_timeout=busy, snapshot=snap,
-                        timestamp_tables=stamped)
-
-
-def _split_tables(entries: list[Any], mode: str, prefix: str, errors: list[ConfigError],
-                  ) -> tuple[tuple[str, ...], tuple[TimestampTable, ...]]:
-    """Short form names are trigger tables; [[sources.tables]] entries may be either."""
-    triggers: list[str] = []
-    stamped: list[TimestampTable] = []
-    for i, entry in enumerate(entries):
-        if isinstance(entry, str) and mode == "trigger":
-            triggers.append(entry)
-            continue
-        t = _Section(entry if isinstance(entry, dict) else {"name": entry},
-                     f"{prefix}.tables[{i}]", errors)
-        name = t.get("name", "", _string, "give the table name")
-        table_mode = t.get("mode", mode, _choice(("trigger", "timestamp")),
-                           'use "trigger" or "timestamp"')
-        if table_mode == "trigger":
-            t.finish("name, mode")
-            triggers.append(name)
-            continue
-        if "cursor" not in t.data:
-            errors.append(ConfigError(f"{t.prefix}.cursor", None, "required in timestamp mode: "
-                                      'name the column that changes with every write, e.g. '
-                                      '"updated_at"'))
-        stamped.append(TimestampTable(
-            name=name,
-            cursor=t.get("cursor", "", _string, "name the cursor column"),
-            key=tuple(t.get("key", [], _key_list, 'give the key columns, e.g. ["id"]')),
-            lag=t.get("lag", 5.0, parse_duration, DURATION_FIX),
-            deleted_flag=t.get("deleted_flag", "", _text, "name a soft-delete column or omit"),
-        ))
-        t.finish("name, mode, cursor, key, lag, deleted_flag")
-    return tuple(triggers), tuple(stamped)
-
-
-def _key_list(raw: Any) -> list[str]:
-    if not isinstance(raw, list) or not raw or not all(isinstance(k, str) and k for k in raw):
-        raise ValueError(raw)
-    return list(raw)
-
-
-def _sources(data: object, errors: list[ConfigError]) -> tuple[SourceConfig, ...]:
-    if data is None:
-        return ()
-    if not isinstance(data, list):
-        errors.append(ConfigError("sources", data, "use [[sources]] tables"))
-        return ()
-    found = [_source(item, i, errors) for i, item in enumerate(data)]
-    sources = tuple(s for s in found if s is not None)
-    names = [s.name for s in sources]
-    for dup in sorted({n for n in names if names.count(n) > 1}):
-        errors.append(ConfigError("sources.name", dup, "source names must be unique"))
-    return sources
 
 
 def _sink(data: object, errors: list[ConfigError]) -> SinkConfig:
@@ -500,16 +303,6 @@ def _collector(data: object, errors: list[ConfigError]) -> CollectorConfig | Non
     return cfg
 
 
-def _has_error(errors: list[ConfigError], field: str) -> bool:
-    return any(e.field == field for e in errors)
-
-
-def _text(raw: Any) -> str:
-    if not isinstance(raw, str):
-        raise ValueError(raw)
-    return raw
-
-
 def _bucket(raw: Any) -> str:
     if not isinstance(raw, str) or not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", raw):
         raise ValueError(raw)
@@ -537,7 +330,7 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
         agent=_agent(data.get("agent"), errors),
         buffer=_buffer(data.get("buffer"), errors),
         clock=_clock(data.get("clock"), errors),
-        sources=_sources(data.get("sources"), errors),
+        sources=parse_sources(data.get("sources"), errors),
         sink=_sink(data.get("sink"), errors),
         collector=_collector(data.get("collector"), errors),
     )

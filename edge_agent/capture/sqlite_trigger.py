@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from edge_agent.bronze.schema import BatchSchema, batch_schema
 from edge_agent.capture import snapshot
 from edge_agent.capture.triggers import SEED_OP, Capture, ChangeLog
-from edge_agent.config import SourceConfig
+from edge_agent.config_sources import SourceConfig
 from edge_agent.errors import SourceError
 from edge_agent.sources.sqlite import connect, table_shape
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge_agent.bronze.schema import BatchSchema, batch_schema
-from edge_agent.config import SourceConfig, TimestampTable
+from edge_agent.config_sources import SourceConfig, TimestampTable
 from edge_agent.errors import SourceError
 from edge_agent.sources.sqlite import connect, map_error, quote, table_shape
 

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from edge_agent.capture.sqlite_trigger import TriggerCapture
 from edge_agent.capture.timestamp import TimestampCapture
-from edge_agent.config import Config, SourceConfig, TimestampTable
+from edge_agent.config import Config
+from edge_agent.config_sources import SourceConfig, TimestampTable
 from edge_agent.runtime.pipeline import Parts
 from edge_agent.runtime.timestamp_pipeline import TimestampPipeline
 from edge_agent.runtime.trigger_pipeline import TriggerPipeline

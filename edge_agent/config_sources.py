@@ -1,0 +1,140 @@
+"""The [[sources]] part of the config: sources and their tables (trigger or timestamp)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_agent.config_fields import DURATION_FIX, NAME_FIX
+from edge_agent.config_fields import Section as _Section
+from edge_agent.config_fields import choice as _choice
+from edge_agent.config_fields import integer as _int
+from edge_agent.config_fields import name_of as _name
+from edge_agent.config_fields import path as _path
+from edge_agent.config_fields import string as _string
+from edge_agent.config_fields import text as _text
+from edge_agent.errors import ConfigError
+from edge_agent.units import parse_duration
+
+
+@dataclass(frozen=True)
+class TimestampTable:
+    """A table captured by polling its cursor column (``[[sources.tables]]``)."""
+
+    name: str
+    cursor: str
+    key: tuple[str, ...] = ()  # default: the declared primary key
+    lag: float = 5.0
+    deleted_flag: str = ""
+
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    path: Path
+    tables: tuple[str, ...]  # trigger mode
+    kind: str = "sqlite"
+    mode: str = "trigger"
+    page_rows: int = 5000
+    busy_timeout: float = 5.0
+    snapshot: str = "initial"
+    timestamp_tables: tuple[TimestampTable, ...] = ()
+
+    @property
+    def all_tables(self) -> tuple[str, ...]:
+        return self.tables + tuple(t.name for t in self.timestamp_tables)
+
+
+
+def _tables(raw: Any) -> list[Any]:
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(raw)
+    names = [t.get("name") if isinstance(t, dict) else t for t in raw]
+    if not all(isinstance(t, str) and t for t in names if not isinstance(t, dict)):
+        raise ValueError(raw)
+    if len(set(map(str, names))) != len(names):
+        raise ValueError(raw)
+    return list(raw)
+
+
+def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig | None:
+    s = _Section(data, f"sources[{index}]", errors)
+    before = len(errors)
+    for key in ("name", "path", "tables"):
+        if key not in s.data:
+            errors.append(ConfigError(f"{s.prefix}.{key}", None, "required: add it"))
+    name = s.get("name", "", _name, NAME_FIX)
+    kind = s.get("kind", "sqlite", _choice(("sqlite",)),
+                 'use "sqlite" (PostgreSQL is not supported yet)')
+    path = s.get("path", Path(), _path, "give the path of the SQLite database file")
+    mode = s.get("mode", "trigger", _choice(("trigger", "timestamp")),
+                 'use "trigger" or "timestamp" (then list [[sources.tables]] with a cursor)')
+    entries: list[Any] = s.get("tables", [], _tables,
+                               'give a non-empty list of distinct table names, e.g. ["readings"],'
+                               " or [[sources.tables]] entries")
+    tables, stamped = _split_tables(entries, mode, s.prefix, errors)
+    page_rows = s.get("page_rows", 5000, _int(1, 1_000_000), "use an integer from 1 to 1000000")
+    busy = s.get("busy_timeout", 5.0, parse_duration, DURATION_FIX)
+    snap = s.get("snapshot", "initial", _choice(("initial", "never")),
+                 'use "initial" (capture existing rows first, default) or "never"')
+    s.finish("name, kind, path, mode, tables, page_rows, busy_timeout, snapshot")
+    if len(errors) > before:
+        return None
+    return SourceConfig(name=name, path=path, tables=tables, kind=kind, mode=mode,
+                        page_rows=page_rows, busy_timeout=busy, snapshot=snap,
+                        timestamp_tables=stamped)
+
+
+def _split_tables(entries: list[Any], mode: str, prefix: str, errors: list[ConfigError],
+                  ) -> tuple[tuple[str, ...], tuple[TimestampTable, ...]]:
+    """Short form names are trigger tables; [[sources.tables]] entries may be either."""
+    triggers: list[str] = []
+    stamped: list[TimestampTable] = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str) and mode == "trigger":
+            triggers.append(entry)
+            continue
+        t = _Section(entry if isinstance(entry, dict) else {"name": entry},
+                     f"{prefix}.tables[{i}]", errors)
+        name = t.get("name", "", _string, "give the table name")
+        table_mode = t.get("mode", mode, _choice(("trigger", "timestamp")),
+                           'use "trigger" or "timestamp"')
+        if table_mode == "trigger":
+            t.finish("name, mode")
+            triggers.append(name)
+            continue
+        if "cursor" not in t.data:
+            errors.append(ConfigError(f"{t.prefix}.cursor", None, "required in timestamp mode: "
+                                      'name the column that changes with every write, e.g. '
+                                      '"updated_at"'))
+        stamped.append(TimestampTable(
+            name=name,
+            cursor=t.get("cursor", "", _string, "name the cursor column"),
+            key=tuple(t.get("key", [], _key_list, 'give the key columns, e.g. ["id"]')),
+            lag=t.get("lag", 5.0, parse_duration, DURATION_FIX),
+            deleted_flag=t.get("deleted_flag", "", _text, "name a soft-delete column or omit"),
+        ))
+        t.finish("name, mode, cursor, key, lag, deleted_flag")
+    return tuple(triggers), tuple(stamped)
+
+
+def _key_list(raw: Any) -> list[str]:
+    if not isinstance(raw, list) or not raw or not all(isinstance(k, str) and k for k in raw):
+        raise ValueError(raw)
+    return list(raw)
+
+
+def parse_sources(data: object, errors: list[ConfigError]) -> tuple[SourceConfig, ...]:
+    if data is None:
+        return ()
+    if not isinstance(data, list):
+        errors.append(ConfigError("sources", data, "use [[sources]] tables"))
+        return ()
+    found = [_source(item, i, errors) for i, item in enumerate(data)]
+    sources = tuple(s for s in found if s is not None)
+    names = [s.name for s in sources]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        errors.append(ConfigError("sources.name", dup, "source names must be unique"))
+    return sources
