@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -36,6 +37,17 @@ EXAMPLES = {
 }
 
 
+def _seconds(text: str) -> float:
+    """--timeout: a finite, positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or not 0 < value <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"{text!r}: use seconds between 0 and 604800")
+    return value
+
+
 def _config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path,
                    default=Path(os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG)),
@@ -61,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(subs, "flush", "Seal open buffers, ship everything pending, wait for receipts.")
     _config_arg(p)
-    p.add_argument("--timeout", type=float, default=60.0,
+    p.add_argument("--timeout", type=_seconds, default=60.0,
                    help="seconds to wait for shipping (default 60)")
 
     p = _sub(subs, "status", "Show positions, backlog, spool and errors per source and table.")
@@ -80,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(subs, "snapshot", "Capture tables' current rows again (op r), then flush.")
     _config_arg(p)
     p.add_argument("--table", help="only this table (default: every configured table)")
-    p.add_argument("--timeout", type=float, default=3600.0,
+    p.add_argument("--timeout", type=_seconds, default=3600.0,
                    help="seconds to wait for the snapshot and the flush (default 3600)")
 
     p = _sub(subs, "config", "Validate a config file.")

@@ -41,6 +41,7 @@ class OpenFile:
     pending_bytes: int = 0
     writer: pq.ParquetWriter | None = None
     sink: pa.NativeFile | None = None  # unbuffered: tell() is the bytes on disk
+    poisoned: bool = False  # a write failed: the file must be dropped and its rows re-read
 
 
 @dataclass(frozen=True)
@@ -118,30 +119,36 @@ class BronzeWriter:
         """Write out the largest buffers until ``incoming`` fits the memory budget."""
         needed = min(incoming, self.cfg.max_memory)
         while self.buffered_bytes + needed > self.cfg.max_memory:
-            largest = max(self.open.values(), key=lambda f: f.pending_bytes, default=None)
-            if largest is None or largest.pending_bytes == 0:
+            candidates = [f for f in self.open.values() if f.pending_bytes and not f.poisoned]
+            if not candidates:
                 return
-            self._write_row_group(largest)
+            self._write_row_group(max(candidates, key=lambda f: f.pending_bytes))
 
     def _write_row_group(self, f: OpenFile) -> None:
         if not f.pending:
             return
-        table = pa.Table.from_batches(f.pending)
-        self.buffered_bytes -= f.pending_bytes
+        self._write(f, pa.Table.from_batches(f.pending))
+        self.buffered_bytes -= f.pending_bytes  # only once the rows are in the file
         f.pending = []
         f.pending_bytes = 0
-        self._write(f, table)
 
     def _write(self, f: OpenFile, table: pa.Table) -> None:
-        if f.writer is None:
-            f.sink = pa.OSFile(str(f.tmp_path), mode="w")
-            f.writer = pq.ParquetWriter(
-                f.sink, f.schema.schema,
-                compression=self.cfg.compression,
-                compression_level=self._level(),
-                write_statistics=True,
-            )
-        f.writer.write_table(table, row_group_size=max(1, table.num_rows))
+        try:
+            if f.writer is None:
+                f.sink = pa.OSFile(str(f.tmp_path), mode="w")
+                f.writer = pq.ParquetWriter(
+                    f.sink, f.schema.schema,
+                    compression=self.cfg.compression,
+                    compression_level=self._level(),
+                    write_statistics=True,
+                )
+            f.writer.write_table(table, row_group_size=max(1, table.num_rows))
+        except BaseException:
+            # The file may hold part of a row group: it can never be sealed. Its owner
+            # drops it and reads its rows again (possibly another source's file, when
+            # the write made room for someone else's batch).
+            f.poisoned = True
+            raise
 
     def _level(self) -> int | None:
         return self.cfg.compression_level if self.cfg.compression in ("zstd", "gzip") else None
@@ -156,15 +163,24 @@ class BronzeWriter:
 
     def seal(self, key: tuple[str, str]) -> SealedFile:
         f = self.open.pop(key)
-        self._write_row_group(f)
-        if f.writer is None or f.sink is None:
-            raise RuntimeError("sealing a file with no rows")  # files open with their first rows
-        f.writer.close()
-        f.sink.close()
-        fsync_file(f.tmp_path)
-        size, digest = sha256_file(f.tmp_path)
+        try:
+            if f.poisoned:
+                raise OSError(f"a write to the open file of {f.table!r} failed earlier")
+            self._write_row_group(f)
+            if f.writer is None or f.sink is None:
+                raise OSError(f"the open file of {f.table!r} was never written")
+            f.writer.close()
+            f.sink.close()
+            fsync_file(f.tmp_path)
+            size, digest = sha256_file(f.tmp_path)
+        except BaseException:
+            self._discard(f)
+            raise
         return SealedFile(f.source, f.table, f.partition, f.schema.fingerprint, f.tmp_path,
                           f.first_pos, f.last_pos, f.rows, size, digest)
+
+    def poisoned(self) -> list[tuple[str, str]]:
+        return [k for k, f in self.open.items() if f.poisoned]
 
     def seal_all(self, source: str | None = None) -> list[SealedFile]:
         keys = [k for k in self.open if source is None or k[0] == source]
@@ -176,8 +192,12 @@ class BronzeWriter:
             self.abort_file(key)
 
     def abort_file(self, key: tuple[str, str]) -> None:
-        f = self.open.pop(key)
+        self._discard(self.open.pop(key))
+
+    def _discard(self, f: OpenFile) -> None:
         self.buffered_bytes -= f.pending_bytes
+        f.pending = []
+        f.pending_bytes = 0
         for closable in (f.writer, f.sink):
             if closable is not None:
                 with contextlib.suppress(OSError, pa.ArrowException):

@@ -74,8 +74,11 @@ class CursorState:
             self.next_pos += 1
         return out
 
-    def sealed_up_to(self, last_pos: int) -> Checkpoint:
-        """The checkpoint once every position up to ``last_pos`` is in a sealed file."""
+    def checkpoint_for(self, last_pos: int) -> Checkpoint:
+        """The checkpoint once every position up to ``last_pos`` is in a sealed file.
+
+        Pure: apply it with :meth:`commit` only after it is stored durably.
+        """
         sealed = {kc: p for kc, p in self.emitted.items() if p <= last_pos}
         marks = [c for _, c in sealed]
         if self.durable.watermark is not None:
@@ -83,9 +86,17 @@ class CursorState:
         watermark = max(marks) if marks else None
         floor = watermark - self.lag_ms if watermark is not None else None
         seen = frozenset(kc for kc in sealed if floor is None or kc[1] >= floor)
-        self.durable = Checkpoint(watermark, seen, last_pos + 1)
-        self._forget(floor)
-        return self.durable
+        return Checkpoint(watermark, seen, last_pos + 1)
+
+    def commit(self, checkpoint: Checkpoint) -> None:
+        self.durable = checkpoint
+        if checkpoint.watermark is not None:
+            self._forget(checkpoint.watermark - self.lag_ms)
+
+    def sealed_up_to(self, last_pos: int) -> Checkpoint:
+        checkpoint = self.checkpoint_for(last_pos)
+        self.commit(checkpoint)
+        return checkpoint
 
     def _forget(self, floor: int | None) -> None:
         """Drop entries below the window that are already sealed (memory stays bounded)."""

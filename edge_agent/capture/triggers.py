@@ -15,11 +15,13 @@ the last durable position.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_agent.capture import snapshot
 from edge_agent.errors import SourceError
@@ -61,6 +63,13 @@ def _columns_json(shape: TableShape) -> str:
 
 def _shape_from_json(table: str, text: str) -> TableShape:
     return TableShape(table, tuple(Column(n, d, pk) for n, d, pk in json.loads(text)))
+
+
+def _text_or_bytes(raw: bytes) -> str | bytes:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
 
 
 def trigger_names(tid: int) -> tuple[str, str, str]:
@@ -120,20 +129,34 @@ class ChangeLog:
         width = self._log_width()
         values = ", ".join(f"c{i}" for i in range(width))
         size = " + ".join(f"coalesce(length(c{i}), 0)" for i in range(width)) or "0"
-        cur = self._run(
-            f"SELECT seq, tid, op, ts_ms, {values}, 32 + {size} FROM {LOG} "
-            f"WHERE seq > ? ORDER BY seq LIMIT ?", (after, max_rows),
-        )
-        rows: list[tuple[object, ...]] = []
-        total = 0
+        sql = (f"SELECT seq, tid, op, ts_ms, {values}, 32 + {size} FROM {LOG} "
+               f"WHERE seq > ? ORDER BY seq LIMIT ?")
         try:
-            while total < max_bytes:
-                chunk = cur.fetchmany(256)
-                if not chunk:
+            return self._fetch(sql, (after, max_rows), max_bytes)
+        except sqlite3.OperationalError as exc:
+            if "decode" not in str(exc):
+                raise map_error(exc, self.path) from exc
+        # Text that is not valid UTF-8 (SQLite stores whatever it is given): read this
+        # page keeping such values as bytes, so they land exactly, in _unfit.
+        self.con.text_factory = _text_or_bytes
+        try:
+            return self._fetch(sql, (after, max_rows), max_bytes)
+        except sqlite3.Error as exc:
+            raise map_error(exc, self.path) from exc
+        finally:
+            self.con.text_factory = str
+
+    def _fetch(self, sql: str, params: tuple[int, int], max_bytes: int) -> list[tuple[Any, ...]]:
+        """Rows until about ``max_bytes`` (checked per row, so one page stays small)."""
+        rows: list[tuple[Any, ...]] = []
+        total = 0
+        cur = self.con.execute(sql, params)
+        try:
+            for row in cur:
+                rows.append(row[:-1])
+                total += row[-1]
+                if total >= max_bytes:
                     break
-                for row in chunk:
-                    total += row[-1]
-                    rows.append(row[:-1])
         finally:
             cur.close()
         return rows
@@ -343,6 +366,14 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
-            self.log._run("COMMIT")
-        else:
-            self.log.con.rollback()
+            try:
+                self.log._run("COMMIT")
+                return
+            except BaseException:
+                self._rollback()  # never keep the application's write lock
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.log.con.execute("ROLLBACK")

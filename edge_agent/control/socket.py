@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import queue
 import socket
@@ -56,13 +57,11 @@ class ControlServer:
     def _handle(self, conn: socket.socket) -> None:
         with conn:
             try:
-                message = _read_line(conn)
-                request = Request(str(message.get("command", "")), dict(message.get("args", {})))
-                timeout = float(request.args.get("timeout", 60)) + 30
+                request = parse_request(_read_line(conn))
                 self.requests.put(request)
                 self.wake()
-                answer = request.reply.get(timeout=timeout)
-            except (ValueError, OSError, queue.Empty) as exc:
+                answer = request.reply.get(timeout=request.args["timeout"] + 30)
+            except (ValueError, TypeError, OverflowError, OSError, queue.Empty) as exc:
                 answer = {"ok": False, "error": f"control request failed: {exc}"}
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps(answer).encode() + b"\n")
@@ -73,6 +72,20 @@ class ControlServer:
             self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
         self.path.unlink(missing_ok=True)
+
+
+MAX_TIMEOUT = 86400.0
+
+
+def parse_request(message: dict[str, Any]) -> Request:
+    """A validated request; ValueError names what is wrong."""
+    args = message.get("args", {})
+    if not isinstance(args, dict):
+        raise ValueError("args must be a JSON object")
+    timeout = float(args.get("timeout", 60))
+    if not math.isfinite(timeout) or not 0 < timeout <= MAX_TIMEOUT:
+        raise ValueError(f"timeout {timeout!r}: use seconds in (0, {MAX_TIMEOUT:.0f}]")
+    return Request(str(message.get("command", "")), {**args, "timeout": timeout})
 
 
 def _read_line(conn: socket.socket) -> dict[str, Any]:

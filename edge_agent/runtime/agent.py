@@ -142,6 +142,7 @@ class Agent:
         return summary
 
     def _seal_and_prune(self, pipe: Pipeline, now: float, summary: StepSummary) -> None:
+        pipe.drop_poisoned()
         summary.sealed += pipe.seal_due(now)
         summary.pruned += pipe.advance()
 
@@ -155,6 +156,7 @@ class Agent:
         self._guarded(pipe, now, summary, lambda p: self._capture_pages(p, summary, until))
 
     def _capture_pages(self, pipe: Pipeline, summary: StepSummary, until: float) -> None:
+        pipe.drop_poisoned()
         done = pipe.prepare(self.clock.wall_ms())
         if done:
             self._report(pipe, done, "schema.changed")
@@ -218,9 +220,10 @@ class Agent:
         count = 0
         for pipe in list(self.pipelines.values()):
             try:
+                pipe.drop_poisoned()
                 count += pipe.seal_all()
                 pipe.advance()
-            except (OSError, EdgeAgentError) as exc:
+            except (OSError, sqlite3.Error, EdgeAgentError) as exc:
                 self.reporter.failed(f"source.{pipe.key}", str(exc))
                 pipe.rewind()
         return count

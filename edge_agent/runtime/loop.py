@@ -98,8 +98,7 @@ class Daemon:
     def _answer(self, request: Request) -> dict[str, Any]:
         agent = self._current()
         if request.command == "flush":
-            timeout = float(request.args.get("timeout", 60))
-            result = agent.flush(self.clock.monotonic() + timeout)
+            result = agent.flush(self.clock.monotonic() + float(request.args["timeout"]))
             return {"ok": result.ok, "pending_files": result.pending_files,
                     "pending_bytes": result.pending_bytes, "errors": result.errors}
         if request.command == "status":
@@ -129,11 +128,17 @@ class Daemon:
             self.notifier.ready("capturing (reload rejected)")
             return
         old = self._current()
-        old.seal_all()
+        old.seal_all()  # nothing open: the new agent's start-up repair finds no temp files
+        try:
+            new = self._build(new_cfg)
+        except Exception as exc:  # any failure to build keeps the running agent
+            log.error("reload.rejected", error=str(exc), hint="keeping the running config")
+            self.notifier.ready("capturing (reload rejected)")
+            return
         old.close()
         self._stop_watcher()
         self.cfg = new_cfg
-        self.agent = self._build(new_cfg)
+        self.agent = new
         self._start_watcher()
         summary = self.agent.step(self.clock.monotonic())  # open sources, install triggers
         log.info("reloaded", sources=[s.name for s in new_cfg.sources])

@@ -73,9 +73,14 @@ class FilePipeline:
             partition = partition_for(ts if isinstance(ts, int) else 0, captured_ms,
                                       self.parts.min_valid_ms)
             batch = to_batch(schema, part, env)
-            for f in self.writer.add(self.source, schema, partition, batch,
-                                     self.clock.monotonic()):
-                self.commit(f)
+            files = self.writer.add(self.source, schema, partition, batch, self.clock.monotonic())
+            for i, f in enumerate(files):
+                try:
+                    self.commit(f)
+                except BaseException:
+                    for rest in files[i + 1:]:  # sealed together, now never to be recorded
+                        rest.tmp_path.unlink(missing_ok=True)
+                    raise
                 sealed += 1
         return sealed
 
@@ -94,6 +99,17 @@ class FilePipeline:
     def abort_open(self) -> None:
         for key in self._keys():
             self.writer.abort_file(key)
+
+    def rewind(self) -> None:
+        raise NotImplementedError
+
+    def drop_poisoned(self) -> bool:
+        """A write to one of this pipeline's files failed (perhaps while making room for
+        another source): drop the unsealed work and read it again."""
+        if any(k in self._keys() for k in self.writer.poisoned()):
+            self.rewind()
+            return True
+        return False
 
     # -- the durability point ---------------------------------------------
     def commit(self, sealed: SealedFile) -> FileRecord:

@@ -75,8 +75,9 @@ class TimestampPipeline(FilePipeline):
         return "u"
 
     def record(self, rec: FileRecord) -> None:
-        checkpoint = self.cursor.sealed_up_to(rec.last_pos)
+        checkpoint = self.cursor.checkpoint_for(rec.last_pos)
         self.state.record_sealed(rec, 0, cursor=(self.table.name, checkpoint.to_json()))
+        self.cursor.commit(checkpoint)  # only once it is on disk
 
     def advance(self) -> int:
         return 0

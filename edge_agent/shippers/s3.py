@@ -105,7 +105,10 @@ class S3Shipper:
             if not already:
                 self._upload(local, key, size, sha, md5)
                 self._verify(key, rec, md5)
-            manifest_data = manifest.read_bytes()
+            try:
+                manifest_data = manifest.read_bytes()
+            except FileNotFoundError as exc:
+                raise CorruptFileError(f"manifest of {rec.id} is missing: {exc}") from exc
             self._put_bytes(self.key(rec.manifest_relpath), manifest_data)
         except (TransientError, TerminalError, CorruptFileError):
             raise

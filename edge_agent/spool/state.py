@@ -7,6 +7,7 @@ durable position (``synchronous=FULL``: the commit is on disk when it returns).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -84,10 +85,11 @@ class StateDB:
         self.con.execute("BEGIN IMMEDIATE")
         try:
             yield self.con
+            self.con.execute("COMMIT")
         except BaseException:
-            self.con.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # COMMIT itself may have failed
+                self.con.execute("ROLLBACK")
             raise
-        self.con.execute("COMMIT")
 
     # -- positions --------------------------------------------------------
     def source_position(self, source: str) -> tuple[int, int]:
