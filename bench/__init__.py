@@ -1,0 +1,1 @@
+"""edge-agent benchmarks: `python -m bench` (full) or `python -m bench --quick` (CI smoke)."""
