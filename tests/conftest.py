@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from edge_agent.clock import ManualClock
 from edge_agent.config import Config, config_from_dict
@@ -23,6 +24,10 @@ from tests import workload
 from tests.servers import ACCESS_KEY, SECRET_KEY, MotoS3
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Shared, noisy machines and arm64 emulation: property tests get no per-example deadline.
+settings.register_profile("edge-agent", deadline=None)
+settings.load_profile("edge-agent")
 NOW_MS = 1_764_000_000_000  # 2025-11-24, a plausible synced clock
 
 

@@ -146,8 +146,15 @@ class Daemon:
 
     def _start_watcher(self) -> None:
         paths = [s.path for s in self.cfg.sources]
-        self.watcher = DatabaseWatcher(paths, self.waker)
-        self.watcher.start()
+        try:
+            watcher = DatabaseWatcher(paths, self.waker)
+            watcher.start()
+        except OSError as exc:  # e.g. the inotify limit is reached: polling still works
+            log.warning("watch.unavailable", error=str(exc),
+                        hint="capture runs every agent.poll_interval; raise "
+                             "fs.inotify.max_user_instances to get wake-ups on writes")
+            return
+        self.watcher = watcher
 
     def _stop_watcher(self) -> None:
         if self.watcher is not None:

@@ -18,6 +18,7 @@ class Notifier:
         # Ping at half the configured interval, as systemd recommends.
         self.watchdog_interval = usec / 2_000_000 if usec else 0.0
         self._last_ping = 0.0
+        self._last_status = ""
 
     @property
     def enabled(self) -> bool:
@@ -26,16 +27,20 @@ class Notifier:
     def send(self, *fields: str) -> None:
         if self.address is None:
             return
-        # systemd gone (shutdown): nothing useful to do.
+        # Never block the loop on systemd: a full queue or a vanished socket (shutdown)
+        # just drops the notification.
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, \
                 contextlib.suppress(OSError):
-            sock.sendto("\n".join(fields).encode(), self.address)
+            sock.sendto("\n".join(fields).encode(), socket.MSG_DONTWAIT, self.address)
 
     def ready(self, status: str) -> None:
         self.send("READY=1", f"STATUS={status}")
 
     def status(self, status: str) -> None:
-        self.send(f"STATUS={status}")
+        """Sent only when it changed: no notification per idle cycle."""
+        if status != self._last_status:
+            self.send(f"STATUS={status}")
+            self._last_status = status
 
     def reloading(self) -> None:
         self.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
