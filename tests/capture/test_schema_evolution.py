@@ -129,3 +129,31 @@ def test_positions_stay_ordered_across_tables_through_migrations(
     positions = [c["_pos"] for c in read_changes(tmp_path / "lake")]
     assert positions == sorted(set(positions))
     assert_exact(tmp_path / "lake", app_db, {"events": ["id"], "readings": ["id"]}, None)
+
+
+def test_migration_while_a_writer_process_keeps_writing(tmp_path: Path, app_db: Path,
+                                                        harness_factory) -> None:
+    from tests.conftest import WORKLOAD_TABLES, start_workload
+
+    h = harness_factory(make_config(tmp_path, app_db, list(WORKLOAD_TABLES)))
+    h.step()
+    app = start_workload(app_db, seed=51, transactions=500, pause=0.002)
+    steps = 0
+    migrated = False
+    while app.poll() is None:
+        h.step(advance=0.3)
+        steps += 1
+        if steps == 3:  # the application migrates while its other process writes
+            con = sqlite3.connect(app_db, timeout=30)
+            con.execute("ALTER TABLE events ADD COLUMN origin TEXT DEFAULT 'gw'")
+            con.commit()
+            con.close()
+            migrated = True
+    app.communicate()
+    assert migrated
+    assert h.flush().ok
+    assert_exact(tmp_path / "lake", app_db,
+                 {"readings": ["id"], 'odd "table" ü': ["key part", 'qu"ote'],
+                  "events": ["id"]}, None)
+    events = [c for c in read_changes(tmp_path / "lake") if c["_table"] == "events"]
+    assert events and events[-1]["values"].get("origin") == "gw"  # the new column landed
