@@ -23,19 +23,30 @@ from bench import report
 from bench.common import FULL, QUICK, RESULTS, ROOT, code_version, log, machine
 from bench.session import Session
 
-SCENARIOS = ("1", "2", "6", "4", "5", "8")  # 6 reads what 2 shipped
+SCENARIOS = ("1", "2", "6", "3", "4", "5", "7", "8")  # 6 reads what 2 shipped
 
 
 def _runners(session: Session) -> dict[str, Callable[[], dict[str, Any]]]:
-    from bench import s1_triggers, s2_capture, s4_memory, s5_latency, s6_bandwidth, s8_idle
+    from bench import (
+        s1_triggers,
+        s2_capture,
+        s3_peer,
+        s4_memory,
+        s5_latency,
+        s6_bandwidth,
+        s7_transports,
+        s8_idle,
+    )
 
     mode = session.mode
     return {
         "1": lambda: s1_triggers.run(mode),
         "2": lambda: s2_capture.run(mode, session),
         "6": lambda: s6_bandwidth.run(session),
+        "3": lambda: s3_peer.run(session),
         "4": lambda: s4_memory.run(session),
         "5": lambda: s5_latency.run(session),
+        "7": lambda: s7_transports.run(session),
         "8": lambda: s8_idle.run(session),
     }
 

@@ -43,6 +43,8 @@ class Mode:
     capture_changes: int
     capture_tables: int
     profile_changes: int
+    # 3. peer (dlt)
+    peer_rows: int
     # 4. memory
     burst_changes: int
     # 5. latency
@@ -51,16 +53,21 @@ class Mode:
     stream_default: bool  # also stream with the default max_file_age (needs >= 60 s)
     # 8. idle
     idle_seconds: float
+    # 7. transports
+    transport_files: int
+    transport_file_mib: int
 
 
 FULL = Mode("full", runs=3, batch_rows=100_000, single_commits=1000,
             capture_changes=1_000_000, capture_tables=5, profile_changes=200_000,
-            burst_changes=1_000_000, latency_commits=50, stream_seconds=60.0,
-            stream_default=True, idle_seconds=60.0)
+            peer_rows=500_000, burst_changes=1_000_000, latency_commits=50, stream_seconds=60.0,
+            stream_default=True, idle_seconds=60.0,
+            transport_files=32, transport_file_mib=4)
 QUICK = Mode("quick", runs=1, batch_rows=10_000, single_commits=100,
              capture_changes=50_000, capture_tables=5, profile_changes=50_000,
-             burst_changes=100_000, latency_commits=10, stream_seconds=8.0,
-             stream_default=False, idle_seconds=10.0)
+             peer_rows=50_000, burst_changes=100_000, latency_commits=10, stream_seconds=8.0,
+             stream_default=False, idle_seconds=10.0,
+             transport_files=8, transport_file_mib=2)
 
 
 # -- statistics ---------------------------------------------------------------

@@ -260,6 +260,57 @@ def _s6(s: dict[str, Any]) -> list[str]:
     return out
 
 
+def _s3(s: dict[str, Any]) -> list[str]:
+    out = ["### 3. Peer: dlt", ""]
+    if s.get("skipped"):
+        return [*out, f"Not measured: {s['skipped']}.", ""]
+    out += [f"One-shot load of one SQLite table of {n(s['rows'])} rows (id, 4 sensor columns, "
+            "`updated_at` epoch ms, indexed) into local Parquet, each program in its own "
+            "process on a fresh copy of the database. dlt "
+            f"{s['dlt_version']}: `sql_table` with `incremental(\"updated_at\")`, pyarrow "
+            "backend, `filesystem` destination, `loader_file_format=\"parquet\"`. "
+            "edge-agent: timestamp mode (`cursor = \"updated_at\"`, `key = [\"id\"]`), "
+            "`edge-agent flush`, dir sink. changes/s = rows / whole-process wall time "
+            "(interpreter start and imports included for both); peak RSS = VmHWM read by the "
+            "process before it exits. Rows are counted back from the Parquet written.", ""]
+    rows = []
+    for who, label in (("dlt", f"dlt {s['dlt_version']} (pyarrow backend)"),
+                       ("agent", "edge-agent flush, timestamp mode")):
+        v = s["programs"][who]
+        rows.append([label, spread(v["changes_per_s"]),
+                     spread(v["wall"], lambda x: f"{x:.2f} s"), spread(v["hwm"], mib),
+                     n(v["rows_written"]), n(v["files"]), n(v["bytes"] / MiB, 1)])
+    out += table(["program", "changes/s", "wall", "peak RSS", "rows written", "files", "MiB"],
+                 rows)
+    out += [f"edge-agent / dlt: x{s['ratio_rate']:.2f} changes/s, x{s['ratio_hwm']:.2f} peak "
+            "RSS.", "", "![peer](docs/bench-peer.png)", ""]
+    return out
+
+
+def _s7(s: dict[str, Any]) -> list[str]:
+    out = ["### 7. Transports: MQTT and S3", "",
+           f"{n(s['files'])} sealed bronze files of {mib(s['file_bytes'])} (random bytes, "
+           "matching FileRecord and manifest) shipped one after the other on 127.0.0.1. "
+           "(a) `MqttShipper.put()` to a real Mosquitto, a real `edge-agent collect` process "
+           "writing them into a lake dir (put returns on the collector's ack); baseline: raw "
+           f"paho, MQTT 5, QoS 1, the same {n(s['chunk_bytes'])}-byte chunks and in-flight "
+           f"window of {s['max_inflight']}, waiting for every PUBACK, with a subscriber process "
+           "draining the topic. (b) `S3Shipper.put()` to a moto server process; baseline: "
+           "plain boto3 `put_object` of the same file and manifest to the same server. "
+           "MB/s = file bytes (10^6) / wall time of the loop; both sides connected before "
+           "timing.", ""]
+    rows = []
+    for key, label, base in (("mqtt", "(a) MQTT", "raw paho QoS 1, PUBACKs"),
+                             ("s3", "(b) S3 (moto)", "boto3 put_object")):
+        v = s[key]
+        rows.append([label, spread(v["agent_mb_s"], lambda x: n(x, 1)),
+                     f"{base}: {spread(v['baseline_mb_s'], lambda x: n(x, 1))}",
+                     spread(v["ratio"], lambda x: n(x, 2))])
+    out += table(["transport", "edge-agent MB/s", "baseline MB/s", "ratio"], rows)
+    out += ["![transports](docs/bench-transports.png)", ""]
+    return out
+
+
 def _s8(s: dict[str, Any]) -> list[str]:
     secs = s["seconds"]
     out = ["### 8. Idle cost", "",
@@ -295,23 +346,18 @@ def markdown(r: dict[str, Any]) -> str:
         out += _s1(sc["1"])
     if "2" in sc:
         out += _s2(sc["2"])
+    if "3" in sc:
+        out += _s3(sc["3"])
     if "4" in sc:
         out += _s4(sc["4"], sc.get("8"))
     if "5" in sc:
         out += _s5(sc["5"])
     if "6" in sc:
         out += _s6(sc["6"])
+    if "7" in sc:
+        out += _s7(sc["7"])
     if "8" in sc:
         out += _s8(sc["8"])
-    out += ["### Not yet measured", "",
-            "- **3. Peer: dlt.** dlt is not installed in the project's environment and has "
-            "not been measured; a fair comparison needs dlt's SQL source reading the same "
-            "change log into its Parquet destination.",
-            "- **7. Transports: MQTT and S3.** Only the dir sink is measured. Transports "
-            "were left out of this round: when it was planned the MQTT and S3 sinks did not "
-            "exist yet. An S3 sink has since landed (`edge_agent/shippers/s3.py`) and an MQTT "
-            "sink is in progress; measuring them needs the local servers the tests use "
-            "(moto, Mosquitto), which is the next step.", ""]
     if r.get("errors"):
         out += ["### Scenarios that failed in this run", ""]
         out += [f"- {k}: {v}" for k, v in r["errors"].items()] + [""]
@@ -422,6 +468,40 @@ def _chart_6(s: dict[str, Any], plt: Any, save: Any) -> None:
     save(fig, "bandwidth")
 
 
+def _chart_3(s: dict[str, Any], plt: Any, save: Any) -> None:
+    if s.get("skipped"):
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    labels = ["dlt", "edge-agent"]
+    progs = [s["programs"]["dlt"], s["programs"]["agent"]]
+    axes[0].bar(labels, [p["changes_per_s"]["median"] for p in progs])
+    axes[0].set_ylabel("changes/s (whole process)")
+    axes[1].bar(labels, [p["hwm"]["median"] / MiB for p in progs])
+    axes[1].set_ylabel("peak RSS (MiB)")
+    fig.suptitle(f"3. One-shot load of {n(s['rows'])} rows by updated_at, dlt vs edge-agent",
+                 fontsize=10)
+    save(fig, "peer")
+
+
+def _chart_7(s: dict[str, Any], plt: Any, save: Any) -> None:
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    keys = ["mqtt", "s3"]
+    xs = range(len(keys))
+    ax.bar([x - 0.2 for x in xs], [s[k]["baseline_mb_s"]["median"] for k in keys], 0.4,
+           label="baseline (raw paho / boto3 put_object)")
+    ax.bar([x + 0.2 for x in xs], [s[k]["agent_mb_s"]["median"] for k in keys], 0.4,
+           label="edge-agent shipper")
+    for x, k in zip(xs, keys, strict=True):
+        ax.annotate(f"x{s[k]['ratio']['median']:.2f}", (x + 0.2, s[k]["agent_mb_s"]["median"]),
+                    ha="center", va="bottom", fontsize=9)
+    ax.set_xticks(list(xs), ["MQTT (Mosquitto)", "S3 (moto)"])
+    ax.set_ylabel("MB/s")
+    ax.legend(fontsize=8)
+    ax.set_title(f"7. Shipping {s['files']} x {mib(s['file_bytes'])} files on 127.0.0.1",
+                 fontsize=10)
+    save(fig, "transports")
+
+
 def _chart_8(s: dict[str, Any], plt: Any, save: Any) -> None:
     fig, ax = plt.subplots(figsize=(8, 3.5))
     labels = ["edge-agent run (poll 5s)", "edge-agent run (poll 1s)", "sleep"]
@@ -450,8 +530,8 @@ def charts(r: dict[str, Any], out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-    makers = {"1": _chart_1, "2": _chart_2, "4": _chart_4, "5": _chart_5, "6": _chart_6,
-              "8": _chart_8}
+    makers = {"1": _chart_1, "2": _chart_2, "3": _chart_3, "4": _chart_4, "5": _chart_5,
+              "6": _chart_6, "7": _chart_7, "8": _chart_8}
     for name, make in makers.items():
         if name in r["scenarios"]:
             make(r["scenarios"][name], plt, save)
@@ -469,6 +549,27 @@ def render(r: dict[str, Any], target: Path) -> list[Path]:
 
 
 # -- console ------------------------------------------------------------------------
+def _console_peer_transports(sc: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if "3" in sc:
+        s = sc["3"]
+        if s.get("skipped"):
+            lines.append(f"  3 peer: skipped ({s['skipped']})")
+        else:
+            d, a = s["programs"]["dlt"], s["programs"]["agent"]
+            lines.append(f"  3 peer: {s['rows']:,} rows: edge-agent "
+                         f"{a['changes_per_s']['median']:,.0f}/s peak {mib(a['hwm']['median'])}; "
+                         f"dlt {d['changes_per_s']['median']:,.0f}/s peak "
+                         f"{mib(d['hwm']['median'])}")
+    if "7" in sc:
+        s = sc["7"]
+        for k in ("mqtt", "s3"):
+            lines.append(f"  7 {k}: {s[k]['agent_mb_s']['median']:.1f} MB/s vs baseline "
+                         f"{s[k]['baseline_mb_s']['median']:.1f} MB/s "
+                         f"(x{s[k]['ratio']['median']:.2f})")
+    return lines
+
+
 def console(r: dict[str, Any]) -> str:
     sc = r["scenarios"]
     lines = [f"edge-agent bench ({r['mode']}), medians:"]
@@ -509,6 +610,7 @@ def console(r: dict[str, Any]) -> str:
     if "6" in sc:
         b = sc["6"]["bytes_per_change"]
         lines.append("  6 bandwidth: " + ", ".join(f"{k} {v:.1f} B" for k, v in b.items()))
+    lines += _console_peer_transports(sc)
     if "8" in sc:
         s = sc["8"]
         lines.append(f"  8 idle CPU over {s['seconds']:.0f} s: default "

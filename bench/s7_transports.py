@@ -1,0 +1,253 @@
+"""Scenario 7: shipping throughput of the MQTT and S3 sinks against plain clients.
+
+N sealed bronze files of random (incompressible) bytes with a matching
+FileRecord and a small manifest, shipped one after the other:
+
+(a) MQTT, to a real Mosquitto on 127.0.0.1 (tests/servers.py): ``MqttShipper.put()``
+    with a real collector process (``edge-agent collect``) writing into a lake
+    dir; put() returns once the collector acknowledged the file. Baseline: raw
+    paho (MQTT 5, QoS 1, the same chunk size and in-flight window) publishing the
+    same chunks and manifest, waiting for every PUBACK, with a subscriber
+    process draining the topic.
+(b) S3, to a moto server process: ``S3Shipper.put()`` against a plain boto3
+    ``put_object`` of the same file and manifest to the same server.
+
+MB/s = file bytes / wall seconds of the shipping loop (1 MB = 10^6 bytes). Both
+sides connect before timing (the shipper through one warm-up put of a small
+file). The order of agent and baseline alternates between runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import ROOT, MiB, agent_cmd, env, log, stop, summary
+from bench.session import Session
+
+PREFIX = "bench"
+DEVICE = "bench-gw"
+SUBSCRIBER = """
+import sys, time
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+c.on_message = lambda cl, u, m: None
+c.connect("127.0.0.1", int(sys.argv[1]))
+c.subscribe(sys.argv[2], qos=1)
+open(sys.argv[3], "w").write("subscribed")
+c.loop_forever()
+"""
+
+
+def _files(work: Path, count: int, size: int, base: int = 0) -> list[tuple[Path, Path, Any]]:
+    from edge_agent.bronze.layout import FileKey
+    from edge_agent.spool.state import FileRecord
+
+    out = []
+    spool = work / "spool"
+    spool.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        data = b"PAR1" + os.urandom(size - 8) + b"PAR1"
+        local = spool / f"f{i}.parquet"
+        local.write_bytes(data)
+        manifest = spool / f"f{i}.manifest.json"
+        manifest.write_text(f'{{"id": "f{i}", "rows": 1000}}\n')
+        first = (base + i) * 1000 + 1
+        key = FileKey(DEVICE, "src", "t", "2025-11-24", first, first + 999)
+        rec = FileRecord(key.file_id, "src", "t", 1, first, first + 999, 1000, len(data),
+                         hashlib.sha256(data).hexdigest(), key.relpath, key.manifest_relpath, 0)
+        out.append((local, manifest, rec))
+    return out
+
+
+def _wait(cond: Any, what: str, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+# -- MQTT -----------------------------------------------------------------------------
+def _mqtt_agent(broker: Any, work: Path, files: list[tuple[Path, Path, Any]],
+                warm: tuple[Path, Path, Any], run_no: int) -> float:
+    from edge_agent.config import SinkConfig
+    from edge_agent.shippers.mqtt import MqttShipper
+
+    prefix = f"{PREFIX}{run_no}a"
+    coll = work / f"collector-{run_no}"
+    coll.mkdir()
+    config = coll / "collector.toml"
+    config.write_text(f'[collector]\nlog_format = "json"\nhost = "127.0.0.1"\n'
+                      f'port = {broker.port}\ntopic_prefix = "{prefix}"\n'
+                      f'lake = "{coll / "lake"}"\nstaging_dir = "{coll / "staging"}"\n')
+    log_path = coll / "collector.log"
+    with log_path.open("ab") as logf:
+        proc = subprocess.Popen(agent_cmd("collect", "--config", str(config)), stdout=logf,
+                                stderr=subprocess.STDOUT, cwd=ROOT, env=env())
+    shipper = None
+    try:
+        _wait(lambda: "collector.subscribed" in log_path.read_text(errors="replace")
+              or proc.poll() is not None, "the collector's subscription")
+        if proc.poll() is not None:
+            raise RuntimeError(f"collector exited: {log_path.read_text()[-1500:]}")
+        shipper = MqttShipper(SinkConfig(kind="mqtt", host="127.0.0.1", port=broker.port,
+                                         topic_prefix=prefix, ack_timeout=60.0))
+        shipper.put(*warm)
+        t0 = time.perf_counter()
+        for local, manifest, rec in files:
+            shipper.put(local, manifest, rec)
+        wall = time.perf_counter() - t0
+        for _, _, rec in files:  # the collector wrote every file, whole
+            got = coll / "lake" / rec.relpath
+            if hashlib.sha256(got.read_bytes()).hexdigest() != rec.sha256:
+                raise RuntimeError(f"collector wrote a different {rec.relpath}")
+        return wall
+    finally:
+        if shipper is not None:
+            shipper.close()
+        stop(proc)
+        shutil.rmtree(coll, ignore_errors=True)
+
+
+def _mqtt_raw(broker: Any, work: Path, files: list[tuple[Path, Path, Any]],
+              chunk: int, inflight: int, run_no: int) -> float:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    topic = f"{PREFIX}{run_no}r/{DEVICE}/batch"
+    ready = work / f"sub-{run_no}.ready"
+    sub = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, str(broker.port), topic,
+                            str(ready)], cwd=ROOT, env=env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    client.max_inflight_messages_set(inflight)
+    try:
+        _wait(lambda: ready.exists() or sub.poll() is not None, "the subscriber")
+        time.sleep(0.2)  # let its SUBACK land
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        t0 = time.perf_counter()
+        infos = []
+        for local, manifest, _ in files:
+            data = local.read_bytes()
+            for i in range(0, len(data), chunk):
+                infos.append(client.publish(topic, data[i:i + chunk], qos=1))
+            infos.append(client.publish(topic, manifest.read_bytes(), qos=1))
+        for info in infos:
+            info.wait_for_publish(60)
+            if not info.is_published():
+                raise RuntimeError("raw paho: a PUBACK did not arrive within 60 s")
+        return time.perf_counter() - t0
+    finally:
+        with contextlib.suppress(Exception):
+            client.disconnect()
+            client.loop_stop()
+        stop(sub, timeout=10)
+
+
+# -- S3 -------------------------------------------------------------------------------
+def _s3_agent(url: str, bucket: str, files: list[tuple[Path, Path, Any]],
+              warm: tuple[Path, Path, Any], run_no: int) -> float:
+    from edge_agent.config import SinkConfig
+    from edge_agent.shippers.s3 import S3Shipper
+
+    shipper = S3Shipper(SinkConfig(kind="s3", bucket=bucket, endpoint_url=url,
+                                   region="us-east-1", addressing_style="path",
+                                   prefix=f"agent{run_no}"))
+    try:
+        shipper.put(*warm)
+        t0 = time.perf_counter()
+        for local, manifest, rec in files:
+            shipper.put(local, manifest, rec)
+        return time.perf_counter() - t0
+    finally:
+        shipper.close()
+
+
+def _s3_raw(client: Any, bucket: str, files: list[tuple[Path, Path, Any]],
+            run_no: int) -> float:
+    client.put_object(Bucket=bucket, Key=f"raw{run_no}/warm", Body=b"x")
+    t0 = time.perf_counter()
+    for local, manifest, rec in files:
+        client.put_object(Bucket=bucket, Key=f"raw{run_no}/{rec.relpath}",
+                          Body=local.read_bytes())
+        client.put_object(Bucket=bucket, Key=f"raw{run_no}/{rec.manifest_relpath}",
+                          Body=manifest.read_bytes())
+    return time.perf_counter() - t0
+
+
+def _rates(agent: list[float], raw: list[float], total: int) -> dict[str, Any]:
+    a = [total / w / 1e6 for w in agent]
+    r = [total / w / 1e6 for w in raw]
+    return {"agent_mb_s": summary(a), "baseline_mb_s": summary(r),
+            "ratio": summary([x / y for x, y in zip(a, r, strict=True)])}
+
+
+def run(session: Session) -> dict[str, Any]:
+    mode = session.mode
+    if shutil.which("mosquitto") is None and shutil.which("mosquitto",
+                                                          path="/usr/sbin:/sbin") is None:
+        raise RuntimeError("mosquitto not found: bash scripts/install-test-deps.sh")
+    from edge_agent.config import SinkConfig
+    from tests.servers import ACCESS_KEY, SECRET_KEY, Mosquitto, MotoS3
+
+    work = session.scratch("transports")
+    size = mode.transport_file_mib * MiB
+    files = _files(work / "files", mode.transport_files, size)
+    warm = _files(work / "warm", 1, 64 * 1024, base=10_000)[0]
+    total = sum(rec.bytes for _, _, rec in files)
+    defaults = SinkConfig(kind="mqtt")
+    out: dict[str, Any] = {"files": len(files), "file_bytes": size, "bytes": total,
+                           "chunk_bytes": defaults.chunk_bytes,
+                           "max_inflight": defaults.max_inflight}
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                             "AWS_EC2_METADATA_DISABLED")}
+    os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
+                      AWS_EC2_METADATA_DISABLED="true")
+    broker = Mosquitto(work / "mosquitto")
+    moto = MotoS3(work)
+    try:
+        mq_agent: list[float] = []
+        mq_raw: list[float] = []
+        for run_no in range(mode.runs):
+            steps = [lambda r=run_no: mq_agent.append(_mqtt_agent(broker, work, files, warm, r)),
+                     lambda r=run_no: mq_raw.append(_mqtt_raw(
+                         broker, work, files, defaults.chunk_bytes, defaults.max_inflight, r))]
+            for step in steps if run_no % 2 == 0 else steps[::-1]:
+                step()
+            log(f"transports: mqtt run {run_no + 1}/{mode.runs} done")
+        out["mqtt"] = _rates(mq_agent, mq_raw, total)
+
+        client = moto.client()
+        s3_agent: list[float] = []
+        s3_raw: list[float] = []
+        for run_no in range(mode.runs):
+            bucket = f"lake-{run_no}"
+            client.create_bucket(Bucket=bucket)
+            steps = [lambda r=run_no, b=bucket: s3_agent.append(_s3_agent(
+                         moto.url, b, files, warm, r)),
+                     lambda r=run_no, b=bucket: s3_raw.append(_s3_raw(client, b, files, r))]
+            for step in steps if run_no % 2 == 0 else steps[::-1]:
+                step()
+            log(f"transports: s3 run {run_no + 1}/{mode.runs} done")
+        out["s3"] = _rates(s3_agent, s3_raw, total)
+    finally:
+        broker.close()
+        moto.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        shutil.rmtree(work, ignore_errors=True)
+    return out
