@@ -14,12 +14,11 @@ epoch numbers and Julian days; see capture/timestamp.py).
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-
-from edge_agent.capture.snapshot import decode_key, encode_key
 
 Key = tuple[Hashable, ...]
 
@@ -33,17 +32,27 @@ class Checkpoint:
     next_pos: int  # the next position to give out
 
     def to_json(self) -> str:
+        # One json.dumps call: keys are lists; a bytes key value becomes {"b64": ...}.
         return json.dumps({"watermark": self.watermark, "next_pos": self.next_pos,
-                           "seen": [[encode_key(list(k)), c]
-                                    for k, c in sorted(self.seen, key=repr)]})
+                           "seen": [[k, c] for k, c in self.seen]}, default=_bytes_to_json)
 
     @staticmethod
     def from_json(text: str | None) -> Checkpoint:
         if not text:
             return Checkpoint(None, frozenset(), 1)
-        data = json.loads(text)
-        seen = frozenset((tuple(decode_key(k) or ()), int(c)) for k, c in data["seen"])
+        data = json.loads(text, object_hook=_json_to_bytes)
+        seen = frozenset((tuple(k), int(c)) for k, c in data["seen"])
         return Checkpoint(data["watermark"], seen, int(data["next_pos"]))
+
+
+def _bytes_to_json(value: object) -> dict[str, str]:
+    if isinstance(value, bytes):
+        return {"b64": base64.b64encode(value).decode()}
+    raise TypeError(f"cannot store {type(value).__name__} in a cursor checkpoint")
+
+
+def _json_to_bytes(obj: dict[str, Any]) -> Any:
+    return base64.b64decode(obj["b64"]) if set(obj) == {"b64"} else obj
 
 
 @dataclass
@@ -53,15 +62,14 @@ class CursorState:
     emitted: dict[tuple[Key, int], int] = field(default_factory=dict)  # -> position
     next_pos: int = 0
 
+    top: int | None = None  # the largest cursor emitted or sealed (kept, not recomputed)
+
     def __post_init__(self) -> None:
-        self.next_pos = self.durable.next_pos
-        self.emitted = dict.fromkeys(self.durable.seen, 0)
+        self.rewind()
 
     def low_bound(self) -> int | None:
         """Poll rows with cursor >= this (None: from the beginning)."""
-        marks = [c for _, c in self.emitted] + (
-            [self.durable.watermark] if self.durable.watermark is not None else [])
-        return max(marks) - self.lag_ms if marks else None
+        return self.top - self.lag_ms if self.top is not None else None
 
     def accept(self, rows: Iterable[tuple[Key, int, Any]]) -> list[tuple[int, Key, int, Any]]:
         """Rows (key, cursor, payload) in a poll; returns the new ones with positions."""
@@ -72,6 +80,8 @@ class CursorState:
             self.emitted[(key, cursor)] = self.next_pos
             out.append((self.next_pos, key, cursor, payload))
             self.next_pos += 1
+            if self.top is None or cursor > self.top:
+                self.top = cursor
         return out
 
     def checkpoint_for(self, last_pos: int) -> Checkpoint:
@@ -109,3 +119,7 @@ class CursorState:
         """Forget unsealed emissions (after a failure they are read again)."""
         self.emitted = dict.fromkeys(self.durable.seen, 0)
         self.next_pos = self.durable.next_pos
+        marks = [c for _, c in self.durable.seen]
+        if self.durable.watermark is not None:
+            marks.append(self.durable.watermark)
+        self.top = max(marks) if marks else None

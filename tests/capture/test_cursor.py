@@ -101,3 +101,9 @@ def test_window_and_memory_shrink_after_sealing() -> None:
     assert all(c >= 1099 - LAG for _, c in durable.seen)
     assert len(state.emitted) == len(durable.seen)
     assert state.low_bound() == 1099 - LAG
+
+
+def test_checkpoint_round_trips_keys_of_every_sqlite_type() -> None:
+    seen = frozenset({((1, "a"), 5), ((b"\x00\xff", 2.5), 6), ((None, "b64"), 7)})
+    point = Checkpoint(7, seen, 9)
+    assert Checkpoint.from_json(point.to_json()) == point
