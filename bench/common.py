@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.tomltext import toml_text  # shared with the tests' config writer
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MiB = 1024 * 1024
@@ -154,27 +156,6 @@ def machine(scratch: Path) -> dict[str, Any]:
 
 
 # -- configs --------------------------------------------------------------------
-def toml_text(data: dict[str, Any]) -> str:
-    """Just enough TOML for bench configs (tables, arrays of tables, scalars, lists)."""
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return str(v)
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines: list[str] = []
-    for section, body in data.items():
-        items = body if isinstance(body, list) else [body]
-        for item in items:
-            lines.append(f"[[{section}]]" if isinstance(body, list) else f"[{section}]")
-            lines += [f"{k} = {value(v)}" for k, v in item.items()]
-            lines.append("")
-    return "\n".join(lines)
-
-
 def agent_config(work: Path, db: Path, tables: Sequence[str], **sections: dict[str, Any]
                  ) -> dict[str, Any]:
     """A production-like config (the documented defaults) for one source and a dir sink."""

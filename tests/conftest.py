@@ -22,6 +22,7 @@ from edge_agent.shippers.factory import build_shipper
 from edge_agent.spool.statedir import StateDir
 from tests import workload
 from tests.servers import ACCESS_KEY, SECRET_KEY, MotoS3
+from tests.tomltext import toml_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,27 +52,6 @@ def config_dict(tmp: Path, db: Path, tables: list[str], **sections: Any) -> dict
 
 def make_config(tmp: Path, db: Path, tables: list[str], **sections: Any) -> Config:
     return config_from_dict(config_dict(tmp, db, tables, **sections))
-
-
-def toml_text(data: dict[str, Any]) -> str:
-    """Just enough TOML for test configs (tables, arrays of tables, scalars, lists)."""
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return str(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines: list[str] = []
-    for section, body in data.items():
-        items = body if isinstance(body, list) else [body]
-        for item in items:
-            lines.append(f"[[{section}]]" if isinstance(body, list) else f"[{section}]")
-            lines += [f"{k} = {value(v)}" for k, v in item.items()]
-            lines.append("")
-    return "\n".join(lines)
 
 
 def write_config(tmp: Path, data: dict[str, Any]) -> Path:
