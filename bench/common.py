@@ -15,7 +15,6 @@ import socket
 import sqlite3
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.children import agent_cmd
+from tests.children import agent_env as env
 from tests.tomltext import toml_text  # shared with the tests' config writer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -181,19 +182,6 @@ def write_config(work: Path, data: dict[str, Any], name: str = "config.toml") ->
 
 
 # -- processes ------------------------------------------------------------------
-def agent_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edge_agent", *args]
-
-
-def env(**extra: str) -> dict[str, str]:
-    """The environment for child processes: the repo importable, no agent overrides."""
-    out = {k: v for k, v in os.environ.items()
-           if not k.startswith("EDGE_AGENT") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-    out["PYTHONPATH"] = str(ROOT)
-    out.update(extra)
-    return out
-
-
 def children_cpu() -> float:
     import resource
 

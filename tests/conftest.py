@@ -21,10 +21,9 @@ from edge_agent.runtime.agent import Agent
 from edge_agent.shippers.factory import build_shipper
 from edge_agent.spool.statedir import StateDir
 from tests import workload
+from tests.children import ROOT, agent_cmd, agent_env
 from tests.servers import ACCESS_KEY, SECRET_KEY, MotoS3
 from tests.tomltext import toml_text
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # Shared, noisy machines and arm64 emulation: property tests get no per-example deadline.
 settings.register_profile("edge-agent", deadline=None)
@@ -146,18 +145,6 @@ def harness_factory() -> Iterator[Any]:
     for h in made:
         with contextlib.suppress(Exception):  # already closed by the test
             h.close()
-
-
-def agent_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edge_agent", *args]
-
-
-def agent_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("EDGE_AGENT") and k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
 
 
 def run_cli(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
