@@ -132,7 +132,7 @@ AREAS = (
     ("read the change log (sqlite3 -> tuples)", "capture/triggers.py", "read_page", ()),
     ("group rows by table (per-row Python loop)", "capture/sqlite_trigger.py", "read",
      (("capture/triggers.py", "read_page"),)),
-    ("split by day (per-row Python loop)", "capture/sqlite_trigger.py", "split_by_day", ()),
+    ("split by day (per-row Python loop)", "clock.py", "split_by_day", ()),
     ("rows -> typed Arrow batches", "bronze/schema.py", "to_batch", ()),
     ("buffer + Parquet encode/write (zstd)", "bronze/writer.py", "add", ()),
     ("seal: close, fsync, sha256", "bronze/writer.py", "seal", ()),

@@ -8,10 +8,12 @@ docs/clock.md for how partitions are chosen then.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
 UNSYNCED_PARTITION = "unsynced"
+DAY_MS = 86_400_000
 
 
 class Clock(Protocol):
@@ -60,3 +62,26 @@ def partition_for(change_ms: int, captured_ms: int, min_valid_ms: int) -> str:
         if candidate >= min_valid_ms:
             return datetime.fromtimestamp(candidate / 1000, tz=UTC).strftime("%Y-%m-%d")
     return UNSYNCED_PARTITION
+
+
+def split_by_day(rows: Sequence[tuple[object, ...]], min_valid_ms: int) -> list[tuple[int, int]]:
+    """Index ranges [start, end) of rows whose change time falls on one UTC day.
+
+    Rows with an implausible change time (clock not synced) form their own runs,
+    so the caller can partition them by capture time instead.
+    """
+    def day(row: tuple[object, ...]) -> int:
+        ts = row[3]
+        return ts // DAY_MS if isinstance(ts, int) and ts >= min_valid_ms else -1
+
+    runs: list[tuple[int, int]] = []
+    start = 0
+    current = day(rows[0]) if rows else 0
+    for i in range(1, len(rows)):
+        d = day(rows[i])
+        if d != current:
+            runs.append((start, i))
+            start, current = i, d
+    if rows:
+        runs.append((start, len(rows)))
+    return runs

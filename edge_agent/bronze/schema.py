@@ -1,10 +1,12 @@
-"""SQLite declared types to Arrow, and rows of the change log to Arrow batches.
+"""Neutral table descriptions to Arrow schemas, and rows of changes to Arrow batches.
 
-SQLite stores any value in any column; a file column has one type. A value
-that does not fit its column's Arrow type is never dropped and never crashes
-capture: the typed cell is NULL and the exact value goes to the ``_unfit``
-JSON column ({"column": {"t": "integer|real|text|blob", "v": value}}, blobs
-base64). docs/bronze-format.md documents the mapping.
+Bronze sees only the Arrow types of a ``records.TableSpec``; each source module
+maps its database's types (sources/sqlite.py, sources/postgres.py). A source
+may hand over values that do not fit their column's type (SQLite stores any
+value in any column). Such a value is never dropped and never crashes capture:
+the typed cell is NULL and the exact value goes to the ``_unfit`` JSON column
+({"column": {"t": "integer|real|text|blob", "v": value}}, blobs base64; other
+types by their source type name and text). docs/bronze-format.md documents it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from edge_agent.sources.sqlite import TableShape
+from edge_agent.records import ColumnSpec, TableSpec
 
 FORMAT_VERSION = "1"
 FLOAT_EXACT = 2**53
@@ -46,48 +48,41 @@ _ALLOWED: dict[str, frozenset[type]] = {
 _SQLITE_TYPE_NAMES = {int: "integer", float: "real", str: "text", bytes: "blob"}
 
 
-# SQLite's affinity rules (https://sqlite.org/datatype3.html 3.1) in their order, refined:
-# BOOLEAN -> bool; DATE/TIME -> text (ISO text in practice); an untyped column is text.
-_KIND_RULES = (
-    (("INT",), "int"), (("CHAR", "CLOB", "TEXT"), "str"), (("BLOB",), "bytes"),
-    (("REAL", "FLOA", "DOUB"), "float"), (("BOOL",), "bool"), (("DATE", "TIME"), "str"),
-)
-
-
-def column_kind(decltype: str) -> str:
-    t = decltype.upper()
-    if not t:
-        return "str"
-    for needles, kind in _KIND_RULES:
-        if any(n in t for n in needles):
+def kind_of(arrow: pa.DataType) -> str:
+    """The fitting rule a column's values go through: one of the plain kinds, or
+    "arrow" (any other Arrow type: values are converted by pyarrow, one by one
+    when a page does not convert as a whole)."""
+    for kind, t in _KIND_TYPES.items():
+        if arrow == t:
             return kind
-    return "float"  # NUMERIC, DECIMAL(10,2), ...
+    return "arrow"
 
 
 @dataclass(frozen=True)
 class BatchSchema:
     """The Arrow schema of one capture's files, with its fingerprint."""
 
-    shape: TableShape
+    shape: TableSpec
     schema: pa.Schema
     kinds: tuple[str, ...]
     fingerprint: str
 
 
-def batch_schema(shape: TableShape) -> BatchSchema:
-    kinds = tuple(column_kind(c.decltype) for c in shape.columns)
+def batch_schema(shape: TableSpec) -> BatchSchema:
+    kinds = tuple(kind_of(c.arrow) for c in shape.columns)
     fields = [pa.field(n, t) for n, t in ENVELOPE]
-    fields += [pa.field(c.name, _KIND_TYPES[k]) for c, k in zip(shape.columns, kinds, strict=True)]
+    fields += [pa.field(c.name, c.arrow) for c in shape.columns]
     fields.append(pa.field(UNFIT, pa.string()))
     canonical = json.dumps({
         "format": FORMAT_VERSION, "key": list(shape.key),
-        "columns": [[c.name, c.decltype, k] for c, k in zip(shape.columns, kinds, strict=True)],
+        "columns": [[c.name, c.source_type, str(c.arrow) if k == "arrow" else k]
+                    for c, k in zip(shape.columns, kinds, strict=True)],
     })
     fingerprint = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     metadata = {
         b"edge_agent.format": FORMAT_VERSION.encode(),
         b"edge_agent.key": json.dumps(list(shape.key)).encode(),
-        b"edge_agent.decltypes": json.dumps([c.decltype for c in shape.columns]).encode(),
+        b"edge_agent.decltypes": json.dumps([c.source_type for c in shape.columns]).encode(),
         b"edge_agent.schema_fingerprint": fingerprint.encode(),
     }
     schema = pa.schema(fields, metadata=metadata)
@@ -112,10 +107,30 @@ def _unfit_entry(value: Any) -> dict[str, Any]:
     return {"t": name, "v": value}
 
 
+def _arrow_array(values: Sequence[object], column: ColumnSpec,
+                 unfit: dict[int, dict[str, Any]]) -> pa.Array:
+    """Any other Arrow type: converted by pyarrow; a value it refuses (a NaN numeric
+    for a decimal, a date out of range...) goes exactly into ``unfit`` as text."""
+    try:
+        return pa.array(values, column.arrow)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        pass
+    fitted: list[object] = []
+    for i, v in enumerate(values):
+        try:
+            pa.array([v], column.arrow)
+            fitted.append(v)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            unfit.setdefault(i, {})[column.name] = {"t": column.source_type, "v": str(v)}
+            fitted.append(None)
+    return pa.array(fitted, column.arrow)
+
+
 def column_array(
     values: Sequence[object], kind: str, name: str, unfit: dict[int, dict[str, Any]]
 ) -> pa.Array:
-    """An Arrow array of one column; values that do not fit go into ``unfit`` by row."""
+    """An Arrow array of one plain-kind column; values that do not fit go into
+    ``unfit`` by row."""
     types = set(map(type, values))
     clean = types <= _ALLOWED[kind] and (
         kind != "bool" or set(values) <= {0, 1, None}
@@ -160,7 +175,10 @@ def to_batch(bs: BatchSchema, rows: Sequence[Sequence[object]], env: Envelope) -
     ]
     for i, (column, kind) in enumerate(zip(bs.shape.columns, bs.kinds, strict=True)):
         values = cols[4 + i] if 4 + i < len(cols) else (None,) * n
-        arrays.append(column_array(values, kind, column.name, unfit))
+        if kind == "arrow":
+            arrays.append(_arrow_array(values, column, unfit))
+        else:
+            arrays.append(column_array(values, kind, column.name, unfit))
     unfit_json = [json.dumps(unfit[i], ensure_ascii=False) if i in unfit else None
                   for i in range(n)] if unfit else [None] * n
     arrays.append(pa.array(unfit_json, pa.string()))

@@ -7,7 +7,6 @@ knows nothing about files or shipping; positions are kept by the runtime.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from edge_agent.bronze.schema import BatchSchema, batch_schema
@@ -16,8 +15,6 @@ from edge_agent.capture.triggers import SEED_OP, Capture, ChangeLog
 from edge_agent.config_sources import SourceConfig
 from edge_agent.errors import SourceError
 from edge_agent.sources.sqlite import connect, table_shape
-
-DAY_MS = 86_400_000
 
 
 @dataclass
@@ -95,7 +92,7 @@ class TriggerCapture:
     def _load_captures(self) -> None:
         self.captures = self._changelog().captures()
         self.schemas = {
-            tid: self.schemas.get(tid) or batch_schema(cap.shape)
+            tid: self.schemas.get(tid) or batch_schema(cap.shape.spec())
             for tid, cap in self.captures.items()
         }
 
@@ -159,25 +156,3 @@ class TriggerCapture:
     def pending(self, after: int) -> int:
         return self._changelog().pending(after)
 
-
-def split_by_day(rows: Sequence[tuple[object, ...]], min_valid_ms: int) -> list[tuple[int, int]]:
-    """Index ranges [start, end) of rows whose change time falls on one UTC day.
-
-    Rows with an implausible change time (clock not synced) form their own runs,
-    so the caller can partition them by capture time instead.
-    """
-    def day(row: tuple[object, ...]) -> int:
-        ts = row[3]
-        return ts // DAY_MS if isinstance(ts, int) and ts >= min_valid_ms else -1
-
-    runs: list[tuple[int, int]] = []
-    start = 0
-    current = day(rows[0]) if rows else 0
-    for i in range(1, len(rows)):
-        d = day(rows[i])
-        if d != current:
-            runs.append((start, i))
-            start, current = i, d
-    if rows:
-        runs.append((start, len(rows)))
-    return runs

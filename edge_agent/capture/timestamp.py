@@ -77,7 +77,7 @@ class TimestampCapture:
             if column and column not in names:
                 raise SourceError(f"table {self.table.name!r} has no column {column!r} "
                                   f"(sources.tables.{role}): use one of {names}")
-        self.schema = batch_schema(shape)
+        self.schema = batch_schema(shape.spec())
         self._schema_version = int(con.execute("PRAGMA schema_version").fetchone()[0])
         return self.schema
 

@@ -8,13 +8,12 @@ state, in one transaction: that commit is the durability point (invariant 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from edge_agent.bronze.layout import FileKey
 from edge_agent.bronze.schema import FORMAT_VERSION, BatchSchema, Envelope, to_batch
 from edge_agent.bronze.writer import BronzeWriter, SealedFile
-from edge_agent.capture.sqlite_trigger import split_by_day
-from edge_agent.clock import UNSYNCED_PARTITION, Clock, partition_for
+from edge_agent.clock import UNSYNCED_PARTITION, Clock, partition_for, split_by_day
 from edge_agent.spool.outbox import Spool
 from edge_agent.spool.state import FileRecord, StateDB
 
@@ -39,6 +38,36 @@ class Parts:
     min_valid_ms: int
 
 
+class Pipeline(Protocol):
+    """What the agent drives, whatever the source and mode (registry: runtime/opening.py)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+
+    def prepare(self, now_ms: int) -> dict[str, str]:
+        """Follow schema changes before reading; returns what was done per table."""
+        ...
+
+    def capture_page(self, max_bytes: int) -> PageResult: ...
+    def idle_work(self, now_ms: int) -> int: ...
+    def seal_due(self, now: float) -> int: ...
+    def seal_all(self) -> int: ...
+    def advance(self) -> int:
+        """Persist what became durable and prune the source up to it."""
+        ...
+
+    def rewind(self) -> None:
+        """Forget unsealed work after a failure: it is read again from the source."""
+        ...
+
+    def drop_poisoned(self) -> bool: ...
+    def table_errors(self) -> dict[str, str]: ...
+    def actions(self) -> dict[str, str]: ...
+    def close(self) -> None: ...
+
+
 class FilePipeline:
     def __init__(self, source: str, parts: Parts) -> None:
         self.source = source
@@ -50,6 +79,14 @@ class FilePipeline:
     @property
     def name(self) -> str:
         return self.source
+
+    def table_errors(self) -> dict[str, str]:
+        """Tables that cannot be captured now, with why (the others go on)."""
+        return {}
+
+    def actions(self) -> dict[str, str]:
+        """What opening did to the source's capture objects, by table."""
+        return {}
 
     def owns(self, table: str) -> bool:
         raise NotImplementedError

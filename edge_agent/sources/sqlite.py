@@ -11,7 +11,36 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 from edge_agent.errors import SourceError, TransientError
+from edge_agent.records import RESERVED_COLUMNS, ColumnSpec, TableSpec
+
+# SQLite's affinity rules (https://sqlite.org/datatype3.html 3.1) in their order, refined:
+# BOOLEAN -> bool; DATE/TIME -> text (ISO text in practice); an untyped column is text.
+_KIND_RULES = (
+    (("INT",), "int"), (("CHAR", "CLOB", "TEXT"), "str"), (("BLOB",), "bytes"),
+    (("REAL", "FLOA", "DOUB"), "float"), (("BOOL",), "bool"), (("DATE", "TIME"), "str"),
+)
+_ARROW: dict[str, pa.DataType] = {
+    "int": pa.int64(), "float": pa.float64(), "str": pa.string(),
+    "bytes": pa.binary(), "bool": pa.bool_(),
+}
+
+
+def column_kind(decltype: str) -> str:
+    t = decltype.upper()
+    if not t:
+        return "str"
+    for needles, kind in _KIND_RULES:
+        if any(n in t for n in needles):
+            return kind
+    return "float"  # NUMERIC, DECIMAL(10,2), ...
+
+
+def arrow_type(decltype: str) -> pa.DataType:
+    """The Arrow type of a column declared ``decltype`` (docs/bronze-format.md)."""
+    return _ARROW[column_kind(decltype)]
 
 
 @dataclass(frozen=True)
@@ -30,6 +59,12 @@ class TableShape:
     def key(self) -> tuple[str, ...]:
         pks = sorted((c for c in self.columns if c.pk), key=lambda c: c.pk)
         return tuple(c.name for c in pks)
+
+    def spec(self) -> TableSpec:
+        """The neutral description the later stages read."""
+        return TableSpec(self.name, tuple(
+            ColumnSpec(c.name, arrow_type(c.decltype), c.decltype, c.pk) for c in self.columns
+        ))
 
 
 def quote(identifier: str) -> str:
@@ -116,7 +151,3 @@ def table_shape(con: sqlite3.Connection, table: str,
         )
     return shape
 
-
-RESERVED_COLUMNS = frozenset(
-    {"_op", "_pos", "_ts_ms", "_captured_ms", "_device", "_source", "_table", "_unfit"}
-)

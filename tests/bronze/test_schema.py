@@ -12,11 +12,10 @@ from edge_agent.bronze.schema import (
     UNFIT,
     Envelope,
     batch_schema,
-    column_kind,
     decode_unfit,
     to_batch,
 )
-from edge_agent.sources.sqlite import Column, TableShape
+from edge_agent.sources.sqlite import Column, TableShape, column_kind
 
 ENV = Envelope("gw", "src", 1)
 
@@ -34,15 +33,16 @@ def test_declared_type_mapping(decl: str, kind: str) -> None:
 
 def test_schema_has_envelope_columns_then_row_columns_then_unfit() -> None:
     shape = TableShape("t", (Column("id", "INTEGER", 1), Column("v", "REAL", 0)))
-    names = batch_schema(shape).schema.names
+    names = batch_schema(shape.spec()).schema.names
     assert names == [n for n, _ in ENVELOPE] + ["id", "v", UNFIT]
 
 
 def test_fingerprint_changes_with_columns() -> None:
-    a = batch_schema(TableShape("t", (Column("id", "INTEGER", 1),)))
-    b = batch_schema(TableShape("t", (Column("id", "INTEGER", 1), Column("x", "TEXT", 0))))
+    a = batch_schema(TableShape("t", (Column("id", "INTEGER", 1),)).spec())
+    b = batch_schema(TableShape("t", (Column("id", "INTEGER", 1), Column("x", "TEXT", 0))).spec())
     assert a.fingerprint != b.fingerprint
-    assert a.fingerprint == batch_schema(TableShape("t", (Column("id", "INTEGER", 1),))).fingerprint
+    same = batch_schema(TableShape("t", (Column("id", "INTEGER", 1),)).spec())
+    assert a.fingerprint == same.fingerprint
 
 
 SQLITE_VALUES = st.one_of(
@@ -58,7 +58,7 @@ DECLS = ["INTEGER", "TEXT", "BLOB", "REAL", "BOOLEAN", "NUMERIC", "DATETIME", ""
 @given(st.lists(st.tuples(*[SQLITE_VALUES] * len(DECLS)), min_size=1, max_size=30))
 def test_every_value_round_trips_exactly(values: list[tuple[object, ...]]) -> None:
     shape = TableShape("t", tuple(Column(f"c{i}", d, 0) for i, d in enumerate(DECLS)))
-    bs = batch_schema(shape)
+    bs = batch_schema(shape.spec())
     rows = [(i + 1, 1, "c", 0, *v) for i, v in enumerate(values)]
     batch = to_batch(bs, rows, ENV)
     assert batch.schema == bs.schema
@@ -76,8 +76,32 @@ def test_every_value_round_trips_exactly(values: list[tuple[object, ...]]) -> No
 
 def test_value_that_does_not_fit_is_kept_in_unfit() -> None:
     shape = TableShape("t", (Column("id", "INTEGER", 1), Column("n", "INTEGER", 0)))
-    batch = to_batch(batch_schema(shape), [(1, 1, "c", 0, 1, "not a number")], ENV)
+    batch = to_batch(batch_schema(shape.spec()), [(1, 1, "c", 0, 1, "not a number")], ENV)
     row = batch.to_pylist()[0]
     assert row["n"] is None
     assert decode_unfit(row[UNFIT]) == {"n": "not a number"}
     assert batch.schema.field("n").type == pa.int64()
+
+
+def test_neutral_types_map_straight_to_arrow_and_unfit_values_are_kept() -> None:
+    """Bronze reads only a TableSpec's Arrow types: any source's richer types pass
+    through, and a value its type refuses is kept exactly in ``_unfit``."""
+    import datetime as dt
+    from decimal import Decimal
+
+    from edge_agent.records import ColumnSpec, TableSpec
+
+    spec = TableSpec("public.orders", (
+        ColumnSpec("id", pa.int32(), "integer", 1),
+        ColumnSpec("amount", pa.decimal128(10, 2), "numeric(10,2)"),
+        ColumnSpec("at", pa.timestamp("us", tz="UTC"), "timestamp with time zone"),
+    ))
+    bs = batch_schema(spec)
+    assert bs.schema.field("amount").type == pa.decimal128(10, 2)
+    assert bs.schema.field("at").type == pa.timestamp("us", tz="UTC")
+    at = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
+    rows = [(1, 0, "c", 0, 1, Decimal("12.50"), at), (2, 0, "c", 0, 2, Decimal("NaN"), at)]
+    batch = to_batch(bs, rows, ENV)
+    assert batch.column("amount").to_pylist() == [Decimal("12.50"), None]
+    assert decode_unfit(batch.column(UNFIT)[1].as_py()) == {"amount": "NaN"}
+    assert batch.column("_table").to_pylist() == ["public.orders"] * 2

@@ -17,7 +17,7 @@ from edge_agent.sources.sqlite import Column, TableShape
 
 SHAPES = [TableShape(f"t{i}", (Column("id", "INTEGER", 1), Column("body", "TEXT", 0)))
           for i in range(5)]
-SCHEMAS = [batch_schema(s) for s in SHAPES]
+SCHEMAS = [batch_schema(s.spec()) for s in SHAPES]
 ENV = Envelope("gw", "src", 1_764_000_000_000)
 
 
@@ -84,7 +84,7 @@ def test_file_rotates_on_partition_and_schema_change(tmp_path: Path) -> None:
     sealed = writer.add("src", SCHEMAS[0], "2025-11-25",
                         to_batch(SCHEMAS[0], rows(6, 5, 1), ENV), 0.0)
     assert [(f.partition, f.first_pos, f.last_pos) for f in sealed] == [("2025-11-24", 1, 5)]
-    wider = batch_schema(TableShape("t0", (*SHAPES[0].columns, Column("extra", "REAL", 0))))
+    wider = batch_schema(TableShape("t0", (*SHAPES[0].columns, Column("extra", "REAL", 0))).spec())
     batch = to_batch(wider, [(*r, 1.5) for r in rows(11, 2, 1)], ENV)
     sealed = writer.add("src", wider, "2025-11-25", batch, 0.0)
     assert [(f.partition, f.first_pos, f.last_pos) for f in sealed] == [("2025-11-25", 6, 10)]

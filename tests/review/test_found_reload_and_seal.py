@@ -58,7 +58,7 @@ def test_seal_that_fails_closes_its_file(tmp_path: Path, monkeypatch: pytest.Mon
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     w = BronzeWriter(tmp, cfg.buffer)
-    schema = batch_schema(TableShape("t", (Column("id", "INTEGER", 1),)))
+    schema = batch_schema(TableShape("t", (Column("id", "INTEGER", 1),)).spec())
     batch = to_batch(schema, [(1, 1, "c", NOW_MS, 1)], Envelope("d", "s", NOW_MS))
     w.add("s", schema, "2025-11-24", batch, 0.0)
     w._write_row_group(w.open[("s", "t")])  # the file exists on disk now
