@@ -19,8 +19,8 @@ from edge_agent.clock import Clock
 from edge_agent.config import Config
 from edge_agent.errors import EdgeAgentError, SourceError, TransientError
 from edge_agent.log import ErrorReporter, get_logger
-from edge_agent.runtime.opening import Pipeline, Spec, actions, open_pipeline, specs, table_errors
-from edge_agent.runtime.pipeline import Parts
+from edge_agent.runtime.opening import Spec, open_pipeline, specs
+from edge_agent.runtime.pipeline import Parts, Pipeline
 from edge_agent.runtime.shipping import ShipStage
 from edge_agent.shippers.base import Shipper
 from edge_agent.spool.outbox import Recovery, Spool
@@ -93,14 +93,14 @@ class Agent:
         except EdgeAgentError as exc:
             self._source_failed(spec.key, exc, now)
             return None
-        self._report(pipe, actions(pipe), "triggers.installed")
+        self._report(pipe, pipe.actions(), "triggers.installed")
         self.pipelines[spec.key] = pipe
         return pipe
 
     def _report(self, pipe: Pipeline, done: dict[str, str], event: str) -> None:
         if done:
             log.info(event, source=pipe.source, actions=done)
-        errors = table_errors(pipe)
+        errors = pipe.table_errors()
         for table, error in errors.items():
             self.reporter.failed(f"table.{pipe.source}.{table}", error)
         note = "; ".join(errors.values()) or None

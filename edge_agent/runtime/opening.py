@@ -1,18 +1,22 @@
-"""Which pipelines a config asks for, and opening them (connect, install triggers)."""
+"""Which pipelines a config asks for, and opening them (connect, install triggers).
+
+Pipelines are found by the source's ``(kind, mode)`` in one registry, so the
+agent never asks which database or mode a pipeline reads.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge_agent.capture.sqlite_trigger import TriggerCapture
 from edge_agent.capture.timestamp import TimestampCapture
 from edge_agent.config import Config
 from edge_agent.config_sources import SourceConfig, TimestampTable
-from edge_agent.runtime.pipeline import Parts
+from edge_agent.errors import ConfigError
+from edge_agent.runtime.pipeline import Parts, Pipeline
 from edge_agent.runtime.timestamp_pipeline import TimestampPipeline
 from edge_agent.runtime.trigger_pipeline import TriggerPipeline
-
-Pipeline = TriggerPipeline | TimestampPipeline
 
 
 @dataclass(frozen=True)
@@ -20,6 +24,21 @@ class Spec:
     key: str
     source: SourceConfig
     table: TimestampTable | None = None  # None: the source's trigger tables
+
+    @property
+    def mode(self) -> str:
+        return "trigger" if self.table is None else "timestamp"
+
+
+Opener = Callable[[Spec, Parts, int], Pipeline]
+OPENERS: dict[tuple[str, str], Opener] = {}
+
+
+def opener(kind: str, mode: str) -> Callable[[Opener], Opener]:
+    def register(fn: Opener) -> Opener:
+        OPENERS[(kind, mode)] = fn
+        return fn
+    return register
 
 
 def specs(cfg: Config) -> list[Spec]:
@@ -33,14 +52,29 @@ def specs(cfg: Config) -> list[Spec]:
 
 def open_pipeline(spec: Spec, parts: Parts, now_ms: int) -> Pipeline:
     """Connect and get ready to capture; raises the source's errors."""
-    if spec.table is not None:
-        ts = TimestampCapture(spec.source, spec.table)
-        try:
-            ts.open()
-        except BaseException:
-            ts.close()
-            raise
-        return TimestampPipeline(ts, parts)
+    found = OPENERS.get((spec.source.kind, spec.mode))
+    if found is None:
+        raise ConfigError(f"sources.{spec.source.name}.mode", spec.mode,
+                          f"kind {spec.source.kind!r} supports "
+                          f"{sorted(m for k, m in OPENERS if k == spec.source.kind)}")
+    return found(spec, parts, now_ms)
+
+
+@opener("sqlite", "timestamp")
+def _sqlite_timestamp(spec: Spec, parts: Parts, now_ms: int) -> Pipeline:
+    if spec.table is None:
+        raise ValueError(spec)
+    ts = TimestampCapture(spec.source, spec.table)
+    try:
+        ts.open()
+    except BaseException:
+        ts.close()
+        raise
+    return TimestampPipeline(ts, parts)
+
+
+@opener("sqlite", "trigger")
+def _sqlite_trigger(spec: Spec, parts: Parts, now_ms: int) -> Pipeline:
     capture = TriggerCapture(spec.source)
     capture.captured_before = set(parts.state.table_positions(spec.source.name))
     durable, _ = parts.state.source_position(spec.source.name)
@@ -50,11 +84,3 @@ def open_pipeline(spec: Spec, parts: Parts, now_ms: int) -> Pipeline:
         capture.close()
         raise
     return TriggerPipeline(capture, parts)
-
-
-def table_errors(pipe: Pipeline) -> dict[str, str]:
-    return pipe.capture.table_errors if isinstance(pipe, TriggerPipeline) else {}
-
-
-def actions(pipe: Pipeline) -> dict[str, str]:
-    return pipe.capture.actions if isinstance(pipe, TriggerPipeline) else {}

@@ -6,8 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from edge_agent.capture import snapshot as snapshots
-from edge_agent.capture.triggers import ChangeLog
+from edge_agent.capture.registry import TriggerRequest, ops_for
 from edge_agent.clock import SystemClock
 from edge_agent.config import Config
 from edge_agent.control.socket import send_request
@@ -18,7 +17,6 @@ from edge_agent.runtime.loop import Daemon
 from edge_agent.runtime.status import build_status, source_backlog
 from edge_agent.runtime.systemd import Notifier
 from edge_agent.shippers.factory import build_shipper
-from edge_agent.sources.sqlite import connect
 from edge_agent.spool.state import StateDB
 from edge_agent.spool.statedir import StateDir
 
@@ -104,50 +102,16 @@ def triggers(cfg: Config, action: str, drop_log: bool,
     positions, captured = _durable_positions(cfg)
     clock = SystemClock()
     for src in cfg.sources:
+        req = TriggerRequest(action, positions.get(src.name, 0), clock.wall_ms(), drop_log,
+                             force, frozenset(captured.get(src.name, set())))
         try:
-            con = connect(src.path, src.busy_timeout)
-        except EdgeAgentError as exc:
-            lines.append((f"{src.name}: error: {exc}", True))
-            ok = False
-            continue
-        try:
-            log = ChangeLog(con, src.path)
-            done, good = _trigger_action(log, src.tables, action, positions.get(src.name, 0),
-                                         clock.wall_ms(), drop_log, force,
-                                         captured.get(src.name, set()),
-                                         src.snapshot == "initial")
+            done, good = ops_for(src).triggers(src, req)
             lines += [(f"{src.name}: {line}", not good) for line in done]
             ok = ok and good
         except EdgeAgentError as exc:
             lines.append((f"{src.name}: error: {exc}", True))
             ok = False
-        finally:
-            con.close()
     return lines, ok
-
-
-def _trigger_action(log: ChangeLog, tables: tuple[str, ...], action: str, durable: int,
-                    now_ms: int, drop_log: bool, force: bool,
-                    captured: set[str], snapshot_new: bool) -> tuple[list[str], bool]:
-    if action == "verify":
-        problems = log.verify(tables)
-        return ([str(p) for p in problems] or [f"ok: {len(tables)} table(s) captured"],
-                not problems)
-    if action == "install":
-        from edge_agent.sources.sqlite import table_shape
-
-        for table in tables:
-            table_shape(log.con, table)  # refuse the whole install on an unknown table
-        changed = log.install(tables, durable, now_ms, snapshot_new=snapshot_new,
-                              captured_before=captured)
-        return [f"installed: {', '.join(changed) or 'nothing to change'}"], True
-    waiting = log.pending(durable)
-    if drop_log and waiting and not force:
-        return [f"refused: {waiting} change(s) are still waiting in the change log; run "
-                "`edge-agent flush` first, or add --force to drop them"], False
-    removed = log.uninstall(None, drop_log)
-    return [f"uninstalled: {', '.join(removed) or 'nothing installed'}"
-            + (" (change log dropped)" if drop_log else "")], True
 
 
 def snapshot(cfg: Config, table: str | None, timeout: float,
@@ -162,12 +126,8 @@ def snapshot(cfg: Config, table: str | None, timeout: float,
         tables = [t for t in src.tables if table is None or t == table]
         if not tables:
             continue
-        con = connect(src.path, src.busy_timeout)
-        try:
-            snapshots.request(ChangeLog(con, src.path), tables, now_ms)
-            requested = True
-        finally:
-            con.close()
+        ops_for(src).request_snapshot(src, tables, now_ms)
+        requested = True
     if not requested:
         raise EdgeAgentError(f"table {table!r} is not in any source's tables: check the name")
     statedir = StateDir(cfg.agent.state_dir)
@@ -219,7 +179,7 @@ def _unfinished(jobs: dict[str, Any], timeout: float) -> str:
 def _jobs(cfg: Config) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for src in cfg.sources:
-        _, jobs = source_backlog(src.path, 0)
+        _, jobs = source_backlog(src, 0)
         found.update({f"{src.name}.{t}": j for t, j in jobs.items() if t in src.tables})
     return found
 

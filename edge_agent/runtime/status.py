@@ -2,44 +2,19 @@
 
 from __future__ import annotations
 
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 from edge_agent.capture.cursor import Checkpoint
-from edge_agent.capture.snapshot import SNAPSHOTS
-from edge_agent.capture.triggers import LOG
+from edge_agent.capture.registry import ops_for
 from edge_agent.config import Config
+from edge_agent.config_sources import SourceConfig
 from edge_agent.spool.state import FAILED, READY, StateDB
 
 
-def source_backlog(path: Path, after: int) -> tuple[int | str, dict[str, Any]]:
+def source_backlog(source: SourceConfig, after: int) -> tuple[int | str, dict[str, Any]]:
     """Changes waiting in a source's change log (or why it cannot be read), and the
     progress of its snapshots by table."""
-    if not path.exists():
-        return "database missing", {}
-    try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
-        try:
-            row = con.execute(
-                f"SELECT count(*) FROM {LOG} WHERE seq > ? AND tid != 0", (after,)
-            ).fetchone()
-            snapshots = _snapshots(con)
-        finally:
-            con.close()
-    except sqlite3.Error as exc:
-        return f"unreadable: {exc}", {}
-    return int(row[0]), snapshots
-
-
-def _snapshots(con: sqlite3.Connection) -> dict[str, Any]:
-    exists = con.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (SNAPSHOTS,)).fetchone()
-    if not exists:
-        return {}
-    rows = con.execute(f"SELECT name, rows_done, rows_total, done_ms FROM {SNAPSHOTS}")
-    return {name: {"rows_done": done, "rows_total": total, "finished": bool(finished),
-                   "percent": 100 if finished else round(100 * done / max(1, total))}
-            for name, done, total, finished in rows}
+    return ops_for(source).backlog(source, after)
 
 
 def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -50,7 +25,7 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
     for src in cfg.sources:
         durable, next_ordinal = state.source_position(src.name)
         positions = state.table_positions(src.name)
-        backlog, snapshots = (source_backlog(src.path, durable) if src.tables
+        backlog, snapshots = (source_backlog(src, durable) if src.tables
                               else ("no change log (timestamp mode)", {}))
         stamped = {t.name for t in src.timestamp_tables}
         tables = []

@@ -28,6 +28,12 @@ class TriggerPipeline(FilePipeline):
     def key(self) -> str:
         return self.source
 
+    def table_errors(self) -> dict[str, str]:
+        return self.capture.table_errors
+
+    def actions(self) -> dict[str, str]:
+        return self.capture.actions
+
     def owns(self, table: str) -> bool:
         return table in self.capture.cfg.tables
 

@@ -1,0 +1,67 @@
+"""What each kind of source offers the commands, found by the source's ``kind``.
+
+The runtime and the CLI's commands (`status`, `triggers`, `snapshot`) reach a
+database only through these operations, so none of them imports a driver or
+knows which database a source is. The pipelines themselves are found by
+``(kind, mode)`` in runtime/opening.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from edge_agent.config_sources import SourceConfig
+from edge_agent.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TriggerRequest:
+    """``edge-agent triggers ACTION`` for one source, with the agent's own state."""
+
+    action: str  # install | verify | uninstall
+    durable: int  # the source's durable position: the seed of a new change log
+    now_ms: int
+    drop_log: bool = False
+    force: bool = False
+    captured: frozenset[str] = frozenset()  # tables with sealed files (re-snapshot on reinstall)
+
+
+class SourceOps(Protocol):
+    def backlog(self, source: SourceConfig, after: int) -> tuple[int | str, dict[str, Any]]:
+        """Changes waiting in the source's change log after ``after`` (or why that cannot
+        be read), and the progress of its snapshots by table. Read-only; never raises."""
+        ...
+
+    def triggers(self, source: SourceConfig, req: TriggerRequest) -> tuple[list[str], bool]:
+        """Carry out a trigger command; returns report lines and whether it succeeded.
+        Idempotent: installing twice changes nothing the second time."""
+        ...
+
+    def request_snapshot(self, source: SourceConfig, tables: list[str], now_ms: int) -> None:
+        """Ask for a re-capture of ``tables``' current rows (op "r"); the pipeline does it."""
+        ...
+
+
+_KINDS: dict[str, Callable[[], SourceOps]] = {}
+
+
+def register(kind: str, factory: Callable[[], SourceOps]) -> None:
+    _KINDS[kind] = factory
+
+
+def ops_for(source: SourceConfig) -> SourceOps:
+    _load_builtin()
+    factory = _KINDS.get(source.kind)
+    if factory is None:
+        raise ConfigError(f"sources.{source.name}.kind", source.kind,
+                          f"use one of {sorted(_KINDS)}")
+    return factory()
+
+
+def _load_builtin() -> None:
+    if "sqlite" not in _KINDS:
+        from edge_agent.capture import sqlite_ops
+
+        register("sqlite", sqlite_ops.SqliteOps)
