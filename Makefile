@@ -32,6 +32,7 @@ unit: install
 test: install
 	bash scripts/install-test-deps.sh
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check edge_agent
 	$(BIN)/mypy
 	$(BIN)/pytest -q
 

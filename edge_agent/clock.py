@@ -70,6 +70,7 @@ def split_by_day(rows: Sequence[tuple[object, ...]], min_valid_ms: int) -> list[
     Rows with an implausible change time (clock not synced) form their own runs,
     so the caller can partition them by capture time instead.
     """
+
     def day(row: tuple[object, ...]) -> int:
         ts = row[3]
         return ts // DAY_MS if isinstance(ts, int) and ts >= min_valid_ms else -1

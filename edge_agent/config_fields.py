@@ -17,8 +17,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 NAME_FIX = "use 1-64 characters from A-Z a-z 0-9 . _ -"
 T = TypeVar("T")
 SIZE_FIX = 'use a byte count or a number with a unit, e.g. "16MiB", "512KiB", "1GiB"'
-DURATION_FIX = ('use a number of seconds or a number with a unit, e.g. "200ms", "30s", "5m" '
-                "(at most 30 days)")
+DURATION_FIX = (
+    'use a number of seconds or a number with a unit, e.g. "200ms", "30s", "5m" (at most 30 days)'
+)
 
 
 class Section:

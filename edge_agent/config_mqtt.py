@@ -19,8 +19,10 @@ if TYPE_CHECKING:
     from edge_agent.config import Config
 
 TOPIC_SEGMENT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-TOPIC_PREFIX_FIX = ('use 1-8 topic levels separated by "/", each 1-64 characters from '
-                    'A-Z a-z 0-9 . _ - (no wildcards, no leading "$"), e.g. "edge" or "plant/edge"')
+TOPIC_PREFIX_FIX = (
+    'use 1-8 topic levels separated by "/", each 1-64 characters from '
+    'A-Z a-z 0-9 . _ - (no wildcards, no leading "$"), e.g. "edge" or "plant/edge"'
+)
 CLIENT_ID_FIX = 'use up to 128 characters from A-Z a-z 0-9 . _ - (or "" for the default)'
 MIN_CHUNK = 1024
 MAX_CHUNK = 64 * 1024**2
@@ -113,9 +115,16 @@ class HasBroker(Protocol):
 
 def broker_of(cfg: HasBroker, section: str) -> BrokerConfig:
     return BrokerConfig(
-        section=section, host=cfg.host, port=cfg.port, tls=cfg.tls, ca_file=cfg.ca_file,
-        cert_file=cfg.cert_file, key_file=cfg.key_file, username=cfg.username,
-        password=cfg.password, client_id=cfg.client_id,
+        section=section,
+        host=cfg.host,
+        port=cfg.port,
+        tls=cfg.tls,
+        ca_file=cfg.ca_file,
+        cert_file=cfg.cert_file,
+        key_file=cfg.key_file,
+        username=cfg.username,
+        password=cfg.password,
+        client_id=cfg.client_id,
     )
 
 
@@ -166,48 +175,76 @@ def check_broker(cfg: HasBroker, section: str, errors: list[ConfigError]) -> Non
     """Cross-key rules of a broker connection (the kind-specific "required" rules
     are the caller's)."""
     if (cfg.cert_file is None) != (cfg.key_file is None):
-        errors.append(ConfigError(
-            f"{section}.cert_file" if cfg.cert_file is None else f"{section}.key_file", "",
-            "a client certificate needs both cert_file and key_file: set both or neither"))
+        errors.append(
+            ConfigError(
+                f"{section}.cert_file" if cfg.cert_file is None else f"{section}.key_file",
+                "",
+                "a client certificate needs both cert_file and key_file: set both or neither",
+            )
+        )
     tls_files = [k for k in ("ca_file", "cert_file", "key_file") if getattr(cfg, k) is not None]
     if tls_files and not cfg.tls:
-        errors.append(ConfigError(
-            f"{section}.tls", False,
-            f"{section}.{tls_files[0]} is set but TLS is off: set tls = true"))
+        errors.append(
+            ConfigError(
+                f"{section}.tls",
+                False,
+                f"{section}.{tls_files[0]} is set but TLS is off: set tls = true",
+            )
+        )
     if cfg.password and cfg.password_file is not None:
-        errors.append(ConfigError(
-            f"{section}.password_file", str(cfg.password_file),
-            f"{section}.password is set too (EDGE_AGENT__{section.upper()}__PASSWORD): "
-            "use one of the two"))
+        errors.append(
+            ConfigError(
+                f"{section}.password_file",
+                str(cfg.password_file),
+                f"{section}.password is set too (EDGE_AGENT__{section.upper()}__PASSWORD): "
+                "use one of the two",
+            )
+        )
     if (cfg.password or cfg.password_file is not None) and not cfg.username:
-        errors.append(ConfigError(f"{section}.username", "",
-                                  "a password needs a user name: set username"))
+        errors.append(
+            ConfigError(f"{section}.username", "", "a password needs a user name: set username")
+        )
 
 
 def check_chunk_bytes(value: int, errors: list[ConfigError]) -> None:
     if not MIN_CHUNK <= value <= MAX_CHUNK:
-        errors.append(ConfigError(
-            "sink.chunk_bytes", value,
-            'use a size from "1KiB" to "64MiB"; the default "120KiB" fits AWS IoT Core\'s '
-            "128 KB message limit"))
+        errors.append(
+            ConfigError(
+                "sink.chunk_bytes",
+                value,
+                'use a size from "1KiB" to "64MiB"; the default "120KiB" fits AWS IoT Core\'s '
+                "128 KB message limit",
+            )
+        )
 
 
 def check_collector(cfg: CollectorConfig, errors: list[ConfigError]) -> None:
     check_broker(cfg, "collector", errors)
     if cfg.lake == Path() and not any(e.field == "collector.lake" for e in errors):
-        errors.append(ConfigError("collector.lake", None,
-                                  'required: add the lake directory, e.g. lake = "/srv/lake"'))
+        errors.append(
+            ConfigError(
+                "collector.lake", None, 'required: add the lake directory, e.g. lake = "/srv/lake"'
+            )
+        )
     if not cfg.host:
         errors.append(ConfigError("collector.host", "", "required: add the broker's host name"))
     if cfg.max_chunk_bytes > cfg.max_file_bytes:
-        errors.append(ConfigError(
-            "collector.max_chunk_bytes", cfg.max_chunk_bytes,
-            "must not be larger than collector.max_file_bytes"))
+        errors.append(
+            ConfigError(
+                "collector.max_chunk_bytes",
+                cfg.max_chunk_bytes,
+                "must not be larger than collector.max_file_bytes",
+            )
+        )
     if cfg.max_staging_bytes < cfg.max_file_bytes + cfg.max_chunk_bytes:
-        errors.append(ConfigError(
-            "collector.max_staging_bytes", cfg.max_staging_bytes,
-            "must hold at least one whole file (collector.max_file_bytes plus one chunk): "
-            "raise it or lower max_file_bytes"))
+        errors.append(
+            ConfigError(
+                "collector.max_staging_bytes",
+                cfg.max_staging_bytes,
+                "must hold at least one whole file (collector.max_file_bytes plus one chunk): "
+                "raise it or lower max_file_bytes",
+            )
+        )
 
 
 # -- secrets and files (used by the loader, config.load_config) ----------------
@@ -218,9 +255,12 @@ FILE_KEYS = ("ca_file", "cert_file", "key_file", "password_file")
 def refuse_inline_passwords(data: Mapping[str, Any]) -> None:
     """A password never sits in the config file (it gets copied, diffed, logged)."""
     errors = [
-        ConfigError(f"{section}.password", "***",
-                    f"do not put the password in the config file: set the environment "
-                    f"variable EDGE_AGENT__{section.upper()}__PASSWORD or {section}.password_file")
+        ConfigError(
+            f"{section}.password",
+            "***",
+            f"do not put the password in the config file: set the environment "
+            f"variable EDGE_AGENT__{section.upper()}__PASSWORD or {section}.password_file",
+        )
         for section in ("sink", "collector")
         if isinstance(data.get(section), dict) and "password" in data[section]
     ]
@@ -246,12 +286,25 @@ def _with_password(cfg: B, section: str) -> B:
     try:
         text = cfg.password_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigErrors([ConfigError(
-            f"{section}.password_file", str(cfg.password_file),
-            f"cannot read it ({exc}): create it with the password on one line, readable "
-            "only by the service user (chmod 600)")]) from exc
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    f"{section}.password_file",
+                    str(cfg.password_file),
+                    f"cannot read it ({exc}): create it with the password on one line, readable "
+                    "only by the service user (chmod 600)",
+                )
+            ]
+        ) from exc
     password = text.splitlines()[0] if text else ""
     if not password:
-        raise ConfigErrors([ConfigError(f"{section}.password_file", str(cfg.password_file),
-                                        "the file is empty: put the password on its first line")])
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    f"{section}.password_file",
+                    str(cfg.password_file),
+                    "the file is empty: put the password on its first line",
+                )
+            ]
+        )
     return replace(cfg, password=password)  # type: ignore[type-var]

@@ -29,7 +29,6 @@ class TimestampTable:
     deleted_flag: str = ""
 
 
-
 @dataclass(frozen=True)
 class SourceConfig:
     name: str
@@ -45,7 +44,6 @@ class SourceConfig:
     @property
     def all_tables(self) -> tuple[str, ...]:
         return self.tables + tuple(t.name for t in self.timestamp_tables)
-
 
 
 def _tables(raw: Any) -> list[Any]:
@@ -66,29 +64,54 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
         if key not in s.data:
             errors.append(ConfigError(f"{s.prefix}.{key}", None, "required: add it"))
     name = s.get("name", "", _name, NAME_FIX)
-    kind = s.get("kind", "sqlite", _choice(("sqlite",)),
-                 'use "sqlite" (PostgreSQL is not supported yet)')
+    kind = s.get(
+        "kind", "sqlite", _choice(("sqlite",)), 'use "sqlite" (PostgreSQL is not supported yet)'
+    )
     path = s.get("path", Path(), _path, "give the path of the SQLite database file")
-    mode = s.get("mode", "trigger", _choice(("trigger", "timestamp")),
-                 'use "trigger" or "timestamp" (then list [[sources.tables]] with a cursor)')
-    entries: list[Any] = s.get("tables", [], _tables,
-                               'give a non-empty list of distinct table names, e.g. ["readings"],'
-                               " or [[sources.tables]] entries")
+    mode = s.get(
+        "mode",
+        "trigger",
+        _choice(("trigger", "timestamp")),
+        'use "trigger" or "timestamp" (then list [[sources.tables]] with a cursor)',
+    )
+    entries: list[Any] = s.get(
+        "tables",
+        [],
+        _tables,
+        'give a non-empty list of distinct table names, e.g. ["readings"],'
+        " or [[sources.tables]] entries",
+    )
     tables, stamped = _split_tables(entries, mode, s.prefix, errors)
     page_rows = s.get("page_rows", 5000, _int(1, 1_000_000), "use an integer from 1 to 1000000")
     busy = s.get("busy_timeout", 5.0, parse_duration, DURATION_FIX)
-    snap = s.get("snapshot", "initial", _choice(("initial", "never")),
-                 'use "initial" (capture existing rows first, default) or "never"')
+    snap = s.get(
+        "snapshot",
+        "initial",
+        _choice(("initial", "never")),
+        'use "initial" (capture existing rows first, default) or "never"',
+    )
     s.finish("name, kind, path, mode, tables, page_rows, busy_timeout, snapshot")
     if len(errors) > before:
         return None
-    return SourceConfig(name=name, path=path, tables=tables, kind=kind, mode=mode,
-                        page_rows=page_rows, busy_timeout=busy, snapshot=snap,
-                        timestamp_tables=stamped)
+    return SourceConfig(
+        name=name,
+        path=path,
+        tables=tables,
+        kind=kind,
+        mode=mode,
+        page_rows=page_rows,
+        busy_timeout=busy,
+        snapshot=snap,
+        timestamp_tables=stamped,
+    )
 
 
-def _split_tables(entries: list[Any], mode: str, prefix: str, errors: list[ConfigError],
-                  ) -> tuple[tuple[str, ...], tuple[TimestampTable, ...]]:
+def _split_tables(
+    entries: list[Any],
+    mode: str,
+    prefix: str,
+    errors: list[ConfigError],
+) -> tuple[tuple[str, ...], tuple[TimestampTable, ...]]:
     """Short form names are trigger tables; [[sources.tables]] entries may be either."""
     triggers: list[str] = []
     stamped: list[TimestampTable] = []
@@ -96,26 +119,36 @@ def _split_tables(entries: list[Any], mode: str, prefix: str, errors: list[Confi
         if isinstance(entry, str) and mode == "trigger":
             triggers.append(entry)
             continue
-        t = _Section(entry if isinstance(entry, dict) else {"name": entry},
-                     f"{prefix}.tables[{i}]", errors)
+        t = _Section(
+            entry if isinstance(entry, dict) else {"name": entry}, f"{prefix}.tables[{i}]", errors
+        )
         name = t.get("name", "", _string, "give the table name")
-        table_mode = t.get("mode", mode, _choice(("trigger", "timestamp")),
-                           'use "trigger" or "timestamp"')
+        table_mode = t.get(
+            "mode", mode, _choice(("trigger", "timestamp")), 'use "trigger" or "timestamp"'
+        )
         if table_mode == "trigger":
             t.finish("name, mode")
             triggers.append(name)
             continue
         if "cursor" not in t.data:
-            errors.append(ConfigError(f"{t.prefix}.cursor", None, "required in timestamp mode: "
-                                      'name the column that changes with every write, e.g. '
-                                      '"updated_at"'))
-        stamped.append(TimestampTable(
-            name=name,
-            cursor=t.get("cursor", "", _string, "name the cursor column"),
-            key=tuple(t.get("key", [], _key_list, 'give the key columns, e.g. ["id"]')),
-            lag=t.get("lag", 5.0, parse_duration, DURATION_FIX),
-            deleted_flag=t.get("deleted_flag", "", _text, "name a soft-delete column or omit"),
-        ))
+            errors.append(
+                ConfigError(
+                    f"{t.prefix}.cursor",
+                    None,
+                    "required in timestamp mode: "
+                    "name the column that changes with every write, e.g. "
+                    '"updated_at"',
+                )
+            )
+        stamped.append(
+            TimestampTable(
+                name=name,
+                cursor=t.get("cursor", "", _string, "name the cursor column"),
+                key=tuple(t.get("key", [], _key_list, 'give the key columns, e.g. ["id"]')),
+                lag=t.get("lag", 5.0, parse_duration, DURATION_FIX),
+                deleted_flag=t.get("deleted_flag", "", _text, "name a soft-delete column or omit"),
+            )
+        )
         t.finish("name, mode, cursor, key, lag, deleted_flag")
     return tuple(triggers), tuple(stamped)
 

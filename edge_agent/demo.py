@@ -57,7 +57,9 @@ def run_demo(workdir: Path, seconds: float) -> int:
     log_file = (workdir / "agent.log").open("ab")
     daemon = subprocess.Popen(
         [sys.executable, "-m", "edge_agent", "run", "--config", str(config)],
-        stdout=log_file, stderr=log_file, env=env,
+        stdout=log_file,
+        stderr=log_file,
+        env=env,
     )
     try:
         print(f"demo: the app writes for {seconds:.0f}s while the agent captures ...")
@@ -71,7 +73,8 @@ def run_demo(workdir: Path, seconds: float) -> int:
         print(f"demo: the agent exited with {code}; see {workdir / 'agent.log'}")
         return EXIT_FAILURE
     flushed = subprocess.run(
-        [sys.executable, "-m", "edge_agent", "flush", "--config", str(config)], check=False,
+        [sys.executable, "-m", "edge_agent", "flush", "--config", str(config)],
+        check=False,
     )
     if flushed.returncode != 0:
         return flushed.returncode
@@ -111,14 +114,16 @@ def run_app(db: Path, seconds: float) -> int:
                 )
             changes += 20
             if tick % 5 == 0:
-                con.execute("INSERT INTO alarms (sensor, level, message) VALUES (?, ?, ?)",
-                            (f"s{tick % 20:02d}", "warn", f"threshold crossed at tick {tick}"))
+                con.execute(
+                    "INSERT INTO alarms (sensor, level, message) VALUES (?, ?, ?)",
+                    (f"s{tick % 20:02d}", "warn", f"threshold crossed at tick {tick}"),
+                )
                 changes += 1
             if tick % 10 == 0:
                 changes += con.execute("UPDATE alarms SET acked = 1 WHERE acked = 0").rowcount
                 changes += con.execute(
-                    "DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id "
-                    "LIMIT 5)").rowcount
+                    "DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id LIMIT 5)"
+                ).rowcount
             con.execute("COMMIT")
         time.sleep(0.05)
     con.close()
@@ -149,12 +154,15 @@ def summarise(lake: Path, db: Path) -> bool:
         lake_rows = con.execute(
             "SELECT count(*) FROM (SELECT _op FROM bronze WHERE _table = ? "
             "QUALIFY row_number() OVER (PARTITION BY id ORDER BY _pos DESC) = 1) "
-            "WHERE _op != 'd'", [table],
+            "WHERE _op != 'd'",
+            [table],
         ).fetchall()[0][0]
         app_rows = app.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
         match = "matches" if lake_rows == app_rows else "DOES NOT match"
         ok = ok and lake_rows == app_rows
-        print(f"demo: {table}: {app_rows} rows in the app, {lake_rows} rebuilt from the lake "
-              f"({match})")
+        print(
+            f"demo: {table}: {app_rows} rows in the app, {lake_rows} rebuilt from the lake "
+            f"({match})"
+        )
     app.close()
     return ok

@@ -262,3 +262,14 @@ def test_example_config_explains_every_key() -> None:
             assert comment.startswith("#") or re.match(r"^[a-z_]+\s*=", comment), (
                 f"{EXAMPLE_CONFIG.name}:{number + 1}: {line!r} has no comment above it"
             )
+
+
+def test_building_the_wheel_prints_no_deprecation_banner(tmp_path: Path) -> None:
+    """An operator's install must not print setuptools' warnings (issue: the TOML-table
+    `project.license` printed a deprecation banner three times)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w",
+         str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "deprecated" not in (done.stdout + done.stderr).lower()
+    assert list(tmp_path.glob("edge_agent-*.whl"))

@@ -18,7 +18,8 @@ from urllib.parse import quote
 PARQUET = ".parquet"
 MANIFEST = ".manifest.json"
 _RELPATH = re.compile(
-    r"^bronze/([^/]+)/([^/]+)/date=(\d{4}-\d{2}-\d{2}|unsynced)/([^/]+)\.parquet$")
+    r"^bronze/([^/]+)/([^/]+)/date=(\d{4}-\d{2}-\d{2}|unsynced)/([^/]+)\.parquet$"
+)
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
@@ -74,8 +75,10 @@ def relpath_problem(relpath: str, device: str) -> str | None:
     """
     match = _RELPATH.match(relpath)
     if match is None or _UNSAFE.search(relpath):
-        return ("not a bronze layout path (bronze/<source>/<table>/date=YYYY-MM-DD/"
-                "<device>-<first>-<last>.parquet)")
+        return (
+            "not a bronze layout path (bronze/<source>/<table>/date=YYYY-MM-DD/"
+            "<device>-<first>-<last>.parquet)"
+        )
     if any(segment.startswith(".") for segment in match.groups()):
         return "a path segment starts with a dot"
     if not re.fullmatch(re.escape(device) + r"-\d{1,20}-\d{1,20}", match.group(4)):

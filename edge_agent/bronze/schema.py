@@ -36,13 +36,18 @@ ENVELOPE: tuple[tuple[str, pa.DataType], ...] = (
 )
 UNFIT = "_unfit"
 _KIND_TYPES: dict[str, pa.DataType] = {
-    "int": pa.int64(), "float": pa.float64(), "str": pa.string(),
-    "bytes": pa.binary(), "bool": pa.bool_(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "str": pa.string(),
+    "bytes": pa.binary(),
+    "bool": pa.bool_(),
 }
 _NONE = type(None)
 _ALLOWED: dict[str, frozenset[type]] = {
-    "int": frozenset({int, _NONE}), "float": frozenset({float, _NONE}),
-    "str": frozenset({str, _NONE}), "bytes": frozenset({bytes, _NONE}),
+    "int": frozenset({int, _NONE}),
+    "float": frozenset({float, _NONE}),
+    "str": frozenset({str, _NONE}),
+    "bytes": frozenset({bytes, _NONE}),
     "bool": frozenset({int, _NONE}),
 }
 _SQLITE_TYPE_NAMES = {int: "integer", float: "real", str: "text", bytes: "blob"}
@@ -73,11 +78,16 @@ def batch_schema(shape: TableSpec) -> BatchSchema:
     fields = [pa.field(n, t) for n, t in ENVELOPE]
     fields += [pa.field(c.name, c.arrow) for c in shape.columns]
     fields.append(pa.field(UNFIT, pa.string()))
-    canonical = json.dumps({
-        "format": FORMAT_VERSION, "key": list(shape.key),
-        "columns": [[c.name, c.source_type, str(c.arrow) if k == "arrow" else k]
-                    for c, k in zip(shape.columns, kinds, strict=True)],
-    })
+    canonical = json.dumps(
+        {
+            "format": FORMAT_VERSION,
+            "key": list(shape.key),
+            "columns": [
+                [c.name, c.source_type, str(c.arrow) if k == "arrow" else k]
+                for c, k in zip(shape.columns, kinds, strict=True)
+            ],
+        }
+    )
     fingerprint = hashlib.sha256(canonical.encode()).hexdigest()[:16]
     metadata = {
         b"edge_agent.format": FORMAT_VERSION.encode(),
@@ -107,8 +117,9 @@ def _unfit_entry(value: Any) -> dict[str, Any]:
     return {"t": name, "v": value}
 
 
-def _arrow_array(values: Sequence[object], column: ColumnSpec,
-                 unfit: dict[int, dict[str, Any]]) -> pa.Array:
+def _arrow_array(
+    values: Sequence[object], column: ColumnSpec, unfit: dict[int, dict[str, Any]]
+) -> pa.Array:
     """Any other Arrow type: converted by pyarrow; a value it refuses (a NaN numeric
     for a decimal, a date out of range...) goes exactly into ``unfit`` as text."""
     try:
@@ -132,9 +143,7 @@ def column_array(
     """An Arrow array of one plain-kind column; values that do not fit go into
     ``unfit`` by row."""
     types = set(map(type, values))
-    clean = types <= _ALLOWED[kind] and (
-        kind != "bool" or set(values) <= {0, 1, None}
-    )
+    clean = types <= _ALLOWED[kind] and (kind != "bool" or set(values) <= {0, 1, None})
     if kind == "float" and types <= {int, float, _NONE}:
         clean = all(not isinstance(v, int) or abs(v) <= FLOAT_EXACT for v in values)
     if not clean:
@@ -179,8 +188,11 @@ def to_batch(bs: BatchSchema, rows: Sequence[Sequence[object]], env: Envelope) -
             arrays.append(_arrow_array(values, column, unfit))
         else:
             arrays.append(column_array(values, kind, column.name, unfit))
-    unfit_json = [json.dumps(unfit[i], ensure_ascii=False) if i in unfit else None
-                  for i in range(n)] if unfit else [None] * n
+    unfit_json = (
+        [json.dumps(unfit[i], ensure_ascii=False) if i in unfit else None for i in range(n)]
+        if unfit
+        else [None] * n
+    )
     arrays.append(pa.array(unfit_json, pa.string()))
     return pa.RecordBatch.from_arrays(arrays, schema=bs.schema)
 

@@ -69,8 +69,9 @@ class BronzeWriter:
         self.peak_buffered_bytes = 0
 
     # -- adding -----------------------------------------------------------
-    def add(self, source: str, schema: BatchSchema, partition: str,
-            batch: pa.RecordBatch, now: float) -> list[SealedFile]:
+    def add(
+        self, source: str, schema: BatchSchema, partition: str, batch: pa.RecordBatch, now: float
+    ) -> list[SealedFile]:
         """Buffer one batch (positions ascending); returns files sealed on the way."""
         if batch.num_rows == 0:
             return []
@@ -93,11 +94,11 @@ class BronzeWriter:
             sealed.append(self.seal(key))
         return sealed
 
-    def _new_file(self, source: str, schema: BatchSchema, partition: str,
-                  now: float) -> OpenFile:
+    def _new_file(self, source: str, schema: BatchSchema, partition: str, now: float) -> OpenFile:
         name = f"{os.getpid()}-{next(_counter)}.parquet{TMP_SUFFIX}"
-        return OpenFile(source, schema.shape.name, partition, schema,
-                        self.tmp_dir / name, opened_at=now)
+        return OpenFile(
+            source, schema.shape.name, partition, schema, self.tmp_dir / name, opened_at=now
+        )
 
     def _append(self, f: OpenFile, batch: pa.RecordBatch) -> None:
         positions = batch.column(1)
@@ -137,7 +138,8 @@ class BronzeWriter:
             if f.writer is None:
                 f.sink = pa.OSFile(str(f.tmp_path), mode="w")
                 f.writer = pq.ParquetWriter(
-                    f.sink, f.schema.schema,
+                    f.sink,
+                    f.schema.schema,
                     compression=self.cfg.compression,
                     compression_level=self._level(),
                     write_statistics=True,
@@ -176,8 +178,18 @@ class BronzeWriter:
         except BaseException:
             self._discard(f)
             raise
-        return SealedFile(f.source, f.table, f.partition, f.schema.fingerprint, f.tmp_path,
-                          f.first_pos, f.last_pos, f.rows, size, digest)
+        return SealedFile(
+            f.source,
+            f.table,
+            f.partition,
+            f.schema.fingerprint,
+            f.tmp_path,
+            f.first_pos,
+            f.last_pos,
+            f.rows,
+            size,
+            digest,
+        )
 
     def poisoned(self) -> list[tuple[str, str]]:
         return [k for k, f in self.open.items() if f.poisoned]

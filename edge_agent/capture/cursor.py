@@ -33,8 +33,14 @@ class Checkpoint:
 
     def to_json(self) -> str:
         # One json.dumps call: keys are lists; a bytes key value becomes {"b64": ...}.
-        return json.dumps({"watermark": self.watermark, "next_pos": self.next_pos,
-                           "seen": [[k, c] for k, c in self.seen]}, default=_bytes_to_json)
+        return json.dumps(
+            {
+                "watermark": self.watermark,
+                "next_pos": self.next_pos,
+                "seen": [[k, c] for k, c in self.seen],
+            },
+            default=_bytes_to_json,
+        )
 
     @staticmethod
     def from_json(text: str | None) -> Checkpoint:

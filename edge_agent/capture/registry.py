@@ -55,8 +55,9 @@ def ops_for(source: SourceConfig) -> SourceOps:
     _load_builtin()
     factory = _KINDS.get(source.kind)
     if factory is None:
-        raise ConfigError(f"sources.{source.name}.kind", source.kind,
-                          f"use one of {sorted(_KINDS)}")
+        raise ConfigError(
+            f"sources.{source.name}.kind", source.kind, f"use one of {sorted(_KINDS)}"
+        )
     return factory()
 
 

@@ -136,8 +136,10 @@ def request(log: ChangeLog, tables: list[str], now_ms: int) -> list[str]:
     active = log.active()
     missing = [t for t in tables if t not in active]
     if missing:
-        raise SourceError(f"tables {missing} have no capture triggers: run "
-                          "`edge-agent triggers install` (or start the daemon) first")
+        raise SourceError(
+            f"tables {missing} have no capture triggers: run "
+            "`edge-agent triggers install` (or start the daemon) first"
+        )
     with log.transaction():
         ensure_table(log)
         for table in tables:

@@ -51,29 +51,46 @@ def _snapshots(con: sqlite3.Connection) -> dict[str, Any]:
     if not exists:
         return {}
     rows = con.execute(f"SELECT name, rows_done, rows_total, done_ms FROM {SNAPSHOTS}")
-    return {name: {"rows_done": done, "rows_total": total, "finished": bool(finished),
-                   "percent": 100 if finished else round(100 * done / max(1, total))}
-            for name, done, total, finished in rows}
+    return {
+        name: {
+            "rows_done": done,
+            "rows_total": total,
+            "finished": bool(finished),
+            "percent": 100 if finished else round(100 * done / max(1, total)),
+        }
+        for name, done, total, finished in rows
+    }
 
 
-def _trigger_action(log: ChangeLog, source: SourceConfig,
-                    req: TriggerRequest) -> tuple[list[str], bool]:
+def _trigger_action(
+    log: ChangeLog, source: SourceConfig, req: TriggerRequest
+) -> tuple[list[str], bool]:
     tables = source.tables
     if req.action == "verify":
         problems = log.verify(tables)
-        return ([str(p) for p in problems] or [f"ok: {len(tables)} table(s) captured"],
-                not problems)
+        return (
+            [str(p) for p in problems] or [f"ok: {len(tables)} table(s) captured"],
+            not problems,
+        )
     if req.action == "install":
         for table in tables:
             table_shape(log.con, table)  # refuse the whole install on an unknown table
-        changed = log.install(tables, req.durable, req.now_ms,
-                              snapshot_new=source.snapshot == "initial",
-                              captured_before=set(req.captured))
+        changed = log.install(
+            tables,
+            req.durable,
+            req.now_ms,
+            snapshot_new=source.snapshot == "initial",
+            captured_before=set(req.captured),
+        )
         return [f"installed: {', '.join(changed) or 'nothing to change'}"], True
     waiting = log.pending(req.durable)
     if req.drop_log and waiting and not req.force:
-        return [f"refused: {waiting} change(s) are still waiting in the change log; run "
-                "`edge-agent flush` first, or add --force to drop them"], False
+        return [
+            f"refused: {waiting} change(s) are still waiting in the change log; run "
+            "`edge-agent flush` first, or add --force to drop them"
+        ], False
     removed = log.uninstall(None, req.drop_log)
-    return [f"uninstalled: {', '.join(removed) or 'nothing installed'}"
-            + (" (change log dropped)" if req.drop_log else "")], True
+    return [
+        f"uninstalled: {', '.join(removed) or 'nothing installed'}"
+        + (" (change log dropped)" if req.drop_log else "")
+    ], True

@@ -79,8 +79,13 @@ class TriggerCapture:
             except SourceError as exc:
                 self.table_errors[table] = str(exc)
         snap = self.cfg.snapshot == "initial"
-        changed = log.install(valid, seed, now_ms, snapshot_new=snap,
-                              captured_before=self.captured_before) if valid else []
+        changed = (
+            log.install(
+                valid, seed, now_ms, snapshot_new=snap, captured_before=self.captured_before
+            )
+            if valid
+            else []
+        )
         self.actions = dict(log.actions) if valid else {}
         self._schema_version = log.schema_version()
         self._load_captures()
@@ -127,8 +132,9 @@ class TriggerCapture:
                 group = groups[tid] = TableChanges(cap, self.schemas[tid])
             group.rows.append(row)
         last = rows[-1][0]
-        return Page(list(groups.values()), int(last) if isinstance(last, int) else after,
-                    len(rows), ignored)
+        return Page(
+            list(groups.values()), int(last) if isinstance(last, int) else after, len(rows), ignored
+        )
 
     def snapshot_step(self, now_ms: int) -> int:
         """Copy one page of a pending snapshot into the change log; 0 when none is due.
@@ -155,4 +161,3 @@ class TriggerCapture:
 
     def pending(self, after: int) -> int:
         return self._changelog().pending(after)
-

@@ -72,11 +72,15 @@ class TimestampCapture:
         con = self._con()
         shape = table_shape(con, self.table.name, self.table.key or None)
         names = [c.name for c in shape.columns]
-        for role, column in (("cursor", self.table.cursor),
-                             ("deleted_flag", self.table.deleted_flag)):
+        for role, column in (
+            ("cursor", self.table.cursor),
+            ("deleted_flag", self.table.deleted_flag),
+        ):
             if column and column not in names:
-                raise SourceError(f"table {self.table.name!r} has no column {column!r} "
-                                  f"(sources.tables.{role}): use one of {names}")
+                raise SourceError(
+                    f"table {self.table.name!r} has no column {column!r} "
+                    f"(sources.tables.{role}): use one of {names}"
+                )
         self.schema = batch_schema(shape.spec())
         self._schema_version = int(con.execute("PRAGMA schema_version").fetchone()[0])
         return self.schema
@@ -102,8 +106,10 @@ class TimestampCapture:
         if after is not None:
             where.append(f"({order}) > ({', '.join('?' * len(after))})")
             params.extend(after)
-        sql = (f"SELECT {cols}, {norm} FROM {quote(shape.name)} WHERE {' AND '.join(where)} "
-               f"ORDER BY {order} LIMIT ?")
+        sql = (
+            f"SELECT {cols}, {norm} FROM {quote(shape.name)} WHERE {' AND '.join(where)} "
+            f"ORDER BY {order} LIMIT ?"
+        )
         try:
             rows = self._con().execute(sql, [*params, limit]).fetchall()
         except sqlite3.Error as exc:

@@ -130,10 +130,16 @@ class ChangeLog:
         values = ", ".join(f"c{i}" for i in range(width))
         # A size estimate per row: text and blob lengths, 8 bytes for anything else
         # (length() of a number would format it as text: 12% of capture CPU).
-        size = " + ".join(f"iif(typeof(c{i}) IN ('text', 'blob'), length(c{i}), 8)"
-                          for i in range(width)) or "0"
-        sql = (f"SELECT seq, tid, op, ts_ms, {values}, 32 + {size} FROM {LOG} "
-               f"WHERE seq > ? ORDER BY seq LIMIT ?")
+        size = (
+            " + ".join(
+                f"iif(typeof(c{i}) IN ('text', 'blob'), length(c{i}), 8)" for i in range(width)
+            )
+            or "0"
+        )
+        sql = (
+            f"SELECT seq, tid, op, ts_ms, {values}, 32 + {size} FROM {LOG} "
+            f"WHERE seq > ? ORDER BY seq LIMIT ?"
+        )
         try:
             return self._fetch(sql, (after, max_rows), max_bytes)
         except sqlite3.OperationalError as exc:
@@ -191,14 +197,21 @@ class ChangeLog:
         while True:
             deleted = self._run(
                 f"DELETE FROM {LOG} WHERE seq IN "
-                f"(SELECT seq FROM {LOG} WHERE seq < ? ORDER BY seq LIMIT ?)", (durable, chunk),
+                f"(SELECT seq FROM {LOG} WHERE seq < ? ORDER BY seq LIMIT ?)",
+                (durable, chunk),
             ).rowcount
             total += deleted
             if deleted < chunk:
                 return total
 
-    def install(self, tables: Iterable[str], seed: int, now_ms: int,
-                snapshot_new: bool = True, captured_before: Iterable[str] = ()) -> list[str]:
+    def install(
+        self,
+        tables: Iterable[str],
+        seed: int,
+        now_ms: int,
+        snapshot_new: bool = True,
+        captured_before: Iterable[str] = (),
+    ) -> list[str]:
         """Create or regenerate triggers in one transaction; returns the tables changed.
 
         ``seed`` is the durable position: a new or emptied log starts above it, so
@@ -241,8 +254,14 @@ class ChangeLog:
             return "changed"
         return None
 
-    def _apply(self, action: str, current: Capture | None, shape: TableShape,
-               now_ms: int, snapshot_new: bool) -> None:
+    def _apply(
+        self,
+        action: str,
+        current: Capture | None,
+        shape: TableShape,
+        now_ms: int,
+        snapshot_new: bool,
+    ) -> None:
         if current is not None:
             self._retire(current)
         new = self._create(shape, now_ms)
@@ -305,8 +324,9 @@ class ChangeLog:
             "op TEXT NOT NULL, ts_ms INTEGER NOT NULL)"
         )
         if self.high_water() < seed:
-            self._run(f"INSERT INTO {LOG} (seq, tid, op, ts_ms) VALUES (?, 0, ?, 0)",
-                      (seed, SEED_OP))
+            self._run(
+                f"INSERT INTO {LOG} (seq, tid, op, ts_ms) VALUES (?, 0, ?, 0)", (seed, SEED_OP)
+            )
 
     def _create(self, shape: TableShape, now_ms: int) -> Capture:
         cur = self._run(

@@ -50,8 +50,12 @@ MQTT_MAX_PACKET = 268_435_455  # the protocol's own limit (MQTT 5, 1.5.5)
 
 
 class Collector:
-    def __init__(self, cfg: CollectorConfig, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        cfg: CollectorConfig,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.cfg = cfg
         self.broker = cfg.broker
         self.clock = clock
@@ -75,8 +79,13 @@ class Collector:
 
     # -- the loop ---------------------------------------------------------------
     def run(self, should_stop: Callable[[], bool]) -> None:
-        log.info("collector.started", broker=self.broker.where, subscription=self.topic,
-                 lake=str(self.cfg.lake), staging=str(self.cfg.staging_dir))
+        log.info(
+            "collector.started",
+            broker=self.broker.where,
+            subscription=self.topic,
+            lake=str(self.cfg.lake),
+            staging=str(self.cfg.staging_dir),
+        )
         self.recover()
         try:
             while not should_stop():
@@ -103,8 +112,12 @@ class Collector:
         if rc != mqtt.MQTT_ERR_SUCCESS:
             self._lost(disconnect_error(self.broker, None, f"({mqtt.error_string(rc)})"))
         elif not self.subscribed and now > self.subscribe_deadline:
-            self._lost(EdgeAgentError(f"{self.broker.where} did not accept the connection and "
-                                      f"the subscription within {CONNECT_TIMEOUT:g}s"))
+            self._lost(
+                EdgeAgentError(
+                    f"{self.broker.where} did not accept the connection and "
+                    f"the subscription within {CONNECT_TIMEOUT:g}s"
+                )
+            )
 
     def recover(self) -> None:
         """After a restart: land entries that were complete when the last run ended;
@@ -146,8 +159,12 @@ class Collector:
         client.on_message = self._on_message
         self.subscribed = False
         try:
-            open_socket(client, self.broker, CONNECT_TIMEOUT, max_packet=min(
-                MQTT_MAX_PACKET, 2 * self.cfg.max_chunk_bytes + HEADROOM))
+            open_socket(
+                client,
+                self.broker,
+                CONNECT_TIMEOUT,
+                max_packet=min(MQTT_MAX_PACKET, 2 * self.cfg.max_chunk_bytes + HEADROOM),
+            )
         except EdgeAgentError as exc:
             self._lost(exc)
             return
@@ -162,21 +179,31 @@ class Collector:
         self.next_connect = self.clock() + delay / 2 + self.rng.uniform(0, delay / 2)
         self.reporter.failed("collector.connection", str(exc), retry_in=round(delay, 1))
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                    reason: ReasonCode, properties: Any) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
+    ) -> None:
         if reason.is_failure:
             self._lost(connack_error(self.broker, reason))
             return
         client.subscribe(self.topic, options=SubscribeOptions(qos=1))
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
-                      reasons: list[ReasonCode], properties: Any) -> None:
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Any,
+    ) -> None:
         if reasons[0].is_failure:
             client.disconnect()
-            self._lost(EdgeAgentError(
-                f"{self.broker.where} refused the subscription {self.topic!r} ({reasons[0]}): "
-                "the broker must support MQTT 5 shared subscriptions and the ACL must allow "
-                "this user to subscribe to it"))
+            self._lost(
+                EdgeAgentError(
+                    f"{self.broker.where} refused the subscription {self.topic!r} ({reasons[0]}): "
+                    "the broker must support MQTT 5 shared subscriptions and the ACL must allow "
+                    "this user to subscribe to it"
+                )
+            )
             return
         self.subscribed = True
         self.failures = 0
@@ -186,17 +213,18 @@ class Collector:
         for reply in pending:
             self._publish(client, reply)
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                       reason: ReasonCode, properties: Any) -> None:
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
+    ) -> None:
         if self.client is client:
             self._lost(disconnect_error(self.broker, reason, "while collecting"))
 
     # -- messages -----------------------------------------------------------------
-    def _on_message(self, client: mqtt.Client, userdata: Any,
-                    message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
-            replies = self.receiver.handle(message.topic, user_properties(message),
-                                           bytes(message.payload))
+            replies = self.receiver.handle(
+                message.topic, user_properties(message), bytes(message.payload)
+            )
         except Exception:  # a bug must not stop the collector for every other device:
             # logged with its traceback and counted; no ack, so the sender resends.
             self.receiver.counters["errors.internal"] += 1
@@ -220,9 +248,16 @@ def run_collector(cfg: Config) -> int:
     """The ``collect`` command: run until SIGTERM or SIGINT (a second one exits at once;
     the staging area is crash-safe)."""
     if cfg.collector is None:
-        raise ConfigErrors([ConfigError(
-            "collector", None, "`edge-agent collect` needs a [collector] section with at "
-            "least lake = ...; see docs/mqtt.md")])
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    "collector",
+                    None,
+                    "`edge-agent collect` needs a [collector] section with at "
+                    "least lake = ...; see docs/mqtt.md",
+                )
+            ]
+        )
     configure_logging(cfg.collector.log_format, cfg.collector.log_level)
     collector = Collector(cfg.collector)
     flags = SignalFlags()

@@ -56,7 +56,8 @@ class Lake:
             if (size, digest.hexdigest()) != (h.size, h.sha256):
                 raise AssemblyMismatch(
                     f"assembled {size} bytes sha256 {digest.hexdigest()}, the header says "
-                    f"{h.size} bytes sha256 {h.sha256}")
+                    f"{h.size} bytes sha256 {h.sha256}"
+                )
             publish(tmp, dest)
         except BaseException:
             with contextlib.suppress(OSError):

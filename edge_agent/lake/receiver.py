@@ -54,20 +54,26 @@ class Receiver:
         try:
             part = parse_part(topic, self.prefix, pairs, len(payload), self.limits)
             if hashlib.sha256(payload).hexdigest() != part.part_sha256:
-                raise WireError(f"{part.kind} {part.index} of {part.header.file_id}: payload "
-                                "does not match edge-part-sha256 (corrupted in transit)",
-                                RETRY, part.header.ack_to, "corrupt")
+                raise WireError(
+                    f"{part.kind} {part.index} of {part.header.file_id}: payload "
+                    "does not match edge-part-sha256 (corrupted in transit)",
+                    RETRY,
+                    part.header.ack_to,
+                    "corrupt",
+                )
         except WireError as exc:
             return self._refuse(topic, exc)
         try:
             return self._accept(part, payload)
         except StagingFull as exc:
-            return self._refuse(topic, WireError(str(exc), RETRY, part.header.ack_to,
-                                                 "staging_full"))
+            return self._refuse(
+                topic, WireError(str(exc), RETRY, part.header.ack_to, "staging_full")
+            )
         except OSError as exc:  # staging or lake I/O: the sender resends later
             reason = f"collector storage error ({exc.strerror or exc}): will accept a resend"
-            return self._refuse(topic, WireError(reason, RETRY, part.header.ack_to,
-                                                 "storage_error"))
+            return self._refuse(
+                topic, WireError(reason, RETRY, part.header.ack_to, "storage_error")
+            )
 
     def _accept(self, part: Part, payload: bytes) -> list[Reply]:
         h = part.header
@@ -110,15 +116,20 @@ class Receiver:
         self.lake.write_manifest(h, self.staging.manifest(h))
         self.staging.discard(h)
         self.counters["files_existing" if existed else "files_landed"] += 1
-        log.info("collector.landed", file=h.file_id, path=h.relpath, bytes=h.size,
-                 existed=existed)
+        log.info("collector.landed", file=h.file_id, path=h.relpath, bytes=h.size, existed=existed)
         return Ack(h.file_id, h.sha256, OK, h.attempt, existed=existed, path=h.relpath)
 
     def _refuse(self, topic: str, exc: WireError) -> list[Reply]:
         self.counters[f"rejected.{exc.category}"] += 1
         file_id = exc.to.file_id if exc.to else None
-        log.warning("collector.rejected", category=exc.category, topic=topic[:200], file=file_id,
-                    status=exc.status, reason=exc.reason)
+        log.warning(
+            "collector.rejected",
+            category=exc.category,
+            topic=topic[:200],
+            file=file_id,
+            status=exc.status,
+            reason=exc.reason,
+        )
         if exc.to is None:
             return []  # nobody to answer: the sender times out and resends
         return [self._reply(_ack(exc.to, exc.status, exc.reason))]
@@ -131,4 +142,3 @@ class Receiver:
 
 def _ack(to: AckTo, status: str, reason: str) -> Ack:
     return Ack(to.file_id, to.sha256, status, to.attempt, reason=reason)
-

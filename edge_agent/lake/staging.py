@@ -44,8 +44,9 @@ class StagingFull(EdgeAgentError):
 
 
 class Staging:
-    def __init__(self, root: Path, max_bytes: int, ttl: float,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, root: Path, max_bytes: int, ttl: float, clock: Callable[[], float] = time.time
+    ) -> None:
         self.root = root
         self.files = root / "files"
         self.locks = root / "locks"
@@ -81,7 +82,8 @@ class Staging:
             raise StagingFull(
                 f"collector staging {str(self.root)!r} is full ({self.used} of "
                 f"{self.max_bytes} bytes): will accept again as files complete or expire "
-                f"after collector.staging_ttl; raise collector.max_staging_bytes if it lasts")
+                f"after collector.staging_ttl; raise collector.max_staging_bytes if it lasts"
+            )
         self._ensure(h)
         _write(path, data)
         self.used += len(data)
@@ -159,9 +161,13 @@ class Staging:
 
     def orphans(self) -> list[Path]:
         """Entry directories without a readable header (a crash before it was written)."""
-        return [d for d in self.files.iterdir()
-                if d.is_dir() and not (d / HEADER).exists()
-                and self.clock() - d.stat().st_mtime > self.ttl]
+        return [
+            d
+            for d in self.files.iterdir()
+            if d.is_dir()
+            and not (d / HEADER).exists()
+            and self.clock() - d.stat().st_mtime > self.ttl
+        ]
 
     def remove_orphan(self, entry: Path) -> None:
         self._remove(entry)

@@ -59,8 +59,14 @@ class FlushResult:
 
 
 class Agent:
-    def __init__(self, cfg: Config, clock: Clock, shipper: Shipper, statedir: StateDir,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        clock: Clock,
+        shipper: Shipper,
+        statedir: StateDir,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.cfg = cfg
         self.sleep = sleep
         self.clock = clock
@@ -71,10 +77,12 @@ class Agent:
         self.recovery: Recovery = self.spool.recover(clock.wall_ms())
         self.writer = BronzeWriter(self.spool.tmp, cfg.buffer)
         self.quota = Quota(cfg.buffer, self.state, self.spool, self.writer, clock)
-        self.shipping = ShipStage(shipper, self.spool, self.state, clock,
-                                  cfg.sink.retry_min, cfg.sink.retry_max)
-        self.parts = Parts(self.writer, self.spool, self.state, clock, cfg.device_id,
-                           cfg.clock.min_valid_ms)
+        self.shipping = ShipStage(
+            shipper, self.spool, self.state, clock, cfg.sink.retry_min, cfg.sink.retry_max
+        )
+        self.parts = Parts(
+            self.writer, self.spool, self.state, clock, cfg.device_id, cfg.clock.min_valid_ms
+        )
         self.pipelines: dict[str, Pipeline] = {}
         self.open_errors: dict[str, str] = {}
         self.spool_failed = False
@@ -146,8 +154,9 @@ class Agent:
         summary.sealed += pipe.seal_due(now)
         summary.pruned += pipe.advance()
 
-    def _capture_source(self, spec: Spec, now: float, summary: StepSummary,
-                        drain_until: float | None) -> None:
+    def _capture_source(
+        self, spec: Spec, now: float, summary: StepSummary, drain_until: float | None
+    ) -> None:
         pipe = self._pipeline(spec, now)
         if pipe is None:
             summary.errors.append(self.open_errors.get(spec.key, f"source {spec.key} not open"))
@@ -177,8 +186,7 @@ class Agent:
                 return
         summary.caught_up = False
 
-    def _guarded(self, pipe: Pipeline, now: float, summary: StepSummary,
-                 action: Any) -> None:
+    def _guarded(self, pipe: Pipeline, now: float, summary: StepSummary, action: Any) -> None:
         """Run a data-path action; on failure rewind that source and keep going."""
         try:
             action(pipe)
@@ -209,8 +217,12 @@ class Agent:
 
     def cycle_fields(self, s: StepSummary) -> dict[str, Any]:
         return {
-            "changes": s.changes, "sealed": s.sealed, "shipped": s.shipped, "pruned": s.pruned,
-            "dropped": s.dropped, "blocked": s.blocked,
+            "changes": s.changes,
+            "sealed": s.sealed,
+            "shipped": s.shipped,
+            "pruned": s.pruned,
+            "dropped": s.dropped,
+            "blocked": s.blocked,
             "buffered_bytes": self.writer.buffered_bytes,
             "pending_files": len(self.state.files(READY)),
         }
@@ -252,8 +264,9 @@ class Agent:
             errors.append(result.error)
         ready = self.state.files(READY)
         blocked = "spool full: capture paused" if summary.blocked else None
-        return FlushResult(len(ready), sum(r.bytes for r in ready),
-                           errors + ([blocked] if blocked else []))
+        return FlushResult(
+            len(ready), sum(r.bytes for r in ready), errors + ([blocked] if blocked else [])
+        )
 
     def next_deadline(self, now: float) -> float:
         """When the next step is needed without any wake-up (file age, retry)."""

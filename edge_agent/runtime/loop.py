@@ -22,8 +22,14 @@ log = get_logger("edge_agent.daemon")
 
 
 class Daemon:
-    def __init__(self, cfg: Config, build_agent: Callable[[Config], Agent],
-                 reload_config: Callable[[], Config], notifier: Notifier, clock: Clock) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        build_agent: Callable[[Config], Agent],
+        reload_config: Callable[[], Config],
+        notifier: Notifier,
+        clock: Clock,
+    ) -> None:
         self.cfg = cfg
         self.build_agent = build_agent
         self.reload_config = reload_config
@@ -41,8 +47,13 @@ class Daemon:
         self._start_watcher()
         server = ControlServer(agent.statedir.socket_path, self.requests, self.waker.wake)
         server.start()
-        log.info("started", device=self.cfg.device_id, sources=[s.name for s in self.cfg.sources],
-                 sink=self.cfg.sink.kind, recovery=vars(agent.recovery))
+        log.info(
+            "started",
+            device=self.cfg.device_id,
+            sources=[s.name for s in self.cfg.sources],
+            sink=self.cfg.sink.kind,
+            recovery=vars(agent.recovery),
+        )
         try:
             # READY only once a first cycle has opened the sources and installed triggers.
             summary = agent.step(self.clock.monotonic())
@@ -99,19 +110,28 @@ class Daemon:
         agent = self._current()
         if request.command == "flush":
             result = agent.flush(self.clock.monotonic() + float(request.args["timeout"]))
-            return {"ok": result.ok, "pending_files": result.pending_files,
-                    "pending_bytes": result.pending_bytes, "errors": result.errors}
+            return {
+                "ok": result.ok,
+                "pending_files": result.pending_files,
+                "pending_bytes": result.pending_bytes,
+                "errors": result.errors,
+            }
         if request.command == "status":
-            live = {"buffered_bytes": agent.writer.buffered_bytes,
-                    "open_files": len(agent.writer.open), "spool_blocked": agent.quota.blocked}
+            live = {
+                "buffered_bytes": agent.writer.buffered_bytes,
+                "open_files": len(agent.writer.open),
+                "spool_blocked": agent.quota.blocked,
+            }
             return {"ok": True, "status": build_status(agent.cfg, agent.state, live)}
         return {"ok": False, "error": f"unknown command {request.command!r}: use flush or status"}
 
     def _status_line(self, s: StepSummary) -> str:
         agent = self._current()
         state = "blocked: spool full" if s.blocked else "capturing"
-        return (f"{state}; buffered {agent.writer.buffered_bytes} B; "
-                f"last cycle {s.changes} changes, {s.shipped} files shipped")
+        return (
+            f"{state}; buffered {agent.writer.buffered_bytes} B; "
+            f"last cycle {s.changes} changes, {s.shipped} files shipped"
+        )
 
     def _reload(self) -> None:
         self.flags.reload = False
@@ -123,8 +143,11 @@ class Daemon:
             self.notifier.ready("capturing (reload rejected)")
             return
         if new_cfg.agent.state_dir != self.cfg.agent.state_dir:
-            log.error("reload.rejected", error="agent.state_dir cannot change on reload",
-                      hint="restart the service to move the state directory")
+            log.error(
+                "reload.rejected",
+                error="agent.state_dir cannot change on reload",
+                hint="restart the service to move the state directory",
+            )
             self.notifier.ready("capturing (reload rejected)")
             return
         old = self._current()
@@ -150,9 +173,12 @@ class Daemon:
             watcher = DatabaseWatcher(paths, self.waker)
             watcher.start()
         except OSError as exc:  # e.g. the inotify limit is reached: polling still works
-            log.warning("watch.unavailable", error=str(exc),
-                        hint="capture runs every agent.poll_interval; raise "
-                             "fs.inotify.max_user_instances to get wake-ups on writes")
+            log.warning(
+                "watch.unavailable",
+                error=str(exc),
+                hint="capture runs every agent.poll_interval; raise "
+                "fs.inotify.max_user_instances to get wake-ups on writes",
+            )
             return
         self.watcher = watcher
 

@@ -38,6 +38,7 @@ def opener(kind: str, mode: str) -> Callable[[Opener], Opener]:
     def register(fn: Opener) -> Opener:
         OPENERS[(kind, mode)] = fn
         return fn
+
     return register
 
 
@@ -54,9 +55,12 @@ def open_pipeline(spec: Spec, parts: Parts, now_ms: int) -> Pipeline:
     """Connect and get ready to capture; raises the source's errors."""
     found = OPENERS.get((spec.source.kind, spec.mode))
     if found is None:
-        raise ConfigError(f"sources.{spec.source.name}.mode", spec.mode,
-                          f"kind {spec.source.kind!r} supports "
-                          f"{sorted(m for k, m in OPENERS if k == spec.source.kind)}")
+        raise ConfigError(
+            f"sources.{spec.source.name}.mode",
+            spec.mode,
+            f"kind {spec.source.kind!r} supports "
+            f"{sorted(m for k, m in OPENERS if k == spec.source.kind)}",
+        )
     return found(spec, parts, now_ms)
 
 

@@ -107,15 +107,16 @@ class FilePipeline:
         for start, end in split_by_day(rows, self.parts.min_valid_ms):
             part = rows[start:end]
             ts = part[0][3]
-            partition = partition_for(ts if isinstance(ts, int) else 0, captured_ms,
-                                      self.parts.min_valid_ms)
+            partition = partition_for(
+                ts if isinstance(ts, int) else 0, captured_ms, self.parts.min_valid_ms
+            )
             batch = to_batch(schema, part, env)
             files = self.writer.add(self.source, schema, partition, batch, self.clock.monotonic())
             for i, f in enumerate(files):
                 try:
                     self.commit(f)
                 except BaseException:
-                    for rest in files[i + 1:]:  # sealed together, now never to be recorded
+                    for rest in files[i + 1 :]:  # sealed together, now never to be recorded
                         rest.tmp_path.unlink(missing_ok=True)
                     raise
                 sealed += 1
@@ -152,12 +153,29 @@ class FilePipeline:
     def commit(self, sealed: SealedFile) -> FileRecord:
         """Publish a sealed file into the spool and record it with the position state."""
         _, ordinal = self.state.source_position(self.source)
-        key = FileKey(self.parts.device, self.source, sealed.table, sealed.partition,
-                      sealed.first_pos, sealed.last_pos)
+        key = FileKey(
+            self.parts.device,
+            self.source,
+            sealed.table,
+            sealed.partition,
+            sealed.first_pos,
+            sealed.last_pos,
+        )
         now_ms = self.clock.wall_ms()
-        rec = FileRecord(key.file_id, self.source, sealed.table, ordinal, sealed.first_pos,
-                         sealed.last_pos, sealed.rows, sealed.bytes, sealed.sha256,
-                         key.relpath, key.manifest_relpath, now_ms)
+        rec = FileRecord(
+            key.file_id,
+            self.source,
+            sealed.table,
+            ordinal,
+            sealed.first_pos,
+            sealed.last_pos,
+            sealed.rows,
+            sealed.bytes,
+            sealed.sha256,
+            key.relpath,
+            key.manifest_relpath,
+            now_ms,
+        )
         try:
             self.parts.spool.publish(sealed, key, self._manifest(key, sealed, ordinal, now_ms))
             self.record(rec)
@@ -171,8 +189,9 @@ class FilePipeline:
         """Record the file and advance this mode's positions, in one transaction."""
         raise NotImplementedError
 
-    def _manifest(self, key: FileKey, sealed: SealedFile, ordinal: int,
-                  now_ms: int) -> dict[str, Any]:
+    def _manifest(
+        self, key: FileKey, sealed: SealedFile, ordinal: int, now_ms: int
+    ) -> dict[str, Any]:
         return {
             "format": FORMAT_VERSION,
             "id": key.file_id,
@@ -190,7 +209,8 @@ class FilePipeline:
             "created_ms": now_ms,
             "clock": {
                 "synced": now_ms >= self.parts.min_valid_ms,
-                "partition_basis": "unsynced" if sealed.partition == UNSYNCED_PARTITION
+                "partition_basis": "unsynced"
+                if sealed.partition == UNSYNCED_PARTITION
                 else "change_time_or_capture_time",
             },
         }

@@ -27,8 +27,16 @@ class ShipResult:
 
 
 class ShipStage:
-    def __init__(self, shipper: Shipper, spool: Spool, state: StateDB, clock: Clock,
-                 retry_min: float, retry_max: float, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        shipper: Shipper,
+        spool: Spool,
+        state: StateDB,
+        clock: Clock,
+        retry_min: float,
+        retry_max: float,
+        rng: random.Random | None = None,
+    ) -> None:
         self.shipper = shipper
         self.spool = spool
         self.state = state
@@ -56,8 +64,9 @@ class ShipStage:
             if self.clock.monotonic() - start > budget:
                 break
             try:
-                self.shipper.put(self.spool.path(rec.relpath),
-                                 self.spool.path(rec.manifest_relpath), rec)
+                self.shipper.put(
+                    self.spool.path(rec.relpath), self.spool.path(rec.manifest_relpath), rec
+                )
             except CorruptFileError as exc:
                 self.spool.quarantine(rec, str(exc), self.clock.wall_ms())
                 self.state.add_counter("corrupt_files", 1)

@@ -29,8 +29,7 @@ class Notifier:
             return
         # Never block the loop on systemd: a full queue or a vanished socket (shutdown)
         # just drops the notification.
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, \
-                contextlib.suppress(OSError):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, contextlib.suppress(OSError):
             sock.sendto("\n".join(fields).encode(), socket.MSG_DONTWAIT, self.address)
 
     def ready(self, status: str) -> None:

@@ -48,8 +48,9 @@ class TimestampPipeline(FilePipeline):
 
     def capture_page(self, max_bytes: int) -> PageResult:
         schema = self.capture.schema
-        polled = self.capture.poll(self.cursor.low_bound(), self.after,
-                                   self.capture.source.page_rows)
+        polled = self.capture.poll(
+            self.cursor.low_bound(), self.after, self.capture.source.page_rows
+        )
         if schema is None or not polled.rows:
             self.after = None
             return PageResult()
@@ -60,11 +61,11 @@ class TimestampPipeline(FilePipeline):
         )
         last = polled.rows[-1]
         self.after = (last[-1], *(last[i] for i in key_index)) if polled.full else None
-        rows = [(pos, 0, self._op(row, schema), cursor, *row[:-1])
-                for pos, _, cursor, row in fresh]
+        rows = [(pos, 0, self._op(row, schema), cursor, *row[:-1]) for pos, _, cursor, row in fresh]
         sealed = self.write_rows(schema, rows) if rows else 0
-        return PageResult(rows=len(polled.rows), changes=len(rows), sealed=sealed,
-                          caught_up=not polled.full)
+        return PageResult(
+            rows=len(polled.rows), changes=len(rows), sealed=sealed, caught_up=not polled.full
+        )
 
     def _op(self, row: tuple[Any, ...], schema: Any) -> str:
         flag = self.table.deleted_flag

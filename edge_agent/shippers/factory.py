@@ -19,7 +19,8 @@ def build_shipper(cfg: SinkConfig) -> Shipper:
         try:
             from edge_agent.shippers.mqtt import MqttShipper
         except ImportError as exc:
-            raise ConfigError("sink.kind", cfg.kind,
-                              f"needs paho-mqtt ({exc}): pip install 'paho-mqtt>=2.1'") from exc
+            raise ConfigError(
+                "sink.kind", cfg.kind, f"needs paho-mqtt ({exc}): pip install 'paho-mqtt>=2.1'"
+            ) from exc
         return MqttShipper(cfg)
     raise ConfigError("sink.kind", cfg.kind, 'use "dir", "s3" or "mqtt"')

@@ -59,16 +59,26 @@ class MqttShipper:
 
     def put(self, local: Path, manifest: Path, rec: FileRecord) -> Receipt:
         manifest_data = _checked_manifest(local, manifest, rec)
-        header = FileHeader(device_of_file_id(rec.id), rec.id, rec.relpath, rec.bytes,
-                            rec.sha256, self.cfg.chunk_bytes, secrets.token_hex(8))
+        header = FileHeader(
+            device_of_file_id(rec.id),
+            rec.id,
+            rec.relpath,
+            rec.bytes,
+            rec.sha256,
+            self.cfg.chunk_bytes,
+            secrets.token_hex(8),
+        )
         link = self._link(header.device)
         try:
             ack = self._deliver(link, local, manifest_data, header)
         finally:
             if not link.healthy:
                 self._drop_link()
-        return Receipt(f"mqtt://{self.broker.host}:{self.broker.effective_port}/{rec.relpath}",
-                       rec.bytes, ack.existed)
+        return Receipt(
+            f"mqtt://{self.broker.host}:{self.broker.effective_port}/{rec.relpath}",
+            rec.bytes,
+            ack.existed,
+        )
 
     def close(self) -> None:
         self._drop_link()
@@ -79,8 +89,12 @@ class MqttShipper:
             self._drop_link()
         if self.link is None:
             client_id = self.broker.client_id or f"edge-agent-{device}"
-            self.link = Link.open(self.broker, client_id,
-                                  ack_topic(self.cfg.topic_prefix, device), self.cfg.ack_timeout)
+            self.link = Link.open(
+                self.broker,
+                client_id,
+                ack_topic(self.cfg.topic_prefix, device),
+                self.cfg.ack_timeout,
+            )
             self.device = device
             log.info("mqtt.connected", broker=self.broker.where, client_id=client_id)
         return self.link
@@ -91,27 +105,28 @@ class MqttShipper:
             self.link = None
 
     # -- one file ---------------------------------------------------------------
-    def _deliver(self, link: Link, local: Path, manifest_data: bytes,
-                 header: FileHeader) -> Ack:
+    def _deliver(self, link: Link, local: Path, manifest_data: bytes, header: FileHeader) -> Ack:
         topic = batch_topic(self.cfg.topic_prefix, header.device)
         self._check_packet_size(link, topic, header)
         link.expect(header.file_id)
         early = self._send_chunks(link, local, topic, header)
         if early is not None:
             return _settle(early, header)
-        link.publish(topic, manifest_data,
-                     header_properties(header, MANIFEST, _sha(manifest_data)), 1)
+        link.publish(
+            topic, manifest_data, header_properties(header, MANIFEST, _sha(manifest_data)), 1
+        )
         link.drain()
         if link.no_subscribers and link.answer(header) is None:
             raise TransientError(
                 f"{self.broker.where} has no subscriber for {topic!r}: start a collector "
-                "(`edge-agent collect`) with the same topic_prefix; will resend")
-        ack = link.wait_answer(header, self.cfg.ack_timeout,
-                               f"ack from a collector for {header.file_id!r}")
+                "(`edge-agent collect`) with the same topic_prefix; will resend"
+            )
+        ack = link.wait_answer(
+            header, self.cfg.ack_timeout, f"ack from a collector for {header.file_id!r}"
+        )
         return _settle(ack, header)
 
-    def _send_chunks(self, link: Link, local: Path, topic: str,
-                     header: FileHeader) -> Ack | None:
+    def _send_chunks(self, link: Link, local: Path, topic: str, header: FileHeader) -> Ack | None:
         """Publish every chunk; returns early with an ack that settles the file already
         (a negative one for this attempt, or "ok" from an earlier attempt)."""
         with open(local, "rb") as raw:
@@ -119,13 +134,18 @@ class MqttShipper:
             for index in range(header.count):
                 data = _read_exact(reader, header.chunk_length(index))
                 if len(data) != header.chunk_length(index):
-                    raise CorruptFileError(f"spooled file {header.file_id} is corrupt: it "
-                                           "shrank while being sent")
+                    raise CorruptFileError(
+                        f"spooled file {header.file_id} is corrupt: it shrank while being sent"
+                    )
                 early = link.answer(header)
                 if early is not None:
                     return early
-                link.publish(topic, data, header_properties(header, CHUNK, _sha(data), index),
-                             self.cfg.max_inflight)
+                link.publish(
+                    topic,
+                    data,
+                    header_properties(header, CHUNK, _sha(data), index),
+                    self.cfg.max_inflight,
+                )
         return None
 
     def _reader(self, raw: BinaryIO) -> _Reader:
@@ -143,7 +163,8 @@ class MqttShipper:
                 f"{self.broker.where} accepts messages of at most {link.max_packet} bytes, but "
                 f"a chunk of sink.chunk_bytes = {header.chunk_bytes} makes {needed}: lower "
                 f"sink.chunk_bytes to {max(1024, link.max_packet - (needed - header.chunk_bytes))}"
-                " or less")
+                " or less"
+            )
 
 
 def packet_size(topic: str, pairs: list[tuple[str, str]], payload: int) -> int:
@@ -171,7 +192,8 @@ def _checked_manifest(local: Path, manifest: Path, rec: FileRecord) -> bytes:
     if (size, sha) != (rec.bytes, rec.sha256):
         raise CorruptFileError(
             f"spooled file {rec.id} is corrupt: {size} bytes sha256 {sha}, expected "
-            f"{rec.bytes} bytes sha256 {rec.sha256}")
+            f"{rec.bytes} bytes sha256 {rec.sha256}"
+        )
     return manifest_data
 
 

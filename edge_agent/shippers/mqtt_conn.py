@@ -34,9 +34,13 @@ SHARED_SUBSCRIPTIONS_NOT_SUPPORTED = 158
 
 def new_client(broker: BrokerConfig, client_id: str, manual_ack: bool = False) -> mqtt.Client:
     """An MQTT 5 client that never reconnects by itself: the caller decides when."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=MQTTProtocolVersion.MQTTv5, reconnect_on_failure=False,
-                         manual_ack=manual_ack)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv5,
+        reconnect_on_failure=False,
+        manual_ack=manual_ack,
+    )
     if broker.username:
         client.username_pw_set(broker.username, broker.password or None)
     if broker.tls:
@@ -49,12 +53,13 @@ def tls_context(broker: BrokerConfig) -> ssl.SSLContext:
     and its host name; a client certificate when cert_file/key_file are set."""
     s = broker.section
     try:
-        context = ssl.create_default_context(
-            cafile=str(broker.ca_file) if broker.ca_file else None)
+        context = ssl.create_default_context(cafile=str(broker.ca_file) if broker.ca_file else None)
     except (OSError, ssl.SSLError) as exc:
-        raise TerminalError(f"{s}.ca_file {str(broker.ca_file)!r}: cannot load it ({exc}): "
-                            "give the PEM file of the CA that signed the broker's "
-                            "certificate") from exc
+        raise TerminalError(
+            f"{s}.ca_file {str(broker.ca_file)!r}: cannot load it ({exc}): "
+            "give the PEM file of the CA that signed the broker's "
+            "certificate"
+        ) from exc
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.sslsocket_class = _ClosingSSLSocket
     if broker.cert_file is not None and broker.key_file is not None:
@@ -64,7 +69,8 @@ def tls_context(broker: BrokerConfig) -> ssl.SSLContext:
             raise TerminalError(
                 f"{s}.cert_file {str(broker.cert_file)!r} / {s}.key_file "
                 f"{str(broker.key_file)!r}: cannot load the client certificate ({exc}): give "
-                "a PEM certificate and its unencrypted PEM key") from exc
+                "a PEM certificate and its unencrypted PEM key"
+            ) from exc
     return context
 
 
@@ -92,26 +98,35 @@ def connect_properties(max_packet: int | None = None) -> Properties:
     return props
 
 
-def open_socket(client: mqtt.Client, broker: BrokerConfig, timeout: float,
-                max_packet: int | None = None) -> None:
+def open_socket(
+    client: mqtt.Client, broker: BrokerConfig, timeout: float, max_packet: int | None = None
+) -> None:
     """TCP (and TLS) connect and send CONNECT; the CONNACK arrives in the network loop."""
     client.connect_timeout = timeout
     try:
-        client.connect(broker.host, broker.effective_port, keepalive=KEEPALIVE,
-                       clean_start=True, properties=connect_properties(max_packet))
+        client.connect(
+            broker.host,
+            broker.effective_port,
+            keepalive=KEEPALIVE,
+            clean_start=True,
+            properties=connect_properties(max_packet),
+        )
     except ssl.SSLCertVerificationError as exc:
         raise TerminalError(
             f"{broker.where}: its TLS certificate is not trusted ({exc.verify_message}): set "
             f"{broker.section}.ca_file to the CA that signed it, and connect by the name or "
-            "address the certificate is for") from exc
+            "address the certificate is for"
+        ) from exc
     except ssl.SSLError as exc:
         raise TerminalError(
             f"{broker.where}: TLS handshake failed ({exc.reason or exc}): check that the port "
-            f"speaks TLS and {broker.section}.ca_file, cert_file and key_file") from exc
+            f"speaks TLS and {broker.section}.ca_file, cert_file and key_file"
+        ) from exc
     except OSError as exc:  # refused, unreachable, DNS, timeout
         raise TransientError(
             f"cannot reach {broker.where} ({exc.strerror or exc}): will retry; check "
-            f"{broker.section}.host, {broker.section}.port and the network") from exc
+            f"{broker.section}.host, {broker.section}.port and the network"
+        ) from exc
 
 
 def password_hint(broker: BrokerConfig) -> str:
@@ -126,14 +141,16 @@ def connack_error(broker: BrokerConfig, reason: ReasonCode) -> EdgeAgentError:
     if reason.value in (BAD_USER_OR_PASSWORD, NOT_AUTHORIZED):
         return TerminalError(
             f"{refused}: check {s}.username and the password ({password_hint(broker)}), and "
-            "that the broker's password file and ACL know this user")
+            "that the broker's password file and ACL know this user"
+        )
     if reason.value in (CLIENT_ID_NOT_VALID, BAD_AUTH_METHOD):
         return TerminalError(f"{refused}: set {s}.client_id to an id the broker accepts")
     return TransientError(f"{refused}: will retry")
 
 
-def disconnect_error(broker: BrokerConfig, reason: ReasonCode | None,
-                     during: str) -> EdgeAgentError:
+def disconnect_error(
+    broker: BrokerConfig, reason: ReasonCode | None, during: str
+) -> EdgeAgentError:
     """The error for a connection that ended ``during`` something (no CONNACK yet, a
     transfer...)."""
     s = broker.section
@@ -144,11 +161,15 @@ def disconnect_error(broker: BrokerConfig, reason: ReasonCode | None,
         fix = f"lower {s}.chunk_bytes" if s == "sink" else "raise the broker's size limit"
         return TerminalError(f"{lost}: the broker refuses messages this large: {fix}")
     if value == NOT_AUTHORIZED:
-        return TerminalError(f"{lost}: the broker's ACL does not allow this client to publish "
-                             "or subscribe to its topics: allow them for this user")
+        return TerminalError(
+            f"{lost}: the broker's ACL does not allow this client to publish "
+            "or subscribe to its topics: allow them for this user"
+        )
     if value == SESSION_TAKEN_OVER:
-        return TransientError(f"{lost}: another client connected with the same client id; "
-                              f"give each one its own {s}.client_id")
+        return TransientError(
+            f"{lost}: another client connected with the same client id; "
+            f"give each one its own {s}.client_id"
+        )
     return TransientError(f"{lost}: will retry")
 
 

@@ -37,8 +37,9 @@ log = get_logger("edge_agent.mqtt")
 
 
 class Link:
-    def __init__(self, broker: BrokerConfig, client_id: str, ack_topic: str,
-                 timeout: float) -> None:
+    def __init__(
+        self, broker: BrokerConfig, client_id: str, ack_topic: str, timeout: float
+    ) -> None:
         self.broker = broker
         self.ack_topic = ack_topic
         self.timeout = timeout
@@ -60,8 +61,7 @@ class Link:
         self.client.on_message = self._on_message
 
     @classmethod
-    def open(cls, broker: BrokerConfig, client_id: str, ack_topic: str,
-             timeout: float) -> Link:
+    def open(cls, broker: BrokerConfig, client_id: str, ack_topic: str, timeout: float) -> Link:
         """Connect, wait for the CONNACK, subscribe to the ack topic; or raise."""
         link = cls(broker, client_id, ack_topic, timeout)
         open_socket(link.client, broker, timeout)
@@ -83,24 +83,28 @@ class Link:
         rc, mid = self.client.subscribe(self.ack_topic, options=SubscribeOptions(qos=1))
         if rc != mqtt.MQTT_ERR_SUCCESS or mid is None:
             raise self.failure or TransientError(
-                f"subscribing at {self.broker.where} failed ({mqtt.error_string(rc)}): will retry")
+                f"subscribing at {self.broker.where} failed ({mqtt.error_string(rc)}): will retry"
+            )
         self.wait(lambda: mid in self.subacks, "answer to SUBSCRIBE (SUBACK)")
         with self.cond:
             code = self.subacks.pop(mid)[0]
         if code.is_failure:
             raise TerminalError(
                 f"{self.broker.where} refused the subscription to {self.ack_topic!r} ({code}): "
-                "allow this user to subscribe to it in the broker's ACL")
+                "allow this user to subscribe to it in the broker's ACL"
+            )
 
     # -- publishing with a window of unacknowledged messages -------------------
-    def publish(self, topic: str, payload: bytes, pairs: list[tuple[str, str]],
-                window: int) -> None:
+    def publish(
+        self, topic: str, payload: bytes, pairs: list[tuple[str, str]], window: int
+    ) -> None:
         self.wait(lambda: self._in_flight() < window, "PUBACK from the broker")
         info = self.client.publish(topic, payload, qos=1, properties=publish_properties(pairs))
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             raise self.failure or TransientError(
                 f"publishing to {self.broker.where} failed ({mqtt.error_string(info.rc)}): "
-                "will retry")
+                "will retry"
+            )
         with self.cond:
             self.outstanding.append(info.mid)
 
@@ -125,8 +129,9 @@ class Link:
     def _puback_error(self, reason: ReasonCode) -> EdgeAgentError:
         refused = f"{self.broker.where} refused a message ({reason})"
         if reason.value == NOT_AUTHORIZED:
-            return TerminalError(f"{refused}: allow this user to publish to its batch topic "
-                                 "in the broker's ACL")
+            return TerminalError(
+                f"{refused}: allow this user to publish to its batch topic in the broker's ACL"
+            )
         if reason.value == PACKET_TOO_LARGE:
             return TerminalError(f"{refused}: lower sink.chunk_bytes")
         return TransientError(f"{refused}: will retry")
@@ -174,8 +179,9 @@ class Link:
                     return
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TransientError(f"no {what} within {limit:g}s from "
-                                         f"{self.broker.where}: will retry")
+                    raise TransientError(
+                        f"no {what} within {limit:g}s from {self.broker.where}: will retry"
+                    )
                 self.cond.wait(left)
 
     def close(self) -> None:
@@ -183,8 +189,9 @@ class Link:
         self.client.loop_stop()
 
     # -- paho callbacks (network thread) ------------------------------------------
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                    reason: ReasonCode, properties: Any) -> None:
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
+    ) -> None:
         with self.cond:
             if reason.is_failure:
                 self.failure = connack_error(self.broker, reason)
@@ -193,8 +200,9 @@ class Link:
                 self.max_packet = getattr(properties, "MaximumPacketSize", None)
             self.cond.notify_all()
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any,
-                       reason: ReasonCode, properties: Any) -> None:
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, properties: Any
+    ) -> None:
         with self.cond:
             during = "during a transfer" if self.connected else "before accepting it"
             if self.failure is None:
@@ -202,20 +210,26 @@ class Link:
             self.connected = False
             self.cond.notify_all()
 
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode,
-                    properties: Any) -> None:
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any
+    ) -> None:
         with self.cond:
             self.pubacks[mid] = reason
             self.cond.notify_all()
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
-                      reasons: list[ReasonCode], properties: Any) -> None:
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Any,
+    ) -> None:
         with self.cond:
             self.subacks[mid] = reasons
             self.cond.notify_all()
 
-    def _on_message(self, client: mqtt.Client, userdata: Any,
-                    message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
             ack = Ack.from_json(message.payload)
         except WireError as exc:

@@ -59,8 +59,13 @@ class WireError(ValueError):
     message names its device, file and attempt well enough to be answered;
     ``category`` is the collector's counter for it."""
 
-    def __init__(self, reason: str, status: str = REJECTED, to: AckTo | None = None,
-                 category: str = "malformed") -> None:
+    def __init__(
+        self,
+        reason: str,
+        status: str = REJECTED,
+        to: AckTo | None = None,
+        category: str = "malformed",
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status
@@ -100,8 +105,16 @@ class FileHeader:
     @property
     def staging_key(self) -> str:
         """Same file, same bytes, same chunking -> same key, whatever the attempt."""
-        ident = "\0".join((self.device, self.file_id, self.relpath, self.sha256,
-                           str(self.size), str(self.chunk_bytes)))
+        ident = "\0".join(
+            (
+                self.device,
+                self.file_id,
+                self.relpath,
+                self.sha256,
+                str(self.size),
+                str(self.chunk_bytes),
+            )
+        )
         return hashlib.sha256(ident.encode()).hexdigest()[:40]
 
 
@@ -126,8 +139,13 @@ class Ack:
     path: str = ""
 
     def to_json(self) -> bytes:
-        body: dict[str, Any] = {"v": int(VERSION), "file": self.file_id, "sha256": self.sha256,
-                                "status": self.status, "attempt": self.attempt}
+        body: dict[str, Any] = {
+            "v": int(VERSION),
+            "file": self.file_id,
+            "sha256": self.sha256,
+            "status": self.status,
+            "attempt": self.attempt,
+        }
         if self.status == OK:
             body.update(existed=self.existed, path=self.path)
         else:
@@ -138,9 +156,15 @@ class Ack:
     def from_json(cls, payload: bytes | bytearray) -> Ack:
         try:
             body = json.loads(payload)
-            ack = cls(str(body["file"]), str(body["sha256"]), str(body["status"]),
-                      str(body.get("attempt", "")), bool(body.get("existed", False)),
-                      str(body.get("reason", "")), str(body.get("path", "")))
+            ack = cls(
+                str(body["file"]),
+                str(body["sha256"]),
+                str(body["status"]),
+                str(body.get("attempt", "")),
+                bool(body.get("existed", False)),
+                str(body.get("reason", "")),
+                str(body.get("path", "")),
+            )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise WireError(f"malformed ack: {exc}") from exc
         if ack.status not in (OK, RETRY, REJECTED):
@@ -167,10 +191,11 @@ def shared_subscription(group: str, prefix: str) -> str:
 
 def device_of_topic(topic: str, prefix: str) -> str:
     head, tail = f"{prefix}/", "/batch"
-    device = topic[len(head):-len(tail)] if topic.startswith(head) and topic.endswith(tail) else ""
+    device = (
+        topic[len(head) : -len(tail)] if topic.startswith(head) and topic.endswith(tail) else ""
+    )
     if not _DEVICE.match(device):
-        raise WireError(f"topic {topic!r} is not {prefix}/<device>/batch",
-                        category="unknown_file")
+        raise WireError(f"topic {topic!r} is not {prefix}/<device>/batch", category="unknown_file")
     return device
 
 
@@ -179,27 +204,40 @@ def device_of_file_id(file_id: str) -> str:
 
 
 # -- encoding (agent side) ----------------------------------------------------
-def header_properties(h: FileHeader, kind: str, part_sha256: str,
-                      index: int | None = None) -> list[tuple[str, str]]:
-    pairs = [(P_VERSION, VERSION), (P_KIND, kind), (P_FILE, h.file_id), (P_PATH, h.relpath),
-             (P_SIZE, str(h.size)), (P_SHA256, h.sha256), (P_CHUNK_BYTES, str(h.chunk_bytes)),
-             (P_COUNT, str(h.count)), (P_PART_SHA256, part_sha256), (P_ATTEMPT, h.attempt)]
+def header_properties(
+    h: FileHeader, kind: str, part_sha256: str, index: int | None = None
+) -> list[tuple[str, str]]:
+    pairs = [
+        (P_VERSION, VERSION),
+        (P_KIND, kind),
+        (P_FILE, h.file_id),
+        (P_PATH, h.relpath),
+        (P_SIZE, str(h.size)),
+        (P_SHA256, h.sha256),
+        (P_CHUNK_BYTES, str(h.chunk_bytes)),
+        (P_COUNT, str(h.count)),
+        (P_PART_SHA256, part_sha256),
+        (P_ATTEMPT, h.attempt),
+    ]
     if index is not None:
         pairs.append((P_INDEX, str(index)))
     return pairs
 
 
 # -- decoding (collector side) ------------------------------------------------
-def parse_part(topic: str, prefix: str, pairs: list[tuple[str, str]], payload_len: int,
-               limits: Limits) -> Part:
+def parse_part(
+    topic: str, prefix: str, pairs: list[tuple[str, str]], payload_len: int, limits: Limits
+) -> Part:
     """Check a received message against the protocol and the collector's limits."""
     props = _unique(pairs)
     device = device_of_topic(topic, prefix)
     to = _ack_to(props, device)
     try:
         if props.get(P_VERSION) != VERSION:
-            raise WireError(f"unsupported protocol version {props.get(P_VERSION)!r} (want "
-                            f"{VERSION!r}): upgrade the older side")
+            raise WireError(
+                f"unsupported protocol version {props.get(P_VERSION)!r} (want "
+                f"{VERSION!r}): upgrade the older side"
+            )
         kind = props.get(P_KIND, "")
         if kind not in (CHUNK, MANIFEST):
             raise WireError(f"unknown message kind {kind!r}")
@@ -225,13 +263,16 @@ def _unique(pairs: list[tuple[str, str]]) -> dict[str, str]:
 
 def _ack_to(props: dict[str, str], device: str) -> AckTo:
     if P_FILE not in props or P_ATTEMPT not in props:
-        raise WireError(f"not an edge-agent message: user properties {P_FILE} and "
-                        f"{P_ATTEMPT} are missing")
+        raise WireError(
+            f"not an edge-agent message: user properties {P_FILE} and {P_ATTEMPT} are missing"
+        )
     file_id = props[P_FILE]
     if not 0 < len(file_id) <= _MAX_FILE_ID or device_of_file_id(file_id) != device:
-        raise WireError(f"file id {file_id[:80]!r} does not belong to device {device!r} "
-                        f"(want {device}/<source>/<table>/<first>-<last>)",
-                        category="unknown_file")
+        raise WireError(
+            f"file id {file_id[:80]!r} does not belong to device {device!r} "
+            f"(want {device}/<source>/<table>/<first>-<last>)",
+            category="unknown_file",
+        )
     attempt = props.get(P_ATTEMPT, "")
     if not _ATTEMPT.match(attempt):
         raise WireError(f"malformed {P_ATTEMPT} {attempt[:80]!r}")
@@ -240,43 +281,63 @@ def _ack_to(props: dict[str, str], device: str) -> AckTo:
 
 
 def _header(props: dict[str, str], to: AckTo) -> FileHeader:
-    header = FileHeader(to.device, to.file_id, props.get(P_PATH, ""), _int(props, P_SIZE),
-                        _hex(props, P_SHA256), _int(props, P_CHUNK_BYTES), to.attempt)
+    header = FileHeader(
+        to.device,
+        to.file_id,
+        props.get(P_PATH, ""),
+        _int(props, P_SIZE),
+        _hex(props, P_SHA256),
+        _int(props, P_CHUNK_BYTES),
+        to.attempt,
+    )
     problem = relpath_problem(header.relpath, to.device)
     if problem:
-        raise WireError(f"{P_PATH} {header.relpath[:200]!r}: {problem}",
-                        category="unknown_file")
+        raise WireError(f"{P_PATH} {header.relpath[:200]!r}: {problem}", category="unknown_file")
     return header
 
 
 def _check_limits(h: FileHeader, props: dict[str, str], limits: Limits) -> None:
     if h.size > limits.max_file_bytes:
-        raise WireError(f"file of {h.size} bytes exceeds collector.max_file_bytes "
-                        f"({limits.max_file_bytes}): raise it on the collector, or lower "
-                        "buffer.max_file_bytes on the agent", category="oversized")
+        raise WireError(
+            f"file of {h.size} bytes exceeds collector.max_file_bytes "
+            f"({limits.max_file_bytes}): raise it on the collector, or lower "
+            "buffer.max_file_bytes on the agent",
+            category="oversized",
+        )
     if not 0 < h.chunk_bytes <= limits.max_chunk_bytes:
-        raise WireError(f"chunks of {h.chunk_bytes} bytes exceed collector.max_chunk_bytes "
-                        f"({limits.max_chunk_bytes}): lower sink.chunk_bytes on the agent, or "
-                        "raise max_chunk_bytes on the collector", category="oversized")
+        raise WireError(
+            f"chunks of {h.chunk_bytes} bytes exceed collector.max_chunk_bytes "
+            f"({limits.max_chunk_bytes}): lower sink.chunk_bytes on the agent, or "
+            "raise max_chunk_bytes on the collector",
+            category="oversized",
+        )
     if _int(props, P_COUNT) != h.count:
-        raise WireError(f"{P_COUNT} {props[P_COUNT]} does not match size {h.size} in chunks "
-                        f"of {h.chunk_bytes} (want {h.count})")
+        raise WireError(
+            f"{P_COUNT} {props[P_COUNT]} does not match size {h.size} in chunks "
+            f"of {h.chunk_bytes} (want {h.count})"
+        )
 
 
 def _check_length(part: Part, payload_len: int, limits: Limits) -> None:
     h = part.header
     if part.kind == MANIFEST:
         if not 0 < payload_len <= limits.max_chunk_bytes:
-            raise WireError(f"manifest of {payload_len} bytes: want 1 to "
-                            f"{limits.max_chunk_bytes}", RETRY, category="oversized")
+            raise WireError(
+                f"manifest of {payload_len} bytes: want 1 to {limits.max_chunk_bytes}",
+                RETRY,
+                category="oversized",
+            )
         return
     if not 0 <= part.index < h.count:
         raise WireError(f"chunk index {part.index} out of range 0..{h.count - 1}")
     want = h.chunk_length(part.index)
     if payload_len != want:
         word = "truncated" if payload_len < want else "too long"
-        raise WireError(f"chunk {part.index} {word}: {payload_len} bytes, want {want}", RETRY,
-                        category="truncated")
+        raise WireError(
+            f"chunk {part.index} {word}: {payload_len} bytes, want {want}",
+            RETRY,
+            category="truncated",
+        )
 
 
 def _int(props: dict[str, str], name: str) -> int:

@@ -30,16 +30,16 @@ from edge_agent.spool.state import FileRecord
 _TERMINAL_CODES = {
     "NoSuchBucket": "bucket {bucket!r} does not exist: create it or fix sink.bucket",
     "AccessDenied": "access denied to bucket {bucket!r}: grant s3:PutObject and "
-                    "s3:GetObject (HEAD) on it to these credentials",
+    "s3:GetObject (HEAD) on it to these credentials",
     "InvalidAccessKeyId": "the access key is not known to {where}: check the credentials "
-                          "(AWS_ACCESS_KEY_ID / shared credentials file / role)",
+    "(AWS_ACCESS_KEY_ID / shared credentials file / role)",
     "SignatureDoesNotMatch": "the secret key is wrong for {where}: check the credentials",
     "InvalidBucketName": "bucket name {bucket!r} is invalid: fix sink.bucket",
     "PermanentRedirect": "bucket {bucket!r} is in another region: fix sink.region",
     "AuthorizationHeaderMalformed": "wrong region for bucket {bucket!r}: fix sink.region",
     # HEAD answers carry no error body, only the status.
     "403": "access denied by {where} for bucket {bucket!r}: check the credentials and that "
-           "they may s3:PutObject and s3:GetObject there",
+    "they may s3:PutObject and s3:GetObject there",
     "301": "bucket {bucket!r} is in another region: fix sink.region",
 }
 
@@ -74,15 +74,18 @@ class S3Shipper:
                 "sink.kind = \"s3\" needs boto3: install it with pip install 'edge-agent[s3]'"
             ) from exc
         config = BotoConfig(
-            connect_timeout=5, read_timeout=60,
+            connect_timeout=5,
+            read_timeout=60,
             retries={"max_attempts": 2, "mode": "standard"},  # our loop backs off after that
             s3={"addressing_style": self.cfg.addressing_style},
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
         return boto3.session.Session().client(
-            "s3", region_name=self.cfg.region or None,
-            endpoint_url=self.cfg.endpoint_url or None, config=config,
+            "s3",
+            region_name=self.cfg.region or None,
+            endpoint_url=self.cfg.endpoint_url or None,
+            config=config,
         )
 
     def key(self, relpath: str) -> str:
@@ -135,10 +138,14 @@ class S3Shipper:
             if self.cfg.max_bandwidth:
                 body = ThrottledReader(raw, self.cfg.max_bandwidth)
             self.client.put_object(
-                Bucket=self.cfg.bucket, Key=key, Body=body, ContentLength=size,
+                Bucket=self.cfg.bucket,
+                Key=key,
+                Body=body,
+                ContentLength=size,
                 ContentMD5=base64.b64encode(md5).decode(),
                 ChecksumSHA256=base64.b64encode(bytes.fromhex(sha)).decode(),
-                Metadata={"sha256": sha}, ContentType="application/vnd.apache.parquet",
+                Metadata={"sha256": sha},
+                ContentType="application/vnd.apache.parquet",
             )
 
     def _verify(self, key: str, rec: FileRecord, md5: bytes) -> None:
@@ -156,7 +163,9 @@ class S3Shipper:
 
     def _put_bytes(self, key: str, data: bytes) -> None:
         self.client.put_object(
-            Bucket=self.cfg.bucket, Key=key, Body=data,
+            Bucket=self.cfg.bucket,
+            Key=key,
+            Body=data,
             ContentMD5=base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode(),
             ContentType="application/json",
         )
@@ -175,8 +184,10 @@ class S3Shipper:
                 "credentials file (AWS_SHARED_CREDENTIALS_FILE) or an instance role"
             )
         if isinstance(exc, EndpointConnectionError):
-            return TransientError(f"cannot reach {self.where} ({exc}): will retry; check "
-                                  "sink.endpoint_url and the network")
+            return TransientError(
+                f"cannot reach {self.where} ({exc}): will retry; check "
+                "sink.endpoint_url and the network"
+            )
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _TERMINAL_CODES:

@@ -13,9 +13,13 @@ class ThrottledReader:
     Time is injected (``clock``, ``sleep``) so tests need not wait.
     """
 
-    def __init__(self, raw: BinaryIO, rate: int,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        raw: BinaryIO,
+        rate: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.raw = raw
         self.rate = rate
         self.clock = clock

@@ -19,12 +19,19 @@ from edge_agent.records import RESERVED_COLUMNS, ColumnSpec, TableSpec
 # SQLite's affinity rules (https://sqlite.org/datatype3.html 3.1) in their order, refined:
 # BOOLEAN -> bool; DATE/TIME -> text (ISO text in practice); an untyped column is text.
 _KIND_RULES = (
-    (("INT",), "int"), (("CHAR", "CLOB", "TEXT"), "str"), (("BLOB",), "bytes"),
-    (("REAL", "FLOA", "DOUB"), "float"), (("BOOL",), "bool"), (("DATE", "TIME"), "str"),
+    (("INT",), "int"),
+    (("CHAR", "CLOB", "TEXT"), "str"),
+    (("BLOB",), "bytes"),
+    (("REAL", "FLOA", "DOUB"), "float"),
+    (("BOOL",), "bool"),
+    (("DATE", "TIME"), "str"),
 )
 _ARROW: dict[str, pa.DataType] = {
-    "int": pa.int64(), "float": pa.float64(), "str": pa.string(),
-    "bytes": pa.binary(), "bool": pa.bool_(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "str": pa.string(),
+    "bytes": pa.binary(),
+    "bool": pa.bool_(),
 }
 
 
@@ -62,9 +69,12 @@ class TableShape:
 
     def spec(self) -> TableSpec:
         """The neutral description the later stages read."""
-        return TableSpec(self.name, tuple(
-            ColumnSpec(c.name, arrow_type(c.decltype), c.decltype, c.pk) for c in self.columns
-        ))
+        return TableSpec(
+            self.name,
+            tuple(
+                ColumnSpec(c.name, arrow_type(c.decltype), c.decltype, c.pk) for c in self.columns
+            ),
+        )
 
 
 def quote(identifier: str) -> str:
@@ -81,8 +91,11 @@ def connect(path: Path, busy_timeout: float, read_only: bool = False) -> sqlite3
         )
     try:
         con = sqlite3.connect(
-            f"file:{path}?mode={'ro' if read_only else 'rw'}", uri=True, timeout=busy_timeout,
-            isolation_level=None, check_same_thread=False,
+            f"file:{path}?mode={'ro' if read_only else 'rw'}",
+            uri=True,
+            timeout=busy_timeout,
+            isolation_level=None,
+            check_same_thread=False,
         )
         con.execute(f"PRAGMA query_only = {int(read_only)}")
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -106,8 +119,9 @@ def map_error(exc: sqlite3.Error, path: Path) -> Exception:
     return SourceError(f"source database {str(path)!r}: {text}")
 
 
-def table_shape(con: sqlite3.Connection, table: str,
-                key: tuple[str, ...] | None = None) -> TableShape:
+def table_shape(
+    con: sqlite3.Connection, table: str, key: tuple[str, ...] | None = None
+) -> TableShape:
     """Columns and key of a table, refusing what capture cannot handle.
 
     ``key`` overrides the declared primary key (timestamp mode may name one).
@@ -132,10 +146,14 @@ def table_shape(con: sqlite3.Connection, table: str,
         names = [c.name for c in columns]
         unknown = [k for k in key if k not in names]
         if unknown:
-            raise SourceError(f"table {table!r} has no column {unknown[0]!r} named in its key: "
-                              f"use some of {names}")
-        columns = tuple(Column(c.name, c.decltype, key.index(c.name) + 1 if c.name in key
-                               else 0) for c in columns)
+            raise SourceError(
+                f"table {table!r} has no column {unknown[0]!r} named in its key: "
+                f"use some of {names}"
+            )
+        columns = tuple(
+            Column(c.name, c.decltype, key.index(c.name) + 1 if c.name in key else 0)
+            for c in columns
+        )
     shape = TableShape(table, columns)
     if not shape.key:
         raise SourceError(
@@ -150,4 +168,3 @@ def table_shape(con: sqlite3.Connection, table: str,
             f"rename it; reserved names are {sorted(RESERVED_COLUMNS)}"
         )
     return shape
-

@@ -28,8 +28,9 @@ class Room:
 
 
 class Quota:
-    def __init__(self, cfg: BufferConfig, state: StateDB, spool: Spool, writer: BronzeWriter,
-                 clock: Clock) -> None:
+    def __init__(
+        self, cfg: BufferConfig, state: StateDB, spool: Spool, writer: BronzeWriter, clock: Clock
+    ) -> None:
         self.cfg = cfg
         self.state = state
         self.spool = spool
@@ -68,8 +69,14 @@ class Quota:
         if blocked == self.blocked:
             return
         self.blocked = blocked
-        message = (f"spool full ({used} of {self.cfg.spool_quota} bytes): capture paused "
-                   "until shipping frees space") if blocked else None
+        message = (
+            (
+                f"spool full ({used} of {self.cfg.spool_quota} bytes): capture paused "
+                "until shipping frees space"
+            )
+            if blocked
+            else None
+        )
         self.state.set_note(NOTE, message, self.clock.wall_ms())
         if blocked:
             log.warning("spool.full", used=used, quota=self.cfg.spool_quota)

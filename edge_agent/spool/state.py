@@ -59,8 +59,10 @@ class FileRecord:
     error: str | None = None
 
 
-_FILE_COLUMNS = ("id, source, tbl, ordinal, first_pos, last_pos, rows, bytes, sha256, relpath, "
-                 "manifest_relpath, created_ms, status, shipped_ms, error")
+_FILE_COLUMNS = (
+    "id, source, tbl, ordinal, first_pos, last_pos, rows, bytes, sha256, relpath, "
+    "manifest_relpath, created_ms, status, shipped_ms, error"
+)
 
 
 class StateDB:
@@ -106,16 +108,18 @@ class StateDB:
         return {t: int(p) for t, p in rows}
 
     def cursor(self, source: str, table: str) -> str | None:
-        row = self.con.execute("SELECT checkpoint FROM cursors WHERE source = ? AND tbl = ?",
-                               (source, table)).fetchone()
+        row = self.con.execute(
+            "SELECT checkpoint FROM cursors WHERE source = ? AND tbl = ?", (source, table)
+        ).fetchone()
         return str(row[0]) if row else None
 
     def set_durable(self, source: str, durable: int) -> None:
         with self.transaction() as con:
             self._upsert_source(con, source, durable, None)
 
-    def record_sealed(self, rec: FileRecord, durable: int,
-                      cursor: tuple[str, str] | None = None) -> None:
+    def record_sealed(
+        self, rec: FileRecord, durable: int, cursor: tuple[str, str] | None = None
+    ) -> None:
         """Commit a published file, its table's position and the source's position
         (and, in timestamp mode, the table's cursor checkpoint)."""
         with self.transaction() as con:
@@ -127,9 +131,23 @@ class StateDB:
                 )
             con.execute(
                 f"INSERT INTO files ({_FILE_COLUMNS}) VALUES ({', '.join('?' * 15)})",
-                (rec.id, rec.source, rec.table, rec.ordinal, rec.first_pos, rec.last_pos,
-                 rec.rows, rec.bytes, rec.sha256, rec.relpath, rec.manifest_relpath,
-                 rec.created_ms, READY, None, None),
+                (
+                    rec.id,
+                    rec.source,
+                    rec.table,
+                    rec.ordinal,
+                    rec.first_pos,
+                    rec.last_pos,
+                    rec.rows,
+                    rec.bytes,
+                    rec.sha256,
+                    rec.relpath,
+                    rec.manifest_relpath,
+                    rec.created_ms,
+                    READY,
+                    None,
+                    None,
+                ),
             )
             con.execute(
                 "INSERT INTO tables (source, tbl, sealed_pos) VALUES (?, ?, ?) "
@@ -144,8 +162,9 @@ class StateDB:
                     (rec.source, cursor[0], cursor[1]),
                 )
 
-    def _upsert_source(self, con: sqlite3.Connection, source: str, durable: int,
-                       next_ordinal: int | None) -> None:
+    def _upsert_source(
+        self, con: sqlite3.Connection, source: str, durable: int, next_ordinal: int | None
+    ) -> None:
         con.execute(
             "INSERT INTO sources (source, durable_pos, next_ordinal) VALUES (?, ?, ?) "
             "ON CONFLICT (source) DO UPDATE SET "
@@ -188,14 +207,16 @@ class StateDB:
         )
 
     def ready_bytes(self) -> int:
-        row = self.con.execute("SELECT coalesce(sum(bytes), 0) FROM files WHERE status = ?",
-                               (READY,)).fetchone()
+        row = self.con.execute(
+            "SELECT coalesce(sum(bytes), 0) FROM files WHERE status = ?", (READY,)
+        ).fetchone()
         return int(row[0])
 
     def last_shipped(self, source: str, table: str) -> FileRecord | None:
         row = self.con.execute(
             f"SELECT {_FILE_COLUMNS} FROM files WHERE status = ? AND source = ? AND tbl = ? "
-            "ORDER BY shipped_ms DESC LIMIT 1", (SHIPPED, source, table),
+            "ORDER BY shipped_ms DESC LIMIT 1",
+            (SHIPPED, source, table),
         ).fetchone()
         return FileRecord(*row) if row else None
 
@@ -203,7 +224,8 @@ class StateDB:
     def add_counter(self, name: str, delta: int) -> None:
         self.con.execute(
             "INSERT INTO counters (name, value) VALUES (?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value", (name, delta),
+            "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
+            (name, delta),
         )
 
     def counters(self) -> dict[str, int]:

@@ -1,12 +1,12 @@
 """The agent's state directory: its layout, version file and single-agent lock.
 
-    <state_dir>/VERSION        storage version; a newer one is refused (no downgrade)
-    <state_dir>/agent.lock     flock held by the one agent using this directory
-    <state_dir>/state.db       positions, ordinals, file ledger (spool/state.py)
-    <state_dir>/control.sock   local control socket of a running daemon
-    <state_dir>/spool/tmp      open files (removed on start)
-    <state_dir>/spool/ready    sealed files waiting to be shipped, in the lake layout
-    <state_dir>/spool/failed   quarantined files, each with a .error note
+<state_dir>/VERSION        storage version; a newer one is refused (no downgrade)
+<state_dir>/agent.lock     flock held by the one agent using this directory
+<state_dir>/state.db       positions, ordinals, file ledger (spool/state.py)
+<state_dir>/control.sock   local control socket of a running daemon
+<state_dir>/spool/tmp      open files (removed on start)
+<state_dir>/spool/ready    sealed files waiting to be shipped, in the lake layout
+<state_dir>/spool/failed   quarantined files, each with a .error note
 """
 
 from __future__ import annotations
