@@ -26,14 +26,14 @@ EXAMPLES = {
     "flush": "example:\n  edge-agent flush --config /etc/edge-agent/config.toml --timeout 120",
     "status": "example:\n  edge-agent status --config /etc/edge-agent/config.toml --json",
     "triggers": "examples:\n  edge-agent triggers install --config config.toml\n"
-                "  edge-agent triggers verify --config config.toml\n"
-                "  edge-agent triggers uninstall --config config.toml --drop-log",
+    "  edge-agent triggers verify --config config.toml\n"
+    "  edge-agent triggers uninstall --config config.toml --drop-log",
     "config": "example:\n  edge-agent config check /etc/edge-agent/config.toml",
     "snapshot": "example:\n  edge-agent snapshot --config /etc/edge-agent/config.toml "
-                "--table readings",
+    "--table readings",
     "demo": "example:\n  edge-agent demo --seconds 10 --dir ./demo",
     "collect": "example (on the lake side, with a [collector] section; see docs/mqtt.md):\n"
-               "  edge-agent collect --config /etc/edge-agent/collector.toml",
+    "  edge-agent collect --config /etc/edge-agent/collector.toml",
 }
 
 
@@ -44,20 +44,31 @@ def _seconds(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not math.isfinite(value) or not 0 < value <= 7 * 86400:
-        raise argparse.ArgumentTypeError(f"{text!r}: use seconds between 0 and 604800")
+        raise argparse.ArgumentTypeError(
+            f"{text}: use a number of seconds above 0 and at most 604800 (7 days), e.g. 60"
+        )
     return value
 
 
 def _config_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path,
-                   default=Path(os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG)),
-                   help=f"TOML config file (default: $EDGE_AGENT_CONFIG or {DEFAULT_CONFIG})")
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=Path(os.environ.get("EDGE_AGENT_CONFIG", DEFAULT_CONFIG)),
+        help=f"TOML config file (default: $EDGE_AGENT_CONFIG or {DEFAULT_CONFIG})",
+    )
 
 
-def _sub(subs: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
-         text: str) -> argparse.ArgumentParser:
-    return subs.add_parser(name, help=text, description=text, epilog=EXAMPLES.get(name),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+def _sub(
+    subs: argparse._SubParsersAction[argparse.ArgumentParser], name: str, text: str
+) -> argparse.ArgumentParser:
+    return subs.add_parser(
+        name,
+        help=text,
+        description=text,
+        epilog=EXAMPLES.get(name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(subs, "flush", "Seal open buffers, ship everything pending, wait for receipts.")
     _config_arg(p)
-    p.add_argument("--timeout", type=_seconds, default=60.0,
-                   help="seconds to wait for shipping (default 60)")
+    p.add_argument(
+        "--timeout", type=_seconds, default=60.0, help="seconds to wait for shipping (default 60)"
+    )
 
     p = _sub(subs, "status", "Show positions, backlog, spool and errors per source and table.")
     _config_arg(p)
@@ -83,17 +95,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(subs, "triggers", "Install, verify or uninstall the capture triggers.")
     p.add_argument("action", choices=("install", "verify", "uninstall"))
     _config_arg(p)
-    p.add_argument("--drop-log", action="store_true",
-                   help="uninstall: also drop the change log (refused while it holds "
-                        "uncaptured changes, unless --force)")
-    p.add_argument("--force", action="store_true", help="uninstall --drop-log even if changes "
-                   "are still waiting in the log (they are lost)")
+    p.add_argument(
+        "--drop-log",
+        action="store_true",
+        help="uninstall: also drop the change log (refused while it holds "
+        "uncaptured changes, unless --force)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="uninstall --drop-log even if changes are still waiting in the log (they are lost)",
+    )
 
     p = _sub(subs, "snapshot", "Capture tables' current rows again (op r), then flush.")
     _config_arg(p)
     p.add_argument("--table", help="only this table (default: every configured table)")
-    p.add_argument("--timeout", type=_seconds, default=3600.0,
-                   help="seconds to wait for the snapshot and the flush (default 3600)")
+    p.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=3600.0,
+        help="seconds to wait for the snapshot and the flush (default 3600)",
+    )
 
     p = _sub(subs, "config", "Validate a config file.")
     p.add_argument("action", choices=("check",))
@@ -102,8 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(_sub(subs, "collect", "Lake side: receive files over MQTT into the lake."))
 
     p = _sub(subs, "demo", "Run a demo app and the agent on embedded defaults; show the lake.")
-    p.add_argument("--dir", type=Path, default=Path("demo"),
-                   help="working directory for the demo database, state and lake (default ./demo)")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("demo"),
+        help="working directory for the demo database, state and lake (default ./demo)",
+    )
     p.add_argument("--seconds", type=float, default=10.0, help="how long the demo app writes")
     return parser
 
@@ -132,7 +158,7 @@ def cmd_flush(args: argparse.Namespace) -> int:
             f"{result.pending_files} file(s), {result.pending_bytes} bytes still pending"
             + (": " + "; ".join(result.errors) if result.errors else "")
             + " — they stay in the spool and ship when the sink is reachable; "
-              "see `edge-agent status`"
+            "see `edge-agent status`"
         )
     print("flushed: every captured change is shipped")
     return EXIT_OK
@@ -161,14 +187,17 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
     result = snapshot(_load(args.config), args.table, args.timeout, _progress_printer())
     if not result.ok:
-        raise PendingError(f"snapshot captured, but {result.pending_files} file(s) are still "
-                           "pending: " + "; ".join(result.errors))
+        raise PendingError(
+            f"snapshot captured, but {result.pending_files} file(s) are still "
+            "pending: " + "; ".join(result.errors)
+        )
     print("snapshot complete and shipped")
     return EXIT_OK
 
 
 def _progress_printer() -> Callable[[dict[str, Any]], None]:
     """A progress bar on a terminal; silence otherwise (logs and status have it)."""
+
     def show(jobs: dict[str, Any]) -> None:
         if not sys.stderr.isatty() or not jobs:
             return
@@ -176,8 +205,12 @@ def _progress_printer() -> Callable[[dict[str, Any]], None]:
         total = max(1, sum(max(j["rows_total"], j["rows_done"]) for j in jobs.values()))
         share = 1.0 if all(j["finished"] for j in jobs.values()) else min(1.0, done / total)
         bar = "#" * int(share * 30)
-        print(f"\rsnapshot [{bar:<30}] {share:4.0%} {done}/{total} rows", end="",
-              file=sys.stderr, flush=True)
+        print(
+            f"\rsnapshot [{bar:<30}] {share:4.0%} {done}/{total} rows",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
         if share >= 1.0:
             print(file=sys.stderr)
 
@@ -186,8 +219,10 @@ def _progress_printer() -> Callable[[dict[str, Any]], None]:
 
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = _load(args.file)
-    print(f"ok: {args.file}: device {cfg.device_id}, {len(cfg.sources)} source(s), "
-          f"sink {cfg.sink.kind} -> {_sink_target(cfg)}")
+    print(
+        f"ok: {args.file}: device {cfg.device_id}, {len(cfg.sources)} source(s), "
+        f"sink {cfg.sink.kind} -> {_sink_target(cfg)}"
+    )
     for src in cfg.sources:
         if not src.path.exists():
             print(f"warning: sources[{src.name}].path {str(src.path)!r} does not exist yet")
@@ -214,9 +249,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.dir, args.seconds)
 
 
-COMMANDS = {"run": cmd_run, "flush": cmd_flush, "status": cmd_status,
-            "triggers": cmd_triggers, "config": cmd_config, "demo": cmd_demo,
-            "snapshot": cmd_snapshot, "collect": cmd_collect}
+COMMANDS = {
+    "run": cmd_run,
+    "flush": cmd_flush,
+    "status": cmd_status,
+    "triggers": cmd_triggers,
+    "config": cmd_config,
+    "demo": cmd_demo,
+    "snapshot": cmd_snapshot,
+    "collect": cmd_collect,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,8 +33,17 @@ from edge_agent.errors import ConfigError, ConfigErrors
 from edge_agent.units import parse_duration, parse_size
 
 __all__ = [
-    "NAME_RE", "AgentConfig", "BufferConfig", "ClockConfig", "Config", "SinkConfig",
-    "SourceConfig", "TimestampTable", "apply_env", "config_from_dict", "default_device_id",
+    "NAME_RE",
+    "AgentConfig",
+    "BufferConfig",
+    "ClockConfig",
+    "Config",
+    "SinkConfig",
+    "SourceConfig",
+    "TimestampTable",
+    "apply_env",
+    "config_from_dict",
+    "default_device_id",
     "load_config",
 ]
 
@@ -139,16 +148,21 @@ def _agent(data: object, errors: list[ConfigError]) -> AgentConfig:
             "shutdown_timeout", d.shutdown_timeout, _positive_duration, DURATION_FIX
         ),
         log_format=s.get(
-            "log_format", d.log_format, _choice(("auto", "json", "console")),
+            "log_format",
+            d.log_format,
+            _choice(("auto", "json", "console")),
             'use "auto", "json" or "console"',
         ),
         log_level=s.get(
-            "log_level", d.log_level, _choice(("debug", "info", "warning", "error")),
+            "log_level",
+            d.log_level,
+            _choice(("debug", "info", "warning", "error")),
             'use "debug", "info", "warning" or "error"',
         ),
     )
-    s.finish("device_id, state_dir, poll_interval, debounce, shutdown_timeout, log_format, "
-             "log_level")
+    s.finish(
+        "device_id, state_dir, poll_interval, debounce, shutdown_timeout, log_format, log_level"
+    )
     return cfg
 
 
@@ -162,42 +176,57 @@ def _buffer(data: object, errors: list[ConfigError]) -> BufferConfig:
         row_group_bytes=s.get("row_group_bytes", d.row_group_bytes, _positive_size, SIZE_FIX),
         spool_quota=s.get("spool_quota", d.spool_quota, _positive_size, SIZE_FIX),
         when_full=s.get(
-            "when_full", d.when_full, _choice(("block", "drop_oldest")),
+            "when_full",
+            d.when_full,
+            _choice(("block", "drop_oldest")),
             'use "block" (pause capture, default) or "drop_oldest"',
         ),
         compression=s.get(
-            "compression", d.compression, _choice(COMPRESSIONS), f"use one of {COMPRESSIONS}"
+            "compression",
+            d.compression,
+            _choice(COMPRESSIONS),
+            "use one of " + ", ".join(f'"{c}"' for c in COMPRESSIONS),
         ),
         compression_level=s.get(
             "compression_level", d.compression_level, _int(1, 22), "use an integer from 1 to 22"
         ),
     )
-    s.finish("max_memory, max_file_bytes, max_file_age, row_group_bytes, spool_quota, "
-             "when_full, compression, compression_level")
+    s.finish(
+        "max_memory, max_file_bytes, max_file_age, row_group_bytes, spool_quota, "
+        "when_full, compression, compression_level"
+    )
     _check_buffer(cfg, errors)
     return cfg
 
 
 def _check_buffer(cfg: BufferConfig, errors: list[ConfigError]) -> None:
     if cfg.compression == "gzip" and cfg.compression_level > 9:
-        errors.append(ConfigError("buffer.compression_level", cfg.compression_level,
-                                  "gzip takes levels 1 to 9"))
+        errors.append(
+            ConfigError(
+                "buffer.compression_level", cfg.compression_level, "gzip takes levels 1 to 9"
+            )
+        )
     if cfg.max_memory < 64 * 1024:
         errors.append(ConfigError("buffer.max_memory", cfg.max_memory, "use at least 64KiB"))
     if cfg.spool_quota < 2 * cfg.max_file_bytes and not any(
-            e.field in ("buffer.max_file_bytes", "buffer.spool_quota") for e in errors):
-        errors.append(ConfigError(
-            "buffer.spool_quota", cfg.spool_quota,
-            f"must hold at least two files of buffer.max_file_bytes ({cfg.max_file_bytes} "
-            "bytes): raise spool_quota or lower max_file_bytes",
-        ))
+        e.field in ("buffer.max_file_bytes", "buffer.spool_quota") for e in errors
+    ):
+        errors.append(
+            ConfigError(
+                "buffer.spool_quota",
+                cfg.spool_quota,
+                f"must hold at least two files of buffer.max_file_bytes ({cfg.max_file_bytes} "
+                "bytes): raise spool_quota or lower max_file_bytes",
+            )
+        )
 
 
 def _clock(data: object, errors: list[ConfigError]) -> ClockConfig:
     s = _Section(data, "clock", errors)
     cfg = ClockConfig(
-        min_valid=s.get("min_valid", ClockConfig().min_valid, _date,
-                        'use an ISO date such as "2020-01-01"'),
+        min_valid=s.get(
+            "min_valid", ClockConfig().min_valid, _date, 'use an ISO date such as "2020-01-01"'
+        ),
     )
     s.finish("min_valid")
     return cfg
@@ -211,68 +240,98 @@ def _sink(data: object, errors: list[ConfigError]) -> SinkConfig:
         path=s.get("path", d.path, _path, "give the lake directory path"),
         retry_min=s.get("retry_min", d.retry_min, _positive_duration, DURATION_FIX),
         retry_max=s.get("retry_max", d.retry_max, _positive_duration, DURATION_FIX),
-        max_bandwidth=s.get("max_bandwidth", d.max_bandwidth, parse_size,
-                            SIZE_FIX + ' per second, or "0" for unlimited'),
-        bucket=s.get("bucket", d.bucket, _bucket, "use an S3 bucket name (3-63 characters: "
-                     "a-z 0-9 . -)"),
+        max_bandwidth=s.get(
+            "max_bandwidth",
+            d.max_bandwidth,
+            parse_size,
+            SIZE_FIX + ' per second, or "0" for unlimited',
+        ),
+        bucket=s.get(
+            "bucket", d.bucket, _bucket, "use an S3 bucket name (3-63 characters: a-z 0-9 . -)"
+        ),
         prefix=s.get("prefix", d.prefix, _prefix, 'use a key prefix such as "bronze" or ""'),
         region=s.get("region", d.region, _text, 'use a region name such as "eu-central-1"'),
-        endpoint_url=s.get("endpoint_url", d.endpoint_url, _endpoint,
-                           'use an http(s):// URL, or "" for AWS'),
-        addressing_style=s.get("addressing_style", d.addressing_style,
-                               _choice(("auto", "path", "virtual")),
-                               'use "auto", "path" (MinIO, moto, Garage) or "virtual"'),
+        endpoint_url=s.get(
+            "endpoint_url", d.endpoint_url, _endpoint, 'use an http(s):// URL, or "" for AWS'
+        ),
+        addressing_style=s.get(
+            "addressing_style",
+            d.addressing_style,
+            _choice(("auto", "path", "virtual")),
+            'use "auto", "path" (MinIO, moto, Garage) or "virtual"',
+        ),
         chunk_bytes=s.get("chunk_bytes", d.chunk_bytes, _positive_size, SIZE_FIX),
-        max_inflight=s.get("max_inflight", d.max_inflight, _int(1, 65535),
-                           "use an integer from 1 to 65535"),
+        max_inflight=s.get(
+            "max_inflight", d.max_inflight, _int(1, 65535), "use an integer from 1 to 65535"
+        ),
         ack_timeout=s.get("ack_timeout", d.ack_timeout, _positive_duration, DURATION_FIX),
         **_broker_keys(s, d),
     )
-    s.finish("kind, path, retry_min, retry_max, max_bandwidth, bucket, prefix, region, "
-             "endpoint_url, addressing_style, chunk_bytes, max_inflight, ack_timeout, "
-             + BROKER_KEYS)
+    s.finish(
+        "kind, path, retry_min, retry_max, max_bandwidth, bucket, prefix, region, "
+        "endpoint_url, addressing_style, chunk_bytes, max_inflight, ack_timeout, " + BROKER_KEYS
+    )
     _check_sink(cfg, errors)
     return cfg
 
 
 def _check_sink(cfg: SinkConfig, errors: list[ConfigError]) -> None:
     if cfg.retry_max < cfg.retry_min:
-        errors.append(ConfigError("sink.retry_max", cfg.retry_max,
-                                  "must not be smaller than sink.retry_min"))
+        errors.append(
+            ConfigError("sink.retry_max", cfg.retry_max, "must not be smaller than sink.retry_min")
+        )
     if cfg.kind == "s3" and not cfg.bucket and not _has_error(errors, "sink.bucket"):
         errors.append(ConfigError("sink.bucket", "", 'required for kind = "s3": add it'))
     if cfg.kind == "mqtt":
         if not cfg.host and not _has_error(errors, "sink.host"):
-            errors.append(ConfigError("sink.host", "", 'required for kind = "mqtt": add the '
-                                      'broker\'s host name, e.g. host = "broker.example"'))
+            errors.append(
+                ConfigError(
+                    "sink.host",
+                    "",
+                    'required for kind = "mqtt": add the '
+                    'broker\'s host name, e.g. host = "broker.example"',
+                )
+            )
         mq.check_broker(cfg, "sink", errors)
         mq.check_chunk_bytes(cfg.chunk_bytes, errors)
 
 
-BROKER_KEYS = ("host, port, tls, ca_file, cert_file, key_file, username, password, "
-               "password_file, client_id, topic_prefix")
+BROKER_KEYS = (
+    "host, port, tls, ca_file, cert_file, key_file, username, password, "
+    "password_file, client_id, topic_prefix"
+)
 
 
 def _broker_keys(s: _Section, d: mq.HasBroker) -> dict[str, Any]:
     """The broker keys, read the same way in [sink] and [collector]."""
-    pem = "give the path of a PEM file, or \"\" for none"
+    pem = 'give the path of a PEM file, or "" for none'
     return {
         "host": s.get("host", d.host, mq.host, "use a host name or an IP address"),
-        "port": s.get("port", d.port, _int(0, 65535),
-                      "use a TCP port from 1 to 65535 (0 = 1883, or 8883 with tls)"),
+        "port": s.get(
+            "port",
+            d.port,
+            _int(0, 65535),
+            "use a TCP port from 1 to 65535 (0 = 1883, or 8883 with tls)",
+        ),
         "tls": s.get("tls", d.tls, mq.boolean, "use true or false"),
-        "ca_file": s.get("ca_file", d.ca_file, mq.optional_path,
-                         pem + " (the CA that signed the broker's certificate; \"\" = the "
-                         "system's CAs)"),
+        "ca_file": s.get(
+            "ca_file",
+            d.ca_file,
+            mq.optional_path,
+            pem + " (the CA that signed the broker's certificate; \"\" = the system's CAs)",
+        ),
         "cert_file": s.get("cert_file", d.cert_file, mq.optional_path, pem),
         "key_file": s.get("key_file", d.key_file, mq.optional_path, pem),
-        "username": s.get("username", d.username, _text, "use the broker user name, or \"\""),
+        "username": s.get("username", d.username, _text, 'use the broker user name, or ""'),
         "password": s.get("password", d.password, _text, "use a string"),
-        "password_file": s.get("password_file", d.password_file, mq.optional_path,
-                               "give the path of a file that holds the password"),
+        "password_file": s.get(
+            "password_file",
+            d.password_file,
+            mq.optional_path,
+            "give the path of a file that holds the password",
+        ),
         "client_id": s.get("client_id", d.client_id, mq.client_id, mq.CLIENT_ID_FIX),
-        "topic_prefix": s.get("topic_prefix", d.topic_prefix, mq.topic_prefix,
-                              mq.TOPIC_PREFIX_FIX),
+        "topic_prefix": s.get("topic_prefix", d.topic_prefix, mq.topic_prefix, mq.TOPIC_PREFIX_FIX),
     }
 
 
@@ -283,22 +342,35 @@ def _collector(data: object, errors: list[ConfigError]) -> CollectorConfig | Non
     d = CollectorConfig()
     cfg = CollectorConfig(
         lake=s.get("lake", d.lake, _path, "give the lake directory path"),
-        share_group=s.get("share_group", d.share_group, mq.topic_level,
-                          "use 1-64 characters from A-Z a-z 0-9 . _ -"),
+        share_group=s.get(
+            "share_group",
+            d.share_group,
+            mq.topic_level,
+            "use 1-64 characters from A-Z a-z 0-9 . _ -",
+        ),
         staging_dir=s.get("staging_dir", d.staging_dir, _path, "give a directory path"),
         max_file_bytes=s.get("max_file_bytes", d.max_file_bytes, _positive_size, SIZE_FIX),
         max_chunk_bytes=s.get("max_chunk_bytes", d.max_chunk_bytes, _positive_size, SIZE_FIX),
-        max_staging_bytes=s.get("max_staging_bytes", d.max_staging_bytes, _positive_size,
-                                SIZE_FIX),
+        max_staging_bytes=s.get("max_staging_bytes", d.max_staging_bytes, _positive_size, SIZE_FIX),
         staging_ttl=s.get("staging_ttl", d.staging_ttl, _positive_duration, DURATION_FIX),
-        log_format=s.get("log_format", d.log_format, _choice(("auto", "json", "console")),
-                         'use "auto", "json" or "console"'),
-        log_level=s.get("log_level", d.log_level, _choice(("debug", "info", "warning", "error")),
-                        'use "debug", "info", "warning" or "error"'),
+        log_format=s.get(
+            "log_format",
+            d.log_format,
+            _choice(("auto", "json", "console")),
+            'use "auto", "json" or "console"',
+        ),
+        log_level=s.get(
+            "log_level",
+            d.log_level,
+            _choice(("debug", "info", "warning", "error")),
+            'use "debug", "info", "warning" or "error"',
+        ),
         **_broker_keys(s, d),
     )
-    s.finish("lake, share_group, staging_dir, max_file_bytes, max_chunk_bytes, "
-             "max_staging_bytes, staging_ttl, log_format, log_level, " + BROKER_KEYS)
+    s.finish(
+        "lake, share_group, staging_dir, max_file_bytes, max_chunk_bytes, "
+        "max_staging_bytes, staging_ttl, log_format, log_level, " + BROKER_KEYS
+    )
     mq.check_collector(cfg, errors)
     return cfg
 
@@ -325,7 +397,11 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     errors: list[ConfigError] = []
     known = {"agent", "buffer", "clock", "sources", "sink", "collector"}
     for key in sorted(set(data) - known):
-        errors.append(ConfigError(key, data[key], f"unknown section; known: {sorted(known)}"))
+        errors.append(
+            ConfigError(
+                key, data[key], "unknown section; known sections: " + ", ".join(sorted(known))
+            )
+        )
     cfg = Config(
         agent=_agent(data.get("agent"), errors),
         buffer=_buffer(data.get("buffer"), errors),
@@ -344,7 +420,7 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any
     for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue
-        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
         _set_path(data, parts, value, name)
     return data
 
@@ -361,8 +437,7 @@ def _set_path(data: dict[str, Any], parts: list[str], value: str, env_name: str)
             default: Any = [] if parts[i] == "sources" else {}
             node = node.setdefault(part, default)
         else:
-            raise ConfigErrors([ConfigError(env_name, value,
-                                            "point at a key, not inside a value")])
+            raise ConfigErrors([ConfigError(env_name, value, "point at a key, not inside a value")])
     if not isinstance(node, dict):
         raise ConfigErrors([ConfigError(env_name, value, "point at a key, not a list")])
     node[parts[-1]] = _env_value(parts[-1], value)
@@ -403,7 +478,14 @@ def _resolve_relative(cfg: Config, base: Path) -> Config:
         agent=replace(cfg.agent, state_dir=fix(cfg.agent.state_dir)),
         sources=tuple(replace(s, path=fix(s.path)) for s in cfg.sources),
         sink=mq.resolve_files(replace(cfg.sink, path=fix(cfg.sink.path)), fix),
-        collector=None if cfg.collector is None else mq.resolve_files(
-            replace(cfg.collector, lake=fix(cfg.collector.lake),
-                    staging_dir=fix(cfg.collector.staging_dir)), fix),
+        collector=None
+        if cfg.collector is None
+        else mq.resolve_files(
+            replace(
+                cfg.collector,
+                lake=fix(cfg.collector.lake),
+                staging_dir=fix(cfg.collector.staging_dir),
+            ),
+            fix,
+        ),
     )

@@ -7,6 +7,8 @@ reports the rest.
 
 from __future__ import annotations
 
+import json
+
 # Exit codes used by the CLI, documented in docs/cli.md.
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -30,7 +32,24 @@ class ConfigError(EdgeAgentError):
         self.field = field
         self.value = value
         self.fix = fix
-        super().__init__(f"config: {field} = {value!r}: {fix}")
+        super().__init__(f"config: {_field_and_value(field, value)}: {fix}")
+
+
+def toml_value(value: object) -> str:
+    """A value as the user wrote it in TOML (``true``, ``"text"``, ``[1, 2]``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | list | dict):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
+
+
+def _field_and_value(field: str, value: object) -> str:
+    if isinstance(value, dict):
+        return f"[{field}]"  # a whole table: its name says more than its contents
+    if value is None:
+        return field
+    return f"{field} = {toml_value(value)}"
 
 
 class ConfigErrors(EdgeAgentError):

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from edge_agent.cli import build_parser
+from edge_agent.errors import toml_value
 from tests.conftest import config_dict, run_cli, write_config
 from tests.lake import assert_exact, lake_files, read_changes
 from tests.runtime.agent_process import AgentProcess, insert_readings, wait_until
@@ -87,9 +88,9 @@ def test_config_check_on_a_bad_file_exits_2_naming_field_value_and_fix(tmp_path:
     assert "ok:" not in done.stdout
     lines = done.stderr.strip().splitlines()
     assert lines[0].startswith("edge-agent config: error: config: ")
-    assert any("buffer.max_memory = '16 megabytes': " in line and '"16MiB"' in line
+    assert any('buffer.max_memory = "16 megabytes": ' in line and '"16MiB"' in line
                for line in lines), done.stderr
-    assert any("agent.log_level = 'loud': " in line and '"debug"' in line
+    assert any('agent.log_level = "loud": ' in line and '"debug"' in line
                for line in lines), done.stderr
 
 
@@ -99,7 +100,7 @@ def test_config_check_applies_environment_overrides(tmp_path: Path, app_db: Path
     done = run_cli("config", "check", str(config), EDGE_AGENT__BUFFER__MAX_MEMORY="lots")
 
     assert done.returncode == 2
-    assert "buffer.max_memory = 'lots'" in done.stderr
+    assert 'buffer.max_memory = "lots"' in done.stderr
 
 
 def test_config_check_on_a_missing_file_exits_2_naming_the_path(tmp_path: Path) -> None:
@@ -108,7 +109,7 @@ def test_config_check_on_a_missing_file_exits_2_naming_the_path(tmp_path: Path) 
     done = run_cli("config", "check", str(missing))
 
     assert done.returncode == 2
-    assert f"{str(missing)!r}: no such file" in done.stderr
+    assert f"{toml_value(str(missing))}: no such file" in done.stderr
 
 
 def test_config_check_on_invalid_toml_exits_2(tmp_path: Path) -> None:
@@ -130,7 +131,7 @@ def test_a_command_with_a_bad_config_does_nothing_and_exits_2(tmp_path: Path,
     done = run_cli("flush", "--config", str(config))
 
     assert done.returncode == 2
-    assert "sink.kind = 'ftp'" in done.stderr
+    assert 'sink.kind = "ftp"' in done.stderr
     assert not (tmp_path / "state").exists()
 
 
@@ -435,3 +436,12 @@ def test_snapshot_that_runs_out_of_time_says_so(tmp_path: Path, app_db: Path) ->
     done = run_cli("snapshot", "--config", str(config), "--timeout", "0.01")
     assert done.returncode == 4, output(done)
     assert "snapshot not finished" in done.stderr and "--timeout" in done.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_timeout_out_of_range_says_what_is_allowed(value: str, tmp_path: Path) -> None:
+    """Issue 12.7: `--timeout 0` was told "use seconds between 0 and 604800"."""
+    done = run_cli("flush", "--timeout", value, "--config", str(tmp_path / "c.toml"))
+    assert done.returncode == 2
+    assert "above 0 and at most 604800" in done.stderr
+    assert "'" not in done.stderr.splitlines()[-1]

@@ -27,7 +27,7 @@ from edge_agent.config import (
     default_device_id,
     load_config,
 )
-from edge_agent.errors import ConfigError, ConfigErrors
+from edge_agent.errors import ConfigError, ConfigErrors, toml_value
 from edge_agent.units import format_size, parse_duration, parse_size
 from tests.conftest import toml_text
 
@@ -233,7 +233,7 @@ def test_a_bad_value_is_refused_naming_the_field_the_value_and_the_fix(
 
     assert error.field == field
     assert error.value == value
-    assert f"{field} = {value!r}: " in str(error)
+    assert f"{field} = {toml_value(value)}: " in str(error)
     assert fix in str(error)
 
 
@@ -375,7 +375,7 @@ def test_an_unknown_section_is_reported_with_the_known_sections() -> None:
     assert error.field == "buffers"
     assert "unknown section" in str(error)
     for known in ("agent", "buffer", "clock", "sink", "sources"):
-        assert repr(known) in str(error)
+        assert known in str(error)
 
 
 # --- sources ----------------------------------------------------------------------
@@ -456,7 +456,7 @@ def test_an_override_of_a_source_that_is_not_in_the_file_is_refused(tmp_path: Pa
     with pytest.raises(ConfigErrors) as caught:
         load_config(two_sources(tmp_path), {name: "/data/plant.db"})
 
-    assert str(caught.value) == f"config: {name} = '/data/plant.db': no such source index"
+    assert str(caught.value) == f'config: {name} = "/data/plant.db": no such source index'
 
 
 def test_a_bad_override_names_the_config_field_and_the_fix(tmp_path: Path) -> None:
@@ -558,7 +558,7 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigErrors) as caught:
         load_config(missing, {})
 
-    assert str(caught.value) == f"config: --config = {str(missing)!r}: no such file"
+    assert str(caught.value) == f"config: --config = {toml_value(str(missing))}: no such file"
 
 
 def test_a_file_that_is_not_toml_is_named_with_the_parse_error(tmp_path: Path) -> None:
@@ -576,7 +576,7 @@ def test_a_directory_given_as_config_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigErrors) as caught:
         load_config(tmp_path, {})
 
-    assert f"--config = {str(tmp_path)!r}: cannot read it" in str(caught.value)
+    assert f"--config = {toml_value(str(tmp_path))}: cannot read it" in str(caught.value)
 
 
 # --- the example file -------------------------------------------------------------
@@ -613,3 +613,20 @@ def test_a_plain_number_string_is_seconds_so_env_overrides_need_no_unit(tmp_path
 def test_gzip_levels_above_9_are_refused() -> None:
     with pytest.raises(ConfigErrors, match=r"buffer\.compression_level = 12: gzip takes"):
         config_from_dict({"buffer": {"compression": "gzip", "compression_level": 12}})
+
+
+@pytest.mark.parametrize(("data", "wanted", "unwanted"), [
+    ({"buffer": {"max_memory": True}}, "buffer.max_memory = true:", "True"),
+    ({"bogus": {"a": 1}}, "[bogus]: unknown section", "{'a'"),
+    ({"bogus": {"a": 1}}, "agent, buffer, clock", "['agent'"),
+    ({"agent": {"device_id": "x y"}}, 'agent.device_id = "x y":', "'x y'"),
+])
+def test_messages_show_values_as_toml_not_python(data: dict[str, Any], wanted: str,
+                                                 unwanted: str) -> None:
+    """Issue 12.7: a user reads TOML, so the message shows TOML (`true`, "text", a
+    section by its name), never a Python repr."""
+    with pytest.raises(ConfigErrors) as caught:
+        config_from_dict({"sources": [], **data})
+    text = str(caught.value)
+    assert wanted in text
+    assert unwanted not in text

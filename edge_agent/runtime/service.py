@@ -25,15 +25,15 @@ def open_agent(cfg: Config, statedir: StateDir) -> Agent:
     return Agent(cfg, SystemClock(), build_shipper(cfg.sink), statedir)
 
 
-def run_daemon(cfg: Config, reload_config: Callable[[], Config],
-               environ: Mapping[str, str]) -> int:
+def run_daemon(cfg: Config, reload_config: Callable[[], Config], environ: Mapping[str, str]) -> int:
     configure_logging(cfg.agent.log_format, cfg.agent.log_level)
     statedir = StateDir(cfg.agent.state_dir)
     statedir.lock()
     try:
         notifier = Notifier(environ.get("NOTIFY_SOCKET"), environ.get("WATCHDOG_USEC"))
-        daemon = Daemon(cfg, lambda c: open_agent(c, statedir), reload_config, notifier,
-                        SystemClock())
+        daemon = Daemon(
+            cfg, lambda c: open_agent(c, statedir), reload_config, notifier, SystemClock()
+        )
         return daemon.run()
     finally:
         statedir.unlock()
@@ -45,7 +45,10 @@ def flush(cfg: Config, timeout: float) -> FlushResult:
     answer = _ask_daemon(statedir, "flush", {"timeout": timeout}, timeout + 30)
     if answer is not None:
         if "pending_files" not in answer:
-            raise EdgeAgentError(f"daemon answered: {answer.get('error')}")
+            why = answer.get("error") or "an answer without a flush result"
+            raise EdgeAgentError(
+                f"the daemon could not flush: {why}; see its log (journalctl -u edge-agent)"
+            )
         return FlushResult(answer["pending_files"], answer["pending_bytes"], answer["errors"])
     statedir.lock()
     try:
@@ -76,8 +79,9 @@ def status(cfg: Config) -> dict[str, Any]:
         state.close()
 
 
-def _ask_daemon(statedir: StateDir, command: str, args: dict[str, Any],
-                timeout: float) -> dict[str, Any] | None:
+def _ask_daemon(
+    statedir: StateDir, command: str, args: dict[str, Any], timeout: float
+) -> dict[str, Any] | None:
     if not statedir.socket_path.exists():
         return None
     try:
@@ -91,8 +95,9 @@ def _ask_daemon(statedir: StateDir, command: str, args: dict[str, Any],
         ) from exc
 
 
-def triggers(cfg: Config, action: str, drop_log: bool,
-             force: bool) -> tuple[list[tuple[str, bool]], bool]:
+def triggers(
+    cfg: Config, action: str, drop_log: bool, force: bool
+) -> tuple[list[tuple[str, bool]], bool]:
     """Install, verify or uninstall capture triggers on every configured source.
 
     Returns the report lines, each with whether it is a problem, and overall success.
@@ -102,8 +107,14 @@ def triggers(cfg: Config, action: str, drop_log: bool,
     positions, captured = _durable_positions(cfg)
     clock = SystemClock()
     for src in cfg.sources:
-        req = TriggerRequest(action, positions.get(src.name, 0), clock.wall_ms(), drop_log,
-                             force, frozenset(captured.get(src.name, set())))
+        req = TriggerRequest(
+            action,
+            positions.get(src.name, 0),
+            clock.wall_ms(),
+            drop_log,
+            force,
+            frozenset(captured.get(src.name, set())),
+        )
         try:
             done, good = ops_for(src).triggers(src, req)
             lines += [(f"{src.name}: {line}", not good) for line in done]
@@ -114,8 +125,9 @@ def triggers(cfg: Config, action: str, drop_log: bool,
     return lines, ok
 
 
-def snapshot(cfg: Config, table: str | None, timeout: float,
-             progress: Callable[[dict[str, Any]], None]) -> FlushResult:
+def snapshot(
+    cfg: Config, table: str | None, timeout: float, progress: Callable[[dict[str, Any]], None]
+) -> FlushResult:
     """Re-capture tables' current rows as op "r" (all configured tables, or one), then flush.
 
     Works through the running daemon when there is one, else one-shot.
@@ -145,8 +157,9 @@ def snapshot(cfg: Config, table: str | None, timeout: float,
         statedir.unlock()
 
 
-def _snapshot_one_shot(agent: Agent, timeout: float,
-                       progress: Callable[[dict[str, Any]], None]) -> FlushResult:
+def _snapshot_one_shot(
+    agent: Agent, timeout: float, progress: Callable[[dict[str, Any]], None]
+) -> FlushResult:
     deadline = agent.clock.monotonic() + timeout
     while agent.clock.monotonic() < deadline:
         now = agent.clock.monotonic()
@@ -158,8 +171,9 @@ def _snapshot_one_shot(agent: Agent, timeout: float,
     raise PendingError(_unfinished(_jobs(agent.cfg), timeout))
 
 
-def _wait_for_daemon_snapshots(cfg: Config, statedir: StateDir, timeout: float,
-                               progress: Callable[[dict[str, Any]], None]) -> None:
+def _wait_for_daemon_snapshots(
+    cfg: Config, statedir: StateDir, timeout: float, progress: Callable[[dict[str, Any]], None]
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         jobs = _jobs(cfg)
@@ -172,8 +186,10 @@ def _wait_for_daemon_snapshots(cfg: Config, statedir: StateDir, timeout: float,
 
 def _unfinished(jobs: dict[str, Any], timeout: float) -> str:
     open_jobs = {k: f"{j['percent']}%" for k, j in jobs.items() if not j["finished"]}
-    return (f"snapshot not finished after {timeout:.0f}s ({open_jobs}); it continues where "
-            "it stopped the next time the agent runs (or raise --timeout)")
+    return (
+        f"snapshot not finished after {timeout:.0f}s ({open_jobs}); it continues where "
+        "it stopped the next time the agent runs (or raise --timeout)"
+    )
 
 
 def _jobs(cfg: Config) -> dict[str, Any]:
@@ -192,7 +208,9 @@ def _durable_positions(cfg: Config) -> tuple[dict[str, int], dict[str, set[str]]
         return {}, {}
     state = StateDB(path)
     try:
-        return ({s.name: state.source_position(s.name)[0] for s in cfg.sources},
-                {s.name: set(state.table_positions(s.name)) for s in cfg.sources})
+        return (
+            {s.name: state.source_position(s.name)[0] for s in cfg.sources},
+            {s.name: set(state.table_positions(s.name)) for s in cfg.sources},
+        )
     finally:
         state.close()
