@@ -139,11 +139,15 @@ class RawClient:
         self.acks: list[wire.Ack] = []
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
         self.client.on_message = lambda c, u, m: self.acks.append(wire.Ack.from_json(m.payload))
+        subacked: dict[int, threading.Event] = {}
+        self.client.on_subscribe = lambda c, u, mid, codes, p: subacked.setdefault(
+            mid, threading.Event()).set()
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
-        info = self.client.subscribe(wire.ack_topic(prefix, device), qos=1)
-        assert info[0] == mqtt.MQTT_ERR_SUCCESS
-        time.sleep(0.2)  # let the SUBACK land before anything is published
+        rc, mid = self.client.subscribe(wire.ack_topic(prefix, device), qos=1)
+        assert rc == mqtt.MQTT_ERR_SUCCESS
+        # Nothing is published before the broker's SUBACK: the acks must not be missed.
+        assert subacked.setdefault(mid, threading.Event()).wait(10), "no SUBACK in 10 s"
 
     def publish(self, pairs: list[tuple[str, str]], payload: bytes, device: str = "gw",
                 topic: str | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from edge_agent.runtime.systemd import Notifier
 from edge_agent.shippers.factory import build_shipper
 from edge_agent.spool.statedir import StateDir
 from tests.conftest import NOW_MS, make_config
+from tests.lake import read_changes
 
 
 def test_reload_whose_agent_cannot_be_built_keeps_the_running_agent(
@@ -39,7 +41,16 @@ def test_reload_whose_agent_cannot_be_built_keeps_the_running_agent(
     daemon.flags.reload = True
     try:
         daemon._reload()  # must log and keep going, not raise with a closed agent in place
+        assert daemon._current() is built[0], "the running agent was replaced"
+        con = sqlite3.connect(app_db)
+        with con:
+            con.execute("INSERT INTO readings (sensor, value) VALUES ('after-reload', 1.5)")
+        con.close()
+        clock.advance(0.1)
         daemon._current().step(clock.monotonic())
+        assert daemon._current().flush(clock.monotonic() + 30).pending_files == 0
+        sensors = [c["values"]["sensor"] for c in read_changes(tmp_path / "lake")]
+        assert "after-reload" in sensors, "the kept agent stopped capturing"
     finally:
         for a in built:
             with contextlib.suppress(Exception):
