@@ -445,3 +445,21 @@ def test_a_timeout_out_of_range_says_what_is_allowed(value: str, tmp_path: Path)
     assert done.returncode == 2
     assert "above 0 and at most 604800" in done.stderr
     assert "'" not in done.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", [["run"], ["flush", "--timeout", "2"]])
+def test_an_unwritable_state_dir_is_one_line_naming_the_key(
+        command: list[str], tmp_path: Path, app_db: Path) -> None:
+    """Issue 12.4: `run` and `flush` gave an OSError traceback for agent.lock. (Tests run
+    as root, so the directory is made uncreatable: below a regular file.)"""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a regular file, not a directory\n")
+    data = config_dict(tmp_path, app_db, ["readings"], agent={"state_dir": str(blocker / "s")})
+    config = write_config(tmp_path, data)
+
+    done = run_cli(*command, "--config", str(config), timeout=60)
+
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr, done.stderr
+    assert f'agent.state_dir = "{blocker / "s"}"' in done.stderr
+    assert "writ" in done.stderr.splitlines()[-1]

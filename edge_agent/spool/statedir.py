@@ -15,7 +15,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from edge_agent.errors import StateError, StateLockedError
+from edge_agent.errors import StateError, StateLockedError, toml_value
 from edge_agent.fsutil import ensure_dir, write_atomic
 
 STORAGE_VERSION = 1
@@ -61,9 +61,16 @@ class StateDir:
 
     def lock(self) -> None:
         """Take the directory for this process, or explain who holds it."""
-        ensure_dir(self.root)
         path = self.root / "agent.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            ensure_dir(self.root)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StateError(
+                f"config: agent.state_dir = {toml_value(str(self.root))}: cannot create "
+                f"{str(path)!r} ({exc.strerror}): give a directory the agent may write (the "
+                "systemd unit's StateDirectory=, or ReadWritePaths= for another path)"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
