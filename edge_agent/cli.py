@@ -13,11 +13,20 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent import __version__
 from edge_agent.config import Config, load_config
-from edge_agent.errors import EXIT_FAILURE, EXIT_OK, EdgeAgentError, PendingError
+from edge_agent.errors import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EdgeAgentError,
+    PendingError,
+    SourceFailingError,
+)
+
+if TYPE_CHECKING:  # the runtime is imported lazily: import-time memory of small commands
+    from edge_agent.runtime.agent import FlushResult
 
 DEFAULT_CONFIG = "/etc/edge-agent/config.toml"
 
@@ -153,15 +162,28 @@ def cmd_flush(args: argparse.Namespace) -> int:
     from edge_agent.runtime.service import flush
 
     result = flush(_load(args.config), args.timeout)
-    if not result.ok:
+    _refuse_unfinished(result, "")
+    print("flushed: every captured change is shipped")
+    return EXIT_OK
+
+
+def _refuse_unfinished(result: FlushResult, what: str) -> None:
+    """Files still pending (exit 4) and a failing source (exit 5) are different troubles
+    with different fixes; each gets its own exit code and message."""
+    errors = "; ".join(result.errors)
+    if result.pending_files:
         raise PendingError(
-            f"{result.pending_files} file(s), {result.pending_bytes} bytes still pending"
-            + (": " + "; ".join(result.errors) if result.errors else "")
+            f"{what}{result.pending_files} file(s), {result.pending_bytes} bytes still pending"
+            + (f": {errors}" if errors else "")
             + " — they stay in the spool and ship when the sink is reachable; "
             "see `edge-agent status`"
         )
-    print("flushed: every captured change is shipped")
-    return EXIT_OK
+    if result.errors:
+        raise SourceFailingError(
+            f"{what}nothing is left in the spool, but capture is failing: {errors} — "
+            "changes of the failing source(s) are not being captured until that is fixed; "
+            "see `edge-agent status`"
+        )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -186,11 +208,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
     from edge_agent.runtime.service import snapshot
 
     result = snapshot(_load(args.config), args.table, args.timeout, _progress_printer())
-    if not result.ok:
-        raise PendingError(
-            f"snapshot captured, but {result.pending_files} file(s) are still "
-            "pending: " + "; ".join(result.errors)
-        )
+    _refuse_unfinished(result, "snapshot captured, but ")
     print("snapshot complete and shipped")
     return EXIT_OK
 

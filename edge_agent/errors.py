@@ -15,6 +15,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_PENDING = 4
+EXIT_SOURCE_FAILING = 5
 
 
 class EdgeAgentError(Exception):
@@ -80,6 +81,13 @@ class PendingError(EdgeAgentError):
     """A flush ended with files still waiting to be shipped."""
 
     exit_code = EXIT_PENDING
+
+
+class SourceFailingError(EdgeAgentError):
+    """A flush shipped everything it had, but a source is failing: its changes are
+    not being captured, so "everything shipped" would be untrue."""
+
+    exit_code = EXIT_SOURCE_FAILING
 
 
 class TransientError(EdgeAgentError):

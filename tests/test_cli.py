@@ -425,7 +425,7 @@ def test_flush_with_a_missing_database_is_not_reported_as_success(tmp_path: Path
     missing = tmp_path / "gone.db"
     config = write_config(tmp_path, config_dict(tmp_path, missing, ["readings"]))
     done = run_cli("flush", "--config", str(config))
-    assert done.returncode == 4, output(done)
+    assert done.returncode == 5, output(done)  # a failing source, nothing pending
     assert str(missing) in done.stderr and "sources.path" in done.stderr
 
 
@@ -463,3 +463,16 @@ def test_an_unwritable_state_dir_is_one_line_naming_the_key(
     assert "Traceback" not in done.stderr, done.stderr
     assert f'agent.state_dir = "{blocker / "s"}"' in done.stderr
     assert "writ" in done.stderr.splitlines()[-1]
+
+
+def test_flush_with_nothing_pending_but_a_failing_source_exits_5(tmp_path: Path,
+                                                                  app_db: Path) -> None:
+    """Issue 12.3: this was exit 4 with "0 file(s), 0 bytes still pending"."""
+    data = config_dict(tmp_path, tmp_path / "gone.db", ["readings"])
+    config = write_config(tmp_path, data)
+
+    done = run_cli("flush", "--config", str(config), "--timeout", "2")
+
+    assert done.returncode == 5, output(done)
+    assert "still pending" not in done.stderr
+    assert "capture is failing" in done.stderr and "gone.db" in done.stderr
