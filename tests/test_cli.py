@@ -476,3 +476,26 @@ def test_flush_with_nothing_pending_but_a_failing_source_exits_5(tmp_path: Path,
     assert done.returncode == 5, output(done)
     assert "still pending" not in done.stderr
     assert "capture is failing" in done.stderr and "gone.db" in done.stderr
+
+
+def test_snapshot_of_all_tables_takes_what_it_can_and_names_the_rest(
+        tmp_path: Path, app_db: Path) -> None:
+    """Issue 12.6: one table without a primary key made `snapshot` refuse every table,
+    with a hint (`triggers install`) that install refuses too."""
+    con = sqlite3.connect(app_db)
+    con.execute("CREATE TABLE nopk (a TEXT, b TEXT)")
+    con.commit()
+    con.close()
+    insert_readings(app_db, 30)
+    installed(tmp_path, app_db, ["readings"], source={"snapshot": "never"})
+    (tmp_path / "both").mkdir()  # the same state and lake, both tables listed
+    data = config_dict(tmp_path, app_db, ["readings", "nopk"], source={"snapshot": "never"})
+    both = write_config(tmp_path / "both", data)
+
+    done = run_cli("snapshot", "--config", str(both), "--timeout", "30")
+
+    assert done.returncode == 5, output(done)
+    assert "'nopk' has no PRIMARY KEY" in done.stderr
+    assert "triggers install" not in done.stderr
+    snapped = [c for c in read_changes(tmp_path / "lake") if c["_op"] == "r"]
+    assert len(snapped) == 30

@@ -39,8 +39,11 @@ class SourceOps(Protocol):
         Idempotent: installing twice changes nothing the second time."""
         ...
 
-    def request_snapshot(self, source: SourceConfig, tables: list[str], now_ms: int) -> None:
-        """Ask for a re-capture of ``tables``' current rows (op "r"); the pipeline does it."""
+    def request_snapshot(
+        self, source: SourceConfig, tables: list[str], now_ms: int
+    ) -> dict[str, str]:
+        """Ask for a re-capture of ``tables``' current rows (op "r"); the pipeline does it.
+        Returns the tables that cannot be snapshotted now, each with why and the fix."""
         ...
 
 

@@ -10,6 +10,7 @@ from edge_agent.capture.registry import TriggerRequest
 from edge_agent.capture.snapshot import SNAPSHOTS
 from edge_agent.capture.triggers import LOG, ChangeLog
 from edge_agent.config_sources import SourceConfig
+from edge_agent.errors import SourceError
 from edge_agent.sources.sqlite import connect, table_shape
 
 
@@ -38,12 +39,37 @@ class SqliteOps:
         finally:
             con.close()
 
-    def request_snapshot(self, source: SourceConfig, tables: list[str], now_ms: int) -> None:
+    def request_snapshot(
+        self, source: SourceConfig, tables: list[str], now_ms: int
+    ) -> dict[str, str]:
         con = connect(source.path, source.busy_timeout)
         try:
-            snapshots.request(ChangeLog(con, source.path), tables, now_ms)
+            log = ChangeLog(con, source.path)
+            refused = _not_snapshottable(log, tables)
+            wanted = [t for t in tables if t not in refused]
+            if wanted:
+                snapshots.request(log, wanted, now_ms)
+            return refused
         finally:
             con.close()
+
+
+def _not_snapshottable(log: ChangeLog, tables: list[str]) -> dict[str, str]:
+    """Tables without capture triggers, each with the fix that applies to it: a table
+    that cannot be captured at all says why, not "install the triggers"."""
+    active = log.active()
+    refused: dict[str, str] = {}
+    for table in (t for t in tables if t not in active):
+        try:
+            table_shape(log.con, table)
+        except SourceError as exc:
+            refused[table] = str(exc)
+            continue
+        refused[table] = (
+            f"table {table!r} has no capture triggers yet: run `edge-agent triggers "
+            "install` (or start the daemon) first"
+        )
+    return refused
 
 
 def _snapshots(con: sqlite3.Connection) -> dict[str, Any]:

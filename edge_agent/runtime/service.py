@@ -132,16 +132,33 @@ def snapshot(
 
     Works through the running daemon when there is one, else one-shot.
     """
+    refused = _request_snapshots(cfg, table)
+    result = _run_snapshots(cfg, timeout, progress)
+    result.errors.extend(refused)
+    return result
+
+
+def _request_snapshots(cfg: Config, table: str | None) -> list[str]:
+    """Start what can be snapshotted; returns why each other table cannot be."""
     now_ms = SystemClock().wall_ms()
-    requested = False
+    asked = 0
+    refused: list[str] = []
     for src in cfg.sources:
         tables = [t for t in src.tables if table is None or t == table]
         if not tables:
             continue
-        ops_for(src).request_snapshot(src, tables, now_ms)
-        requested = True
-    if not requested:
+        asked += len(tables)
+        refused += ops_for(src).request_snapshot(src, tables, now_ms).values()
+    if not asked:
         raise EdgeAgentError(f"table {table!r} is not in any source's tables: check the name")
+    if len(refused) == asked:
+        raise EdgeAgentError("nothing to snapshot: " + "; ".join(refused))
+    return refused
+
+
+def _run_snapshots(
+    cfg: Config, timeout: float, progress: Callable[[dict[str, Any]], None]
+) -> FlushResult:
     statedir = StateDir(cfg.agent.state_dir)
     if _ask_daemon(statedir, "status", {}, 30) is not None:
         _wait_for_daemon_snapshots(cfg, statedir, timeout, progress)
