@@ -170,4 +170,23 @@ def parse_sources(data: object, errors: list[ConfigError]) -> tuple[SourceConfig
     names = [s.name for s in sources]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         errors.append(ConfigError("sources.name", dup, "source names must be unique"))
+    _refuse_shared_databases(sources, errors)
     return sources
+
+
+def _refuse_shared_databases(sources: tuple[SourceConfig, ...], errors: list[ConfigError]) -> None:
+    """Two sources on one SQLite file would share its change log and prune each other's
+    changes; one source with both tables (or both modes) is the way."""
+    seen: dict[Path, str] = {}
+    for src in sources:
+        where = src.path.expanduser().resolve()
+        if where in seen:
+            errors.append(
+                ConfigError(
+                    f"sources[{src.name}].path",
+                    str(src.path),
+                    f"source {seen[where]!r} already reads this database: list all its tables "
+                    "in that one source (a [[sources.tables]] entry may set its own mode)",
+                )
+            )
+        seen.setdefault(where, src.name)

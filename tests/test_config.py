@@ -405,7 +405,7 @@ def test_two_sources_with_the_same_name_are_refused() -> None:
 
     assert (error.field, error.value) == ("sources.name", "plant")
     assert "unique" in str(error)
-    both = config_from_dict({"sources": [source(), source(name="other")]})
+    both = config_from_dict({"sources": [source(), source(name="other", path="/var/lib/app/other.db")]})
     assert [s.name for s in both.sources] == ["plant", "other"]
 
 
@@ -630,3 +630,17 @@ def test_messages_show_values_as_toml_not_python(data: dict[str, Any], wanted: s
     text = str(caught.value)
     assert wanted in text
     assert unwanted not in text
+
+
+def test_two_sources_on_one_database_file_are_refused(tmp_path: Path) -> None:
+    """Issue 12.9: they would share one change log, and `triggers uninstall --drop-log`
+    on one reported (and dropped) the other's."""
+    db = tmp_path / "app.db"
+    data = {"sources": [
+        {"name": "a", "path": str(db), "tables": ["t1"]},
+        {"name": "b", "path": str(tmp_path / "." / "app.db"), "tables": ["t2"]},
+    ]}
+    with pytest.raises(ConfigErrors) as caught:
+        config_from_dict(data)
+    text = str(caught.value)
+    assert "sources[b].path" in text and "'a' already reads this database" in text
