@@ -20,9 +20,11 @@ from edge_agent.config import Config, load_config
 from edge_agent.errors import (
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_USAGE,
     EdgeAgentError,
     PendingError,
     SourceFailingError,
+    toml_value,
 )
 
 if TYPE_CHECKING:  # the runtime is imported lazily: import-time memory of small commands
@@ -128,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _sub(subs, "config", "Validate a config file.")
     p.add_argument("action", choices=("check",))
-    p.add_argument("file", type=Path, help="the TOML file to check")
+    p.add_argument(
+        "file", type=Path, nargs="?", default=None, help="the TOML file to check (or --config)"
+    )
+    _config_arg(p)
 
     _config_arg(_sub(subs, "collect", "Lake side: receive files over MQTT into the lake."))
 
@@ -236,15 +241,41 @@ def _progress_printer() -> Callable[[dict[str, Any]], None]:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    cfg = _load(args.file)
+    path = args.file or args.config
+    cfg = _load(path)
+    problems = _device_problems(cfg)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
     print(
-        f"ok: {args.file}: device {cfg.device_id}, {len(cfg.sources)} source(s), "
+        f"ok: {path}: device {cfg.device_id}, {len(cfg.sources)} source(s), "
         f"sink {cfg.sink.kind} -> {_sink_target(cfg)}"
     )
     for src in cfg.sources:
         if not src.path.exists():
             print(f"warning: sources[{src.name}].path {str(src.path)!r} does not exist yet")
     return EXIT_OK
+
+
+def _device_problems(cfg: Config) -> list[str]:
+    """What a valid file can still get wrong on this device: tables and columns that
+    do not exist, directories the agent cannot write."""
+    from edge_agent.capture.registry import ops_for
+    from edge_agent.fsutil import unwritable
+
+    problems = [p for src in cfg.sources for p in ops_for(src).check(src)]
+    dirs = [("agent.state_dir", cfg.agent.state_dir)]
+    if cfg.sink.kind == "dir":
+        dirs.append(("sink.path", cfg.sink.path))
+    for key, where in dirs:
+        why = unwritable(where)
+        if why:
+            problems.append(
+                f"{key} = {toml_value(str(where))}: cannot be written ({why}): give a "
+                "directory this user may write"
+            )
+    return problems
 
 
 def cmd_collect(args: argparse.Namespace) -> int:

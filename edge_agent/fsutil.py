@@ -111,3 +111,21 @@ def remove_durably(paths: Iterable[Path]) -> None:
             pass
     for d in parents:
         fsync_dir(d)
+
+
+def unwritable(path: Path) -> str | None:
+    """Why ``path`` could not be created or written by this process, or None.
+
+    Checks the path itself when it exists, else the nearest existing parent (the agent
+    creates what is missing). Read-only: nothing is created.
+    """
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            return "no parent directory exists"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{str(probe)!r} is a file, not a directory"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{str(probe)!r} is not writable by this user"
+    return None

@@ -499,3 +499,36 @@ def test_snapshot_of_all_tables_takes_what_it_can_and_names_the_rest(
     assert "triggers install" not in done.stderr
     snapped = [c for c in read_changes(tmp_path / "lake") if c["_op"] == "r"]
     assert len(snapped) == 30
+
+
+def test_config_check_finds_what_only_the_device_can_tell(tmp_path: Path, app_db: Path) -> None:
+    """Issue 12.8: an unknown table, a missing cursor column and an unwritable lake
+    were all "ok"."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a regular file\n")
+    data = config_dict(tmp_path, app_db, [], sink={"path": str(blocker / "lake")})
+    del data["sources"][0]["tables"]
+    config = write_config(tmp_path, data)
+    with config.open("a", encoding="utf-8") as f:  # the long form, to mix the modes
+        f.write('[[sources.tables]]\nname = "readings"\n[[sources.tables]]\nname = "nope"\n'
+                '[[sources.tables]]\nname = "events"\nmode = "timestamp"\n'
+                'cursor = "no_col"\n')
+
+    done = run_cli("config", "check", str(config))
+
+    assert done.returncode == 2, output(done)
+    assert "table 'nope' not found" in done.stderr
+    assert "no column 'no_col'" in done.stderr and "sources.tables.cursor" in done.stderr
+    assert f'sink.path = "{blocker / "lake"}"' in done.stderr
+    assert "ok:" not in done.stdout
+
+
+def test_config_check_takes_config_like_every_command(tmp_path: Path, app_db: Path) -> None:
+    config = write_config(tmp_path, config_dict(tmp_path, app_db, ["readings"]))
+
+    by_flag = run_cli("config", "check", "--config", str(config))
+    by_env = run_cli("config", "check", EDGE_AGENT_CONFIG=str(config))
+
+    assert by_flag.returncode == 0, output(by_flag)
+    assert by_env.returncode == 0, output(by_env)
+    assert f"ok: {config}" in by_env.stdout

@@ -405,7 +405,8 @@ def test_two_sources_with_the_same_name_are_refused() -> None:
 
     assert (error.field, error.value) == ("sources.name", "plant")
     assert "unique" in str(error)
-    both = config_from_dict({"sources": [source(), source(name="other", path="/var/lib/app/other.db")]})
+    other = source(name="other", path="/var/lib/app/other.db")
+    both = config_from_dict({"sources": [source(), other]})
     assert [s.name for s in both.sources] == ["plant", "other"]
 
 

@@ -39,6 +39,11 @@ class SourceOps(Protocol):
         Idempotent: installing twice changes nothing the second time."""
         ...
 
+    def check(self, source: SourceConfig) -> list[str]:
+        """What ``config check`` can find wrong on this device (a table that does not
+        exist, a cursor column that is missing...), each a message with its fix. Read-only."""
+        ...
+
     def request_snapshot(
         self, source: SourceConfig, tables: list[str], now_ms: int
     ) -> dict[str, str]:

@@ -10,7 +10,7 @@ from edge_agent.capture.registry import TriggerRequest
 from edge_agent.capture.snapshot import SNAPSHOTS
 from edge_agent.capture.triggers import LOG, ChangeLog
 from edge_agent.config_sources import SourceConfig
-from edge_agent.errors import SourceError
+from edge_agent.errors import EdgeAgentError, SourceError
 from edge_agent.sources.sqlite import connect, table_shape
 
 
@@ -39,6 +39,18 @@ class SqliteOps:
         finally:
             con.close()
 
+    def check(self, source: SourceConfig) -> list[str]:
+        if not source.path.exists():
+            return []  # only a warning: the application may create it later
+        try:
+            con = connect(source.path, source.busy_timeout, read_only=True)
+        except EdgeAgentError as exc:
+            return [str(exc)]
+        try:
+            return _table_problems(con, source)
+        finally:
+            con.close()
+
     def request_snapshot(
         self, source: SourceConfig, tables: list[str], now_ms: int
     ) -> dict[str, str]:
@@ -52,6 +64,28 @@ class SqliteOps:
             return refused
         finally:
             con.close()
+
+
+def _table_problems(con: sqlite3.Connection, source: SourceConfig) -> list[str]:
+    problems: list[str] = []
+    for table in source.tables:
+        try:
+            table_shape(con, table)
+        except SourceError as exc:
+            problems.append(f"sources[{source.name}]: {exc}")
+    for t in source.timestamp_tables:
+        try:
+            names = [c.name for c in table_shape(con, t.name, t.key or None).columns]
+        except SourceError as exc:
+            problems.append(f"sources[{source.name}]: {exc}")
+            continue
+        for role, column in (("cursor", t.cursor), ("deleted_flag", t.deleted_flag)):
+            if column and column not in names:
+                problems.append(
+                    f"sources[{source.name}]: table {t.name!r} has no column {column!r} "
+                    f"(sources.tables.{role}): use one of {', '.join(names)}"
+                )
+    return problems
 
 
 def _not_snapshottable(log: ChangeLog, tables: list[str]) -> dict[str, str]:
