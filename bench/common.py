@@ -165,7 +165,7 @@ def agent_config(work: Path, db: Path, tables: Sequence[str], **sections: dict[s
                   "log_format": "json"},
         "buffer": {"max_memory": "16MiB"},
         "sources": [{"name": "app", "path": str(db), "tables": list(tables)}],
-        "sink": {"kind": "dir", "path": str(work / "lake")},
+        "sink": {"kind": "dir", "path": str(work / "lake"), "create": True},
     }
     for section, values in sections.items():
         if section == "source":

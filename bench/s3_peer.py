@@ -80,7 +80,7 @@ def agent_config_text(work: Path, db: Path) -> str:
             f'[[sources]]\nname = "vendor"\npath = "{db}"\n\n'
             f'[[sources.tables]]\nname = "{TABLE}"\nmode = "timestamp"\n'
             'cursor = "updated_at"\nkey = ["id"]\n\n'
-            f'[sink]\nkind = "dir"\npath = "{work / "lake"}"\n')
+            f'[sink]\nkind = "dir"\npath = "{work / "lake"}"\ncreate = true\n')
 
 
 def parquet_rows(root: Path) -> tuple[int, int, int]:

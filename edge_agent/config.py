@@ -88,6 +88,7 @@ class ClockConfig:
 class SinkConfig:
     kind: str = "dir"
     path: Path = Path("lake")  # dir
+    create: bool = False  # dir: create the lake root if missing (first time only)
     retry_min: float = 1.0
     retry_max: float = 300.0
     max_bandwidth: int = 0  # bytes/s, 0 = unlimited
@@ -238,6 +239,7 @@ def _sink(data: object, errors: list[ConfigError]) -> SinkConfig:
     cfg = SinkConfig(
         kind=s.get("kind", d.kind, _choice(("dir", "s3", "mqtt")), 'use "dir", "s3" or "mqtt"'),
         path=s.get("path", d.path, _path, "give the lake directory path"),
+        create=s.get("create", d.create, mq.boolean, "use true or false"),
         retry_min=s.get("retry_min", d.retry_min, _positive_duration, DURATION_FIX),
         retry_max=s.get("retry_max", d.retry_max, _positive_duration, DURATION_FIX),
         max_bandwidth=s.get(
@@ -268,7 +270,7 @@ def _sink(data: object, errors: list[ConfigError]) -> SinkConfig:
         **_broker_keys(s, d),
     )
     s.finish(
-        "kind, path, retry_min, retry_max, max_bandwidth, bucket, prefix, region, "
+        "kind, path, create, retry_min, retry_max, max_bandwidth, bucket, prefix, region, "
         "endpoint_url, addressing_style, chunk_bytes, max_inflight, ack_timeout, " + BROKER_KEYS
     )
     _check_sink(cfg, errors)

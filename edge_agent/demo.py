@@ -36,6 +36,7 @@ tables = ["readings", "alarms"]
 [sink]
 kind = "dir"
 path = "lake"
+create = true
 """
 
 

@@ -38,7 +38,7 @@ def config_dict(tmp: Path, db: Path, tables: list[str], **sections: Any) -> dict
         "buffer": {"max_memory": "1MiB", "max_file_bytes": "256KiB", "max_file_age": "1s",
                    "row_group_bytes": "64KiB", "spool_quota": "64MiB"},
         "sources": [{"name": "app", "path": str(db), "tables": tables, "page_rows": 500}],
-        "sink": {"kind": "dir", "path": str(tmp / "lake"), "retry_min": "50ms",
+        "sink": {"kind": "dir", "path": str(tmp / "lake"), "create": True, "retry_min": "50ms",
                  "retry_max": "500ms"},
     }
     for section, values in sections.items():

@@ -10,7 +10,7 @@ from edge_agent.shippers.dir import DirShipper
 
 def build_shipper(cfg: SinkConfig) -> Shipper:
     if cfg.kind == "dir":
-        return DirShipper(cfg.path)
+        return DirShipper(cfg.path, cfg.create)
     if cfg.kind == "s3":
         from edge_agent.shippers.s3 import S3Shipper
 

@@ -44,7 +44,7 @@ def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sink]:
         def overwrite(rel: str, data: bytes) -> None:
             (root / rel).write_bytes(data)
 
-        shipper: Shipper = DirShipper(root)
+        shipper: Shipper = DirShipper(root, create=True)
         yield Sink(shipper, read, overwrite)
         shipper.close()
         return
