@@ -47,10 +47,13 @@ def run_demo(workdir: Path, seconds: float) -> int:
     db = workdir / "app.db"
     create_app_db(db)
     print(f"demo: application database {db}, lake {workdir / 'lake'}")
+    # The demo's own commands log only problems: their output is the demo's story.
+    quiet = dict(os.environ, EDGE_AGENT__AGENT__LOG_LEVEL="warning")
     # Capture starts where the triggers start: install them before the app writes.
     installed = subprocess.run(
         [sys.executable, "-m", "edge_agent", "triggers", "install", "--config", str(config)],
         check=False,
+        env=quiet,
     )
     if installed.returncode != 0:
         return installed.returncode
@@ -76,6 +79,7 @@ def run_demo(workdir: Path, seconds: float) -> int:
     flushed = subprocess.run(
         [sys.executable, "-m", "edge_agent", "flush", "--config", str(config)],
         check=False,
+        env=quiet,
     )
     if flushed.returncode != 0:
         return flushed.returncode
