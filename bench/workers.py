@@ -35,7 +35,7 @@ def agent(config: Path, profile: Path | None) -> dict[str, Any]:
     cfg = load_config(config, {})
     statedir = StateDir(cfg.agent.state_dir)
     statedir.lock()
-    agent = Agent(cfg, SystemClock(), DirShipper(cfg.sink.path), statedir)
+    agent = Agent(cfg, SystemClock(), DirShipper(cfg.sink.path, cfg.sink.create), statedir)
     profiler = None
     if profile is not None:
         import cProfile

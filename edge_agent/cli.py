@@ -104,7 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     p = _sub(subs, "triggers", "Install, verify or uninstall the capture triggers.")
-    p.add_argument("action", choices=("install", "verify", "uninstall"))
+    p.add_argument(
+        "action",
+        choices=("install", "verify", "uninstall"),
+        help="install (or regenerate) the triggers and change log; verify that they are "
+        "current; uninstall them (the log stays unless --drop-log)",
+    )
     _config_arg(p)
     p.add_argument(
         "--drop-log",
@@ -129,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = _sub(subs, "config", "Validate a config file.")
-    p.add_argument("action", choices=("check",))
+    p.add_argument("action", choices=("check",), help="check: validate the file and the device")
     p.add_argument(
         "file", type=Path, nargs="?", default=None, help="the TOML file to check (or --config)"
     )
@@ -142,9 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir",
         type=Path,
         default=Path("demo"),
-        help="working directory for the demo database, state and lake (default ./demo)",
+        help="working directory for the demo database, state, lake, config and log (default demo)",
     )
-    p.add_argument("--seconds", type=float, default=10.0, help="how long the demo app writes")
+    p.add_argument(
+        "--seconds", type=float, default=10.0, help="how long the demo app writes (default 10)"
+    )
     return parser
 
 
