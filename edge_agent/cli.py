@@ -20,6 +20,7 @@ from edge_agent.config import Config, load_config
 from edge_agent.errors import (
     EXIT_FAILURE,
     EXIT_OK,
+    EXIT_SOURCE_FAILING,
     EXIT_USAGE,
     EdgeAgentError,
     PendingError,
@@ -200,11 +201,14 @@ def _refuse_unfinished(result: FlushResult, what: str) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     from edge_agent.runtime.service import status
-    from edge_agent.runtime.status import render_text
+    from edge_agent.runtime.status import problems, render_text
 
     report = status(_load(args.config))
     print(json.dumps(report, indent=2) if args.json else render_text(report))
-    return EXIT_OK
+    unhealthy = problems(report)
+    for reason in unhealthy:
+        print(f"unhealthy: {reason}", file=sys.stderr)
+    return EXIT_SOURCE_FAILING if unhealthy else EXIT_OK
 
 
 def cmd_triggers(args: argparse.Namespace) -> int:

@@ -321,9 +321,10 @@ def test_status_after_a_flush_shows_the_source_tables_and_positions(tmp_path: Pa
     assert text.returncode == 0, text.stderr
     assert "daemon not running" in text.stdout
     assert f"source app ({app_db}): durable position {last['_pos']}" in text.stdout
-    assert f"  readings: position {last['_pos']}, spooled 0 files" in text.stdout
-    assert f"last shipped {shipped}" in text.stdout
-    assert "  events: position None" in text.stdout
+    assert f"  readings: position {last['_pos']}, spooled 0 file(s) / 0B" in text.stdout
+    assert re.search(rf"last shipped {re.escape(shipped)} \(\d+ s ago\)", text.stdout)
+    assert "  events: position none yet" in text.stdout
+    assert "None" not in text.stdout
     assert as_json.returncode == 0, as_json.stderr
     report = json.loads(as_json.stdout)
     assert report["daemon_running"] is False
@@ -395,7 +396,9 @@ def test_the_daemon_captures_the_valid_table_and_reports_the_unknown_one(
 
     def status() -> dict[str, Any]:
         done = run_cli("status", "--config", str(config), "--json")
-        assert done.returncode == 0, done.stderr
+        # Exit 5: unhealthy, because table 'nope' cannot be captured; named on stderr.
+        assert done.returncode == 5, done.stderr
+        assert "unhealthy: source app: table 'nope' not found" in done.stderr
         report: dict[str, Any] = json.loads(done.stdout)
         return report
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from edge_agent.capture.cursor import Checkpoint
@@ -9,6 +10,7 @@ from edge_agent.capture.registry import ops_for
 from edge_agent.config import Config
 from edge_agent.config_sources import SourceConfig
 from edge_agent.spool.state import FAILED, READY, StateDB
+from edge_agent.units import format_size
 
 
 def source_backlog(source: SourceConfig, after: int) -> tuple[int | str, dict[str, Any]]:
@@ -96,49 +98,98 @@ def _note(notes: dict[str, tuple[str, int]], name: str) -> str | None:
     return entry[0] if entry else None
 
 
-def render_text(status: dict[str, Any]) -> str:
-    """A terminal view of build_status()'s result."""
+def problems(status: dict[str, Any]) -> list[str]:
+    """Why the agent is not healthy (empty when it is): failing sources, tables or sink,
+    quarantined files, a full spool. `status` exits non-zero with these."""
+    found: list[str] = []
+    for src in status["sources"]:
+        for key in ("last_error", "table_errors"):
+            if src[key]:
+                found.append(f"source {src['source']}: {src[key]}")
+        found += [
+            f"table {src['source']}/{t['table']}: {t['last_error']}"
+            for t in src["tables"]
+            if t["last_error"]
+        ]
+    spool = status["spool"]
+    for key in ("full", "last_error"):
+        if spool[key]:
+            found.append(f"spool: {spool[key]}")
+    if spool["failed_files"]:
+        found.append(f"spool: {len(spool['failed_files'])} quarantined file(s)")
+    if status["sink"]["last_error"]:
+        found.append(f"sink {status['sink']['kind']}: {status['sink']['last_error']}")
+    return found
+
+
+def _ago(ms: int | None, now_ms: int) -> str:
+    if ms is None:
+        return ""
+    seconds = max(0, (now_ms - ms) // 1000)
+    if seconds < 120:
+        return f" ({seconds} s ago)"
+    if seconds < 7200:
+        return f" ({seconds // 60} min ago)"
+    return f" ({seconds // 3600} h ago)"
+
+
+def render_text(status: dict[str, Any], now_ms: int | None = None) -> str:
+    """A terminal view of build_status()'s result, sizes in human units."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
     lines = [
         f"device {status['device_id']}  state {status['state_dir']}  "
         f"daemon {'running' if status['daemon_running'] else 'not running'}"
     ]
     for src in status["sources"]:
+        lines += _source_lines(src, now)
+    lines += _spool_lines(status["spool"])
+    live = status.get("live") or {}
+    if live:
         lines.append(
-            f"source {src['source']} ({src['path']}): durable position "
-            f"{src['durable_pos']}, waiting in change log: "
-            f"{src['waiting_in_source_log']}"
-        )
-        for key in ("last_error", "table_errors"):
-            if src[key]:
-                lines.append(f"  ! {src[key]}")
-        for t in src["tables"]:
-            shipped = t["last_shipped_file"] or "-"
-            if t["last_error"]:
-                lines.append(f"  ! {t['table']}: {t['last_error']}")
-            lines.append(
-                f"  {t['table']}: position {t['last_captured_pos']}, spooled "
-                f"{t['spooled_files']} files / {t['spooled_bytes']} B, last shipped "
-                f"{shipped}"
+            "live: "
+            + ", ".join(
+                f"{k} {format_size(v) if k.endswith('_bytes') else v}"
+                for k, v in sorted(live.items())
             )
-            snap = t["snapshot"]
-            if snap and not snap["finished"]:
-                lines.append(
-                    f"    snapshot {snap['percent']}% ({snap['rows_done']} of "
-                    f"{snap['rows_total']} rows)"
-                )
-    spool = status["spool"]
-    lines.append(
-        f"spool: {spool['ready_files']} files / {spool['ready_bytes']} B of "
-        f"{spool['quota_bytes']} B quota (when full: {spool['when_full']})"
-    )
-    for key in ("full", "last_error"):
-        if spool[key]:
-            lines.append(f"  ! {spool[key]}")
-    for f in spool["failed_files"]:
-        lines.append(f"  ! quarantined {f['id']}: {f['error']}")
+        )
     if status["sink"]["last_error"]:
         lines.append(f"sink {status['sink']['kind']}: ! {status['sink']['last_error']}")
     counters = status["counters"]
     if counters:
         lines.append("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(counters.items())))
     return "\n".join(lines)
+
+
+def _source_lines(src: dict[str, Any], now_ms: int) -> list[str]:
+    lines = [
+        f"source {src['source']} ({src['path']}): durable position {src['durable_pos']}, "
+        f"waiting in change log: {src['waiting_in_source_log']}"
+    ]
+    lines += [f"  ! {src[key]}" for key in ("last_error", "table_errors") if src[key]]
+    for t in src["tables"]:
+        if t["last_error"]:
+            lines.append(f"  ! {t['table']}: {t['last_error']}")
+        position = t["last_captured_pos"]
+        shipped = t["last_shipped_file"] or "nothing yet"
+        lines.append(
+            f"  {t['table']}: position {'none yet' if position is None else position}, "
+            f"spooled {t['spooled_files']} file(s) / {format_size(t['spooled_bytes'])}, "
+            f"last shipped {shipped}{_ago(t['last_shipped_ms'], now_ms)}"
+        )
+        snap = t["snapshot"]
+        if snap and not snap["finished"]:
+            lines.append(
+                f"    snapshot {snap['percent']}% ({snap['rows_done']} of "
+                f"{snap['rows_total']} rows)"
+            )
+    return lines
+
+
+def _spool_lines(spool: dict[str, Any]) -> list[str]:
+    lines = [
+        f"spool: {spool['ready_files']} file(s) / {format_size(spool['ready_bytes'])} of "
+        f"{format_size(spool['quota_bytes'])} quota (when full: {spool['when_full']})"
+    ]
+    lines += [f"  ! {spool[key]}" for key in ("full", "last_error") if spool[key]]
+    lines += [f"  ! quarantined {f['id']}: {f['error']}" for f in spool["failed_files"]]
+    return lines

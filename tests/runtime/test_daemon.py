@@ -81,11 +81,13 @@ def test_second_signal_during_a_slow_final_flush_exits_at_once_and_loses_nothing
 
 def sink_error(config: Path) -> str | None:
     shown = run_cli("status", "--config", str(config), "--json")
-    assert shown.returncode == 0, shown.stderr
     report = json.loads(shown.stdout)
+    error: str | None = report["sink"]["last_error"]
+    # Exit 5 exactly when unhealthy, naming why on stderr (a failing sink is).
+    assert shown.returncode == (5 if error else 0), shown.stderr
+    assert error is None or f"unhealthy: sink dir: {error}" in shown.stderr
     if not report["spool"]["ready_files"]:
         return None
-    error: str | None = report["sink"]["last_error"]
     return error
 
 
