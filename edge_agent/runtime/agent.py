@@ -86,6 +86,9 @@ class Agent:
         self.pipelines: dict[str, Pipeline] = {}
         self.open_errors: dict[str, str] = {}
         self.spool_failed = False
+        # The last spool/state write failure, kept in memory too: when the state
+        # directory's disk is full the note cannot be written to the state database.
+        self.spool_error: str | None = None
         self.heartbeat: Callable[[], None] = lambda: None  # the daemon pings systemd here
         self.retry_open: dict[str, float] = {}
         self.reporter = ErrorReporter(log)
@@ -205,6 +208,7 @@ class Agent:
             summary.errors.append(message)
             self.reporter.failed("spool", message)
             self.spool_failed = True
+            self.spool_error = message
             with contextlib.suppress(sqlite3.Error):
                 self.state.set_note("spool.last_error", message, self.clock.wall_ms())
             pipe.rewind()
@@ -212,6 +216,7 @@ class Agent:
     def _spool_recovered(self, summary: StepSummary) -> None:
         if self.spool_failed and not any("failed (" in e for e in summary.errors):
             self.spool_failed = False
+            self.spool_error = None
             self.reporter.ok("spool")
             self.state.set_note("spool.last_error", None, self.clock.wall_ms())
 

@@ -117,12 +117,7 @@ class Daemon:
                 "errors": result.errors,
             }
         if request.command == "status":
-            live = {
-                "buffered_bytes": agent.writer.buffered_bytes,
-                "open_files": len(agent.writer.open),
-                "spool_blocked": agent.quota.blocked,
-            }
-            return {"ok": True, "status": build_status(agent.cfg, agent.state, live)}
+            return {"ok": True, "status": build_status(agent.cfg, agent.state, live_figures(agent))}
         return {"ok": False, "error": f"unknown command {request.command!r}: use flush or status"}
 
     def _status_line(self, s: StepSummary) -> str:
@@ -198,3 +193,14 @@ class Daemon:
         finally:
             agent.close()
             self.waker.close()
+
+
+def live_figures(agent: Agent) -> dict[str, Any]:
+    """What only the running daemon knows, for `status`'s live section."""
+    return {
+        "buffered_bytes": agent.writer.buffered_bytes,
+        "open_files": len(agent.writer.open),
+        # A failed spool or state write stalls capture as a full spool does.
+        "spool_blocked": agent.quota.blocked or agent.spool_failed,
+        "spool_error": agent.spool_error,
+    }

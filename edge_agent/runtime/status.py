@@ -73,7 +73,9 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
             "when_full": cfg.buffer.when_full,
             "full": _note(notes, "spool.full"),
             "failed_files": [{"id": r.id, "error": r.error} for r in failed],
-            "last_error": _note(notes, "spool.last_error"),
+            # From the daemon's memory when the state database could not take the note
+            # (its disk is full: the usual cause).
+            "last_error": _note(notes, "spool.last_error") or (live or {}).get("spool_error"),
         },
         "sink": {"kind": cfg.sink.kind, "last_error": _note(notes, "sink.last_error")},
         "counters": state.counters(),
@@ -150,6 +152,7 @@ def render_text(status: dict[str, Any], now_ms: int | None = None) -> str:
             + ", ".join(
                 f"{k} {format_size(v) if k.endswith('_bytes') else v}"
                 for k, v in sorted(live.items())
+                if v is not None
             )
         )
     if status["sink"]["last_error"]:
