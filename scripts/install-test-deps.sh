@@ -9,6 +9,11 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # certificates with the openssl CLI. Debian installs the broker in /usr/sbin.
 PATH="$PATH:/usr/sbin:/sbin" command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The PostgreSQL source tests run a real server (initdb, pg_ctl). Debian keeps them in
+# /usr/lib/postgresql/<version>/bin, outside PATH.
+pg_bins=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tr '\n' ':' || true)
+PATH="$PATH:$pg_bins" command -v initdb >/dev/null 2>&1 \
+    && PATH="$PATH:$pg_bins" command -v pg_ctl >/dev/null 2>&1 || need+=(postgresql)
 
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
