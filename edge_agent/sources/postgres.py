@@ -1,0 +1,134 @@
+"""Connecting to a PostgreSQL database and describing its tables in Arrow terms.
+
+Not used by the runtime yet. A bare table name means schema ``public``; the
+TableSpec name is always schema-qualified (``public.orders``). Columns come in
+attnum order, dropped and generated columns skipped; the key is the primary key.
+
+Type mapping (from pg_type; domains resolve to their base type, enums are
+strings, arrays become ``list_`` of the element type):
+
+smallint int16, integer int32, bigint int64, numeric(p,s) p<=38 decimal128(p,s),
+other numeric string, real float32, double precision float64, boolean bool,
+text/varchar/char/name/citext string, bytea binary, uuid string, date date32,
+time time64(us), timetz string, timestamp timestamp(us), timestamptz
+timestamp(us, UTC), interval month_day_nano_interval, json/jsonb string,
+anything else string. ``source_type`` is format_type's text.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pyarrow as pa
+
+from edge_agent.errors import SourceError, TransientError
+from edge_agent.records import RESERVED_COLUMNS, ColumnSpec, TableSpec
+
+_TRANSIENT = {"57P01", "57P02", "57P03", "08001", "08006", "08004"}
+_SIMPLE: dict[str, pa.DataType] = {
+    "int2": pa.int16(), "int4": pa.int32(), "int8": pa.int64(), "float4": pa.float32(),
+    "float8": pa.float64(), "bool": pa.bool_(), "bytea": pa.binary(), "date": pa.date32(),
+    "time": pa.time64("us"), "timestamp": pa.timestamp("us"),
+    "timestamptz": pa.timestamp("us", tz="UTC"), "interval": pa.month_day_nano_interval(),
+}
+_FIX_PASSWORD = "set password_file, EDGE_AGENT__SOURCES__N__PASSWORD or PGPASSFILE"  # noqa: S105
+
+
+def _safe_dsn(dsn: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    info.pop("password", None)
+    return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+
+
+Con = psycopg.Connection[tuple[object, ...]]
+
+
+def connect(dsn: str, password: str | None, connect_timeout: float) -> Con:
+    """Open an autocommit connection; psycopg's errors mapped into the project's."""
+    extra: dict[str, str] = {"application_name": "edge-agent"}
+    if password is not None:
+        extra["password"] = password
+    try:
+        conninfo = psycopg.conninfo.make_conninfo(
+            dsn, connect_timeout=str(max(1, round(connect_timeout))), **extra)
+        return psycopg.connect(conninfo, autocommit=True)
+    except psycopg.Error as exc:
+        raise map_error(exc, _safe_dsn(dsn)) from exc
+
+
+def map_error(exc: psycopg.Error, where: str) -> Exception:
+    state = exc.sqlstate or ""
+    if state == "28P01" or "password authentication failed" in str(exc):
+        return SourceError(f"postgres {where!r}: wrong password: {_FIX_PASSWORD}")
+    if state == "3D000":
+        return SourceError(f"postgres {where!r}: database does not exist: check sources.dsn")
+    if state == "42501":
+        return SourceError(f"postgres {where!r}: insufficient privilege: {exc.diag.message_primary}"
+                           ": GRANT SELECT ON <table> TO <role>")
+    if state in _TRANSIENT or isinstance(exc, psycopg.OperationalError):
+        return TransientError(f"postgres {where!r} unreachable, will retry: {state or '-'}")
+    return SourceError(f"postgres {where!r}: {exc.diag.message_primary or type(exc).__name__}")
+
+
+_COLUMNS = """
+SELECT a.attname, a.atttypid, a.atttypmod, format_type(a.atttypid, a.atttypmod),
+       a.attnotnull, coalesce(array_position(i.indkey::int2[], a.attnum), 0)
+FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+  AND a.attgenerated = '' ORDER BY a.attnum"""
+_TYPE = "SELECT typname, typtype, typbasetype, typelem, typcategory FROM pg_type WHERE oid = %s"
+
+
+def _refuse(table: str, what: str, fix: str) -> SourceError:
+    return SourceError(f"postgres table {table!r}: {what}: {fix}")
+
+
+def table_spec(con: Con, name: str) -> TableSpec:
+    """The table's columns and key; refuses what capture cannot use."""
+    qualified = name if "." in name else f"public.{name}"
+    schema, _, table = qualified.partition(".")
+    row = con.execute("SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n"
+                      " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+                      (schema, table)).fetchone()
+    if row is None:
+        raise _refuse(qualified, "no such table", "check sources.tables (bare name = public.)")
+    if row[1] not in ("r", "p"):
+        raise _refuse(qualified, "not a table (a view?)", "capture the underlying table")
+    columns = tuple(_column(con, r) for r in con.execute(_COLUMNS, (row[0],)).fetchall())
+    spec = TableSpec(qualified, columns)
+    if not spec.key:
+        raise _refuse(qualified, "no primary key", "ALTER TABLE ... ADD PRIMARY KEY (...)")
+    reserved = sorted(c.name for c in columns if c.name in RESERVED_COLUMNS)
+    if reserved:
+        raise _refuse(qualified, f"column(s) {reserved} clash with envelope columns",
+                      "rename them")
+    return spec
+
+
+def _column(con: Con, r: tuple[object, ...]) -> ColumnSpec:
+    name, oid, typmod, source_type, notnull, pk = r
+    return ColumnSpec(str(name), arrow_type(con, int(str(oid)), int(str(typmod))),
+                      str(source_type), int(str(pk)), not notnull)
+
+
+def arrow_type(con: Con, oid: int, typmod: int) -> pa.DataType:
+    """The Arrow type of a pg_type oid (with its atttypmod)."""
+    row = con.execute(_TYPE, (oid,)).fetchone()
+    if row is None:
+        return pa.string()
+    typname, typtype, base, elem, category = (str(v) for v in row)
+    if typtype == "d":
+        return arrow_type(con, int(base), typmod)
+    if category == "A" and int(elem):
+        return pa.list_(arrow_type(con, int(elem), typmod))
+    if typname == "numeric":
+        return _numeric(typmod)
+    return _SIMPLE.get(typname, pa.string())
+
+
+def _numeric(typmod: int) -> pa.DataType:
+    if typmod < 4:  # unconstrained
+        return pa.string()
+    precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
+    if precision > 38 or scale > precision:
+        return pa.string()
+    return pa.decimal128(precision, scale)
