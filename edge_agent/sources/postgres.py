@@ -56,10 +56,11 @@ def connect(dsn: str, password: str | None, connect_timeout: float) -> Con:
 
 
 def map_error(exc: psycopg.Error, where: str) -> Exception:
+    """Failed connects carry no sqlstate in psycopg, so the server's text is matched too."""
     state = exc.sqlstate or ""
     if state == "28P01" or "password authentication failed" in str(exc):
         return SourceError(f"postgres {where!r}: wrong password: {_FIX_PASSWORD}")
-    if state == "3D000":
+    if state == "3D000" or ("database" in str(exc) and "does not exist" in str(exc)):
         return SourceError(f"postgres {where!r}: database does not exist: check sources.dsn")
     if state == "42501":
         return SourceError(f"postgres {where!r}: insufficient privilege: {exc.diag.message_primary}"
@@ -71,7 +72,8 @@ def map_error(exc: psycopg.Error, where: str) -> Exception:
 
 _COLUMNS = """
 SELECT a.attname, a.atttypid, a.atttypmod, format_type(a.atttypid, a.atttypmod),
-       a.attnotnull, coalesce(array_position(i.indkey::int2[], a.attnum), 0)
+       a.attnotnull, coalesce(array_position(i.indkey::int2[], a.attnum)
+                - array_lower(i.indkey::int2[], 1) + 1, 0)
 FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
 WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped
   AND a.attgenerated = '' ORDER BY a.attnum"""
