@@ -13,7 +13,8 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # /usr/lib/postgresql/<version>/bin, outside PATH.
 pg_bins=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tr '\n' ':' || true)
 PATH="$PATH:$pg_bins" command -v initdb >/dev/null 2>&1 \
-    && PATH="$PATH:$pg_bins" command -v pg_ctl >/dev/null 2>&1 || need+=(postgresql)
+    && PATH="$PATH:$pg_bins" command -v pg_ctl >/dev/null 2>&1 \
+    && id postgres >/dev/null 2>&1 || need+=(postgresql)  # initdb refuses root: tests run it as postgres
 
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

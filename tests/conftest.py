@@ -8,6 +8,7 @@ import itertools
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from edge_agent.shippers.factory import build_shipper
 from edge_agent.spool.statedir import StateDir
 from tests import workload
 from tests.children import ROOT, agent_cmd, agent_env
-from tests.servers import ACCESS_KEY, SECRET_KEY, MotoS3
+from tests.servers import ACCESS_KEY, SECRET_KEY, MotoS3, Postgres
 from tests.tomltext import toml_text
 
 # Shared, noisy machines and arm64 emulation: property tests get no per-example deadline.
@@ -207,3 +208,16 @@ def collector_factory() -> Iterator[Any]:
     yield start
     for thread in started:
         thread.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    server = Postgres()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def pg_db(postgres: Postgres) -> str:
+    """A fresh database on the session's server; its DSN."""
+    return postgres.create_database(f"t{uuid.uuid4().hex[:12]}")

@@ -4,15 +4,18 @@
 - TcpProxy: a byte-forwarding proxy that tests stop and restart to cut the
   network mid-transfer while the server behind it keeps its data.
 - Mosquitto: a real MQTT 5 broker process (password file and TLS optional).
+- Postgres: a real PostgreSQL server (Debian's package), initdb in a temp dir.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -290,3 +293,66 @@ class Mosquitto:
 
     def log_text(self) -> str:
         return (self.workdir / "mosquitto.log").read_text(errors="replace")
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+                   key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    if found:
+        return str(found[-1])
+    on_path = shutil.which(name)
+    if on_path is None:
+        raise RuntimeError(f"{name} not found: run `bash scripts/install-test-deps.sh` as "
+                           "root (Debian package postgresql)")
+    return on_path
+
+
+class Postgres:
+    """A real PostgreSQL server: initdb into a temp dir, pg_ctl on a free port on
+    127.0.0.1 (trust auth, no fsync: test data only). initdb refuses root, so as root
+    the server runs as the Debian package's ``postgres`` user."""
+
+    def __init__(self) -> None:
+        # Its own directory: pytest's tmp dirs are private to root, and the server user
+        # must reach its data directory.
+        base = Path(tempfile.mkdtemp(prefix="edge-agent-pg-"))
+        self.base = base
+        self.port = free_port()
+        self.data = base / "pgdata"
+        self.sock = base / "pgsock"
+        self.log = base / "postgres.log"
+        self.sock.mkdir(parents=True)
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
+            shutil.chown(base, "postgres")
+            shutil.chown(self.sock, "postgres")
+        self._run(_pg_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
+                  "--no-sync")
+        self.start()
+
+    def _run(self, *cmd: str) -> None:
+        subprocess.run([*self._as, *cmd], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} -c fsync=off "
+                "-c wal_level=logical -c max_replication_slots=10")
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts,
+                  "-w", "start")
+
+    def stop(self) -> None:
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def remove(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.dsn(), autocommit=True) as con:
+            con.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(name)

@@ -25,10 +25,18 @@ from edge_agent.records import RESERVED_COLUMNS, ColumnSpec, TableSpec
 
 _TRANSIENT = {"57P01", "57P02", "57P03", "08001", "08006", "08004"}
 _SIMPLE: dict[str, pa.DataType] = {
-    "int2": pa.int16(), "int4": pa.int32(), "int8": pa.int64(), "float4": pa.float32(),
-    "float8": pa.float64(), "bool": pa.bool_(), "bytea": pa.binary(), "date": pa.date32(),
-    "time": pa.time64("us"), "timestamp": pa.timestamp("us"),
-    "timestamptz": pa.timestamp("us", tz="UTC"), "interval": pa.month_day_nano_interval(),
+    "int2": pa.int16(),
+    "int4": pa.int32(),
+    "int8": pa.int64(),
+    "float4": pa.float32(),
+    "float8": pa.float64(),
+    "bool": pa.bool_(),
+    "bytea": pa.binary(),
+    "date": pa.date32(),
+    "time": pa.time64("us"),
+    "timestamp": pa.timestamp("us"),
+    "timestamptz": pa.timestamp("us", tz="UTC"),
+    "interval": pa.month_day_nano_interval(),
 }
 _FIX_PASSWORD = "set password_file, EDGE_AGENT__SOURCES__N__PASSWORD or PGPASSFILE"  # noqa: S105
 
@@ -49,7 +57,8 @@ def connect(dsn: str, password: str | None, connect_timeout: float) -> Con:
         extra["password"] = password
     try:
         conninfo = psycopg.conninfo.make_conninfo(
-            dsn, connect_timeout=str(max(1, round(connect_timeout))), **extra)
+            dsn, connect_timeout=str(max(1, round(connect_timeout))), **extra
+        )
         return psycopg.connect(conninfo, autocommit=True)
     except psycopg.Error as exc:
         raise map_error(exc, _safe_dsn(dsn)) from exc
@@ -63,8 +72,10 @@ def map_error(exc: psycopg.Error, where: str) -> Exception:
     if state == "3D000" or ("database" in str(exc) and "does not exist" in str(exc)):
         return SourceError(f"postgres {where!r}: database does not exist: check sources.dsn")
     if state == "42501":
-        return SourceError(f"postgres {where!r}: insufficient privilege: {exc.diag.message_primary}"
-                           ": GRANT SELECT ON <table> TO <role>")
+        return SourceError(
+            f"postgres {where!r}: insufficient privilege: {exc.diag.message_primary}"
+            ": GRANT SELECT ON <table> TO <role>"
+        )
     if state in _TRANSIENT or isinstance(exc, psycopg.OperationalError):
         return TransientError(f"postgres {where!r} unreachable, will retry: {state or '-'}")
     return SourceError(f"postgres {where!r}: {exc.diag.message_primary or type(exc).__name__}")
@@ -88,9 +99,11 @@ def table_spec(con: Con, name: str) -> TableSpec:
     """The table's columns and key; refuses what capture cannot use."""
     qualified = name if "." in name else f"public.{name}"
     schema, _, table = qualified.partition(".")
-    row = con.execute("SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n"
-                      " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
-                      (schema, table)).fetchone()
+    row = con.execute(
+        "SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n"
+        " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
+        (schema, table),
+    ).fetchone()
     if row is None:
         raise _refuse(qualified, "no such table", "check sources.tables (bare name = public.)")
     if row[1] not in ("r", "p"):
@@ -101,15 +114,19 @@ def table_spec(con: Con, name: str) -> TableSpec:
         raise _refuse(qualified, "no primary key", "ALTER TABLE ... ADD PRIMARY KEY (...)")
     reserved = sorted(c.name for c in columns if c.name in RESERVED_COLUMNS)
     if reserved:
-        raise _refuse(qualified, f"column(s) {reserved} clash with envelope columns",
-                      "rename them")
+        raise _refuse(qualified, f"column(s) {reserved} clash with envelope columns", "rename them")
     return spec
 
 
 def _column(con: Con, r: tuple[object, ...]) -> ColumnSpec:
     name, oid, typmod, source_type, notnull, pk = r
-    return ColumnSpec(str(name), arrow_type(con, int(str(oid)), int(str(typmod))),
-                      str(source_type), int(str(pk)), not notnull)
+    return ColumnSpec(
+        str(name),
+        arrow_type(con, int(str(oid)), int(str(typmod))),
+        str(source_type),
+        int(str(pk)),
+        not notnull,
+    )
 
 
 def arrow_type(con: Con, oid: int, typmod: int) -> pa.DataType:
