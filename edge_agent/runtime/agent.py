@@ -85,14 +85,18 @@ class Agent:
         )
         self.pipelines: dict[str, Pipeline] = {}
         self.open_errors: dict[str, str] = {}
-        self.spool_failed = False
-        # The last spool/state write failure, kept in memory too: when the state
-        # directory's disk is full the note cannot be written to the state database.
+        # The last spool/state write failure (None once writes work again), kept in
+        # memory too: when the state directory's disk is full the note cannot be
+        # written to the state database.
         self.spool_error: str | None = None
         self.heartbeat: Callable[[], None] = lambda: None  # the daemon pings systemd here
         self.retry_open: dict[str, float] = {}
         self.reporter = ErrorReporter(log)
         self.page_bytes = max(64 * 1024, min(cfg.buffer.max_memory // 4, 4 * 1024**2))
+
+    @property
+    def spool_failed(self) -> bool:
+        return self.spool_error is not None
 
     # -- sources ----------------------------------------------------------
     def _pipeline(self, spec: Spec, now: float) -> Pipeline | None:
@@ -207,7 +211,6 @@ class Agent:
             message = f"{where} failed ({getattr(exc, 'strerror', None) or exc}): will retry"
             summary.errors.append(message)
             self.reporter.failed("spool", message)
-            self.spool_failed = True
             self.spool_error = message
             with contextlib.suppress(sqlite3.Error):
                 self.state.set_note("spool.last_error", message, self.clock.wall_ms())
@@ -215,7 +218,6 @@ class Agent:
 
     def _spool_recovered(self, summary: StepSummary) -> None:
         if self.spool_failed and not any("failed (" in e for e in summary.errors):
-            self.spool_failed = False
             self.spool_error = None
             self.reporter.ok("spool")
             self.state.set_note("spool.last_error", None, self.clock.wall_ms())

@@ -108,7 +108,9 @@ def table_spec(con: Con, name: str) -> TableSpec:
         raise _refuse(qualified, "no such table", "check sources.tables (bare name = public.)")
     if row[1] not in ("r", "p"):
         raise _refuse(qualified, "not a table (a view?)", "capture the underlying table")
-    columns = tuple(_column(con, r) for r in con.execute(_COLUMNS, (row[0],)).fetchall())
+    seen: TypeRows = {}
+    rows = con.execute(_COLUMNS, (row[0],)).fetchall()
+    columns = tuple(_column(con, r, seen) for r in rows)
     spec = TableSpec(qualified, columns)
     if not spec.key:
         raise _refuse(qualified, "no primary key", "ALTER TABLE ... ADD PRIMARY KEY (...)")
@@ -118,27 +120,34 @@ def table_spec(con: Con, name: str) -> TableSpec:
     return spec
 
 
-def _column(con: Con, r: tuple[object, ...]) -> ColumnSpec:
+def _column(con: Con, r: tuple[object, ...], seen: TypeRows) -> ColumnSpec:
     name, oid, typmod, source_type, notnull, pk = r
     return ColumnSpec(
         str(name),
-        arrow_type(con, int(str(oid)), int(str(typmod))),
+        arrow_type(con, int(str(oid)), int(str(typmod)), seen),
         str(source_type),
         int(str(pk)),
         not notnull,
     )
 
 
-def arrow_type(con: Con, oid: int, typmod: int) -> pa.DataType:
-    """The Arrow type of a pg_type oid (with its atttypmod)."""
-    row = con.execute(_TYPE, (oid,)).fetchone()
+TypeRows = dict[int, tuple[object, ...] | None]
+
+
+def arrow_type(con: Con, oid: int, typmod: int, seen: TypeRows | None = None) -> pa.DataType:
+    """The Arrow type of a pg_type oid (with its atttypmod). ``seen`` caches pg_type rows
+    across the columns of one table, so a type is looked up once."""
+    seen = {} if seen is None else seen
+    if oid not in seen:
+        seen[oid] = con.execute(_TYPE, (oid,)).fetchone()
+    row = seen[oid]
     if row is None:
         return pa.string()
     typname, typtype, base, elem, category = (str(v) for v in row)
     if typtype == "d":
-        return arrow_type(con, int(base), typmod)
+        return arrow_type(con, int(base), typmod, seen)
     if category == "A" and int(elem):
-        return pa.list_(arrow_type(con, int(elem), typmod))
+        return pa.list_(arrow_type(con, int(elem), typmod, seen))
     if typname == "numeric":
         return _numeric(typmod)
     return _SIMPLE.get(typname, pa.string())
