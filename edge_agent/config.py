@@ -478,7 +478,14 @@ def _resolve_relative(cfg: Config, base: Path) -> Config:
     return replace(
         cfg,
         agent=replace(cfg.agent, state_dir=fix(cfg.agent.state_dir)),
-        sources=tuple(replace(s, path=fix(s.path)) for s in cfg.sources),
+        sources=tuple(
+            replace(
+                s,
+                path=fix(s.path),
+                password_file=None if s.password_file is None else fix(s.password_file),
+            )
+            for s in cfg.sources
+        ),
         sink=mq.resolve_files(replace(cfg.sink, path=fix(cfg.sink.path)), fix),
         collector=None
         if cfg.collector is None

@@ -249,6 +249,16 @@ def check_collector(cfg: CollectorConfig, errors: list[ConfigError]) -> None:
 
 # -- secrets and files (used by the loader, config.load_config) ----------------
 B = TypeVar("B", bound=HasBroker)
+
+
+class HasPassword(Protocol):
+    @property
+    def password(self) -> str: ...
+    @property
+    def password_file(self) -> Path | None: ...
+
+
+P = TypeVar("P", bound=HasPassword)
 FILE_KEYS = ("ca_file", "cert_file", "key_file", "password_file")
 
 
@@ -264,6 +274,17 @@ def refuse_inline_passwords(data: Mapping[str, Any]) -> None:
         for section in ("sink", "collector")
         if isinstance(data.get(section), dict) and "password" in data[section]
     ]
+    sources = data.get("sources")
+    errors += [
+        ConfigError(
+            f"sources[{i}].password",
+            "***",
+            f"do not put the password in the config file: set the environment "
+            f"variable EDGE_AGENT__SOURCES__{i}__PASSWORD or sources.password_file",
+        )
+        for i, src in enumerate(sources if isinstance(sources, list) else [])
+        if isinstance(src, dict) and "password" in src
+    ]
     if errors:
         raise ConfigErrors(errors)
 
@@ -277,10 +298,11 @@ def read_password_files(cfg: Config) -> Config:
     """Fill ``password`` from ``password_file`` (first line, without the newline)."""
     sink = _with_password(cfg.sink, "sink")
     collector = None if cfg.collector is None else _with_password(cfg.collector, "collector")
-    return replace(cfg, sink=sink, collector=collector)
+    sources = tuple(_with_password(s, f"sources[{s.name}]") for s in cfg.sources)
+    return replace(cfg, sink=sink, collector=collector, sources=sources)
 
 
-def _with_password(cfg: B, section: str) -> B:
+def _with_password(cfg: P, section: str) -> P:
     if cfg.password_file is None or cfg.password:
         return cfg
     try:

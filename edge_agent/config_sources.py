@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from edge_agent.config_fields import DURATION_FIX, NAME_FIX
 from edge_agent.config_fields import Section as _Section
@@ -40,6 +42,17 @@ class SourceConfig:
     busy_timeout: float = 5.0
     snapshot: str = "initial"
     timestamp_tables: tuple[TimestampTable, ...] = ()
+    # kind = "postgres": libpq connection string (no password in it), the password
+    # from password_file or EDGE_AGENT__SOURCES__N__PASSWORD (or libpq's PGPASSFILE).
+    dsn: str = ""
+    password: str = field(default="", repr=False)
+    password_file: Path | None = None
+    connect_timeout: float = 10.0
+
+    @property
+    def where(self) -> str:
+        """The database, as messages name it (a file path, or a DSN without password)."""
+        return self.dsn if self.kind == "postgres" else str(self.path)
 
     @property
     def all_tables(self) -> tuple[str, ...]:
@@ -60,14 +73,15 @@ def _tables(raw: Any) -> list[Any]:
 def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig | None:
     s = _Section(data, f"sources[{index}]", errors)
     before = len(errors)
-    for key in ("name", "path", "tables"):
+    kind = s.get("kind", "sqlite", _choice(KINDS), 'use "sqlite" or "postgres"')
+    for key in ("name", "dsn" if kind == "postgres" else "path", "tables"):
         if key not in s.data:
             errors.append(ConfigError(f"{s.prefix}.{key}", None, "required: add it"))
     name = s.get("name", "", _name, NAME_FIX)
-    kind = s.get(
-        "kind", "sqlite", _choice(("sqlite",)), 'use "sqlite" (PostgreSQL is not supported yet)'
-    )
-    path = s.get("path", Path(), _path, "give the path of the SQLite database file")
+    path = Path()
+    if kind == "sqlite":
+        path = s.get("path", path, _path, "give the path of the SQLite database file")
+    pg = _postgres_keys(s, kind)
     mode = s.get(
         "mode",
         "trigger",
@@ -82,6 +96,17 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
         " or [[sources.tables]] entries",
     )
     tables, stamped = _split_tables(entries, mode, s.prefix, errors)
+    if kind == "postgres":
+        tables, stamped = _qualified(tables, stamped)
+        if stamped:
+            errors.append(
+                ConfigError(
+                    f"{s.prefix}.mode",
+                    "timestamp",
+                    'PostgreSQL sources support mode = "trigger" only (timestamp mode is '
+                    "planned): capture these tables with triggers",
+                )
+            )
     page_rows = s.get("page_rows", 5000, _int(1, 1_000_000), "use an integer from 1 to 1000000")
     busy = s.get("busy_timeout", 5.0, parse_duration, DURATION_FIX)
     snap = s.get(
@@ -90,7 +115,10 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
         _choice(("initial", "never")),
         'use "initial" (capture existing rows first, default) or "never"',
     )
-    s.finish("name, kind, path, mode, tables, page_rows, busy_timeout, snapshot")
+    s.finish(
+        "name, kind, mode, tables, page_rows, snapshot, "
+        + ("dsn, password_file, connect_timeout" if kind == "postgres" else "path, busy_timeout")
+    )
     if len(errors) > before:
         return None
     return SourceConfig(
@@ -103,7 +131,93 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
         busy_timeout=busy,
         snapshot=snap,
         timestamp_tables=stamped,
+        **pg,
     )
+
+
+KINDS = ("sqlite", "postgres")
+
+
+def _postgres_keys(s: _Section, kind: str) -> dict[str, Any]:
+    if kind != "postgres":
+        return {}
+    raw = s.data.get("dsn")
+    if isinstance(raw, str) and _has_password(raw):
+        del s.data["dsn"]  # never echo it: the message would carry the password
+        s.errors.append(
+            ConfigError(
+                f"{s.prefix}.dsn",
+                "***",
+                "remove the password from the connection string: set password_file, "
+                f"EDGE_AGENT__{s.prefix.upper().replace('[', '__').replace(']', '')}__PASSWORD"
+                " or libpq's PGPASSFILE",
+            )
+        )
+    return {
+        "dsn": s.get(
+            "dsn",
+            "",
+            _dsn,
+            "give a libpq connection string without a password, e.g. "
+            '"postgresql://edge@127.0.0.1:5432/erp" (the password: password_file, '
+            "EDGE_AGENT__SOURCES__N__PASSWORD or PGPASSFILE)",
+        ),
+        "password_file": s.get(
+            "password_file", None, _path, "give the path of a file with the password on one line"
+        ),
+        "password": s.get("password", "", _string, "set it through the environment only"),
+        "connect_timeout": s.get("connect_timeout", 10.0, parse_duration, DURATION_FIX),
+    }
+
+
+def _dsn(raw: Any) -> str:
+    """A libpq connection string (URI or key=value); the server checks the rest when the
+    agent connects."""
+    text = _string(raw)
+    dsn_parts(text)
+    return text
+
+
+def _has_password(dsn: str) -> bool:
+    try:
+        return "password" in dsn_parts(dsn)
+    except ValueError:
+        return False
+
+
+def dsn_parts(dsn: str) -> dict[str, str]:
+    """The keywords of a libpq connection string, URI (``postgresql://user:pw@host:port/db``)
+    or ``key=value`` form; enough to find a password and name the database (the driver
+    parses it for real, and is no import of the config's)."""
+    if dsn.startswith(("postgresql://", "postgres://")):
+        url = urlsplit(dsn)
+        parts = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        found = {
+            "host": url.hostname or "",
+            "port": str(url.port or ""),
+            "dbname": unquote(url.path.lstrip("/")),
+            "user": unquote(url.username or ""),
+            "password": unquote(url.password or ""),
+        }
+        return {**parts, **{k: v for k, v in found.items() if v}}
+    try:
+        words = shlex.split(dsn)
+    except ValueError as exc:
+        raise ValueError(dsn) from exc
+    if not all("=" in w for w in words):
+        raise ValueError(dsn)
+    return dict(w.split("=", 1) for w in words)
+
+
+def _qualified(
+    tables: tuple[str, ...], stamped: tuple[TimestampTable, ...]
+) -> tuple[tuple[str, ...], tuple[TimestampTable, ...]]:
+    """PostgreSQL table names are schema-qualified; a bare name means schema public."""
+
+    def q(name: str) -> str:
+        return name if "." in name else f"public.{name}"
+
+    return tuple(map(q, tables)), tuple(replace(t, name=q(t.name)) for t in stamped)
 
 
 def _split_tables(
@@ -174,17 +288,24 @@ def parse_sources(data: object, errors: list[ConfigError]) -> tuple[SourceConfig
     return sources
 
 
+def _database_of(src: SourceConfig) -> object:
+    if src.kind != "postgres":
+        return src.path.expanduser().resolve()
+    info = dsn_parts(src.dsn)
+    return (info.get("host", ""), info.get("port", "5432"), info.get("dbname", ""))
+
+
 def _refuse_shared_databases(sources: tuple[SourceConfig, ...], errors: list[ConfigError]) -> None:
     """Two sources on one SQLite file would share its change log and prune each other's
     changes; one source with both tables (or both modes) is the way."""
-    seen: dict[Path, str] = {}
+    seen: dict[object, str] = {}
     for src in sources:
-        where = src.path.expanduser().resolve()
+        where = _database_of(src)
         if where in seen:
             errors.append(
                 ConfigError(
-                    f"sources[{src.name}].path",
-                    str(src.path),
+                    f"sources[{src.name}].{'dsn' if src.kind == 'postgres' else 'path'}",
+                    src.where,
                     f"source {seen[where]!r} already reads this database: list all its tables "
                     "in that one source (a [[sources.tables]] entry may set its own mode)",
                 )

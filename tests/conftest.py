@@ -124,7 +124,10 @@ class Harness:
         return self.agent.flush(self.clock.monotonic() + 30)
 
     def restart(self) -> None:
-        """Simulate a crash: drop the agent without closing it cleanly."""
+        """Simulate a crash: drop the agent without closing it cleanly (its database
+        connections are closed: that seals or records nothing)."""
+        for pipe in self.agent.pipelines.values():
+            pipe.close()
         self.agent.writer.abort()
         self.agent.state.close()
         self.agent = self.open()

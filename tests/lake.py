@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 
 from edge_agent.bronze.schema import decode_unfit
 
-ENVELOPE = {"_op", "_pos", "_ts_ms", "_captured_ms", "_device", "_source", "_table", "_unfit"}
+ENVELOPE = {"_op", "_pos", "_ts_ms", "_captured_ms", "_device", "_source", "_table", "_unfit",
+            "_tx"}
 
 
 def lake_files(lake: Path) -> list[Path]:
@@ -29,7 +30,7 @@ def read_changes(lake: Path) -> list[dict[str, Any]]:
         for row in table.to_pylist():
             values = {k: _sqlite_value(v) for k, v in row.items() if k not in ENVELOPE}
             values.update(decode_unfit(row["_unfit"]))
-            rows.append({**{k: row[k] for k in ENVELOPE}, "values": values, "key": key,
+            rows.append({**{k: row.get(k) for k in ENVELOPE}, "values": values, "key": key,
                          "file": path.name})
     rows.sort(key=lambda r: r["_pos"])
     return rows

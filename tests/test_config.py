@@ -206,7 +206,7 @@ BAD_VALUES = [
     ("sink", "endpoint_url", "minio:9000", "http(s)://"),
     ("sink", "max_bandwidth", "fast", '"0" for unlimited'),
     ("source", "name", "my plant", "A-Z a-z 0-9"),
-    ("source", "kind", "postgres", "not supported yet"),
+    ("source", "kind", "oracle", '"postgres"'),
     ("source", "path", "", "SQLite database file"),
     ("source", "mode", "cdc", '"timestamp"'),
     ("source", "tables", [], '["readings"]'),
@@ -645,3 +645,59 @@ def test_two_sources_on_one_database_file_are_refused(tmp_path: Path) -> None:
         config_from_dict(data)
     text = str(caught.value)
     assert "sources[b].path" in text and "'a' already reads this database" in text
+
+
+# --- PostgreSQL sources --------------------------------------------------------------
+def pg_source(**values: Any) -> dict[str, Any]:
+    return {"name": "erp", "kind": "postgres", "dsn": "postgresql://edge@127.0.0.1:5432/erp",
+            "tables": ["orders", "plant.lines"], **values}
+
+
+def test_a_postgres_source_names_its_tables_with_their_schema() -> None:
+    cfg = config_from_dict({"sources": [pg_source()]})
+    src = cfg.sources[0]
+    assert (src.kind, src.tables) == ("postgres", ("public.orders", "plant.lines"))
+    assert src.where == "postgresql://edge@127.0.0.1:5432/erp"
+
+
+@pytest.mark.parametrize(("values", "field", "fix"), [
+    ({"dsn": "postgresql://edge:secret@db/erp"}, "sources[0].dsn", "SOURCES__0__PASSWORD"),
+    ({"dsn": "host=db password=secret"}, "sources[0].dsn", "remove the password"),
+    ({"dsn": "not a dsn"}, "sources[0].dsn", "libpq connection string"),
+    ({"path": "/x.db"}, "sources[0].path", "unknown key"),
+    ({"tables": [{"name": "t", "cursor": "at"}], "mode": "timestamp"}, "sources[0].mode",
+     'mode = "trigger" only'),
+])
+def test_a_bad_postgres_source_is_refused_with_the_fix(values: dict[str, Any], field: str,
+                                                       fix: str) -> None:
+    error = the_error({"sources": [pg_source(**values)]})
+    assert error.field == field
+    assert fix in str(error)
+    assert "secret" not in str(error)
+
+
+def test_a_missing_dsn_is_named() -> None:
+    source = pg_source()
+    del source["dsn"]
+    assert the_error({"sources": [source]}).field == "sources[0].dsn"
+
+
+def test_two_sources_on_one_postgres_database_are_refused() -> None:
+    other = pg_source(name="erp2", dsn="host=127.0.0.1 port=5432 dbname=erp user=other")
+    error = the_error({"sources": [pg_source(), other]})
+    assert error.field == "sources[erp2].dsn"
+    assert "already reads this database" in str(error)
+
+
+def test_a_postgres_password_comes_from_a_file_or_the_environment_never_the_config(
+        tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    (tmp_path / "pw").write_text("s3cret\n")
+    path.write_text(toml_text({"sources": [pg_source(password_file="pw")]}))
+    assert load_config(path, {}).sources[0].password == "s3cret"
+    env = {"EDGE_AGENT__SOURCES__0__PASSWORD": "from-env"}
+    path.write_text(toml_text({"sources": [pg_source()]}))
+    assert load_config(path, env).sources[0].password == "from-env"
+    path.write_text(toml_text({"sources": [pg_source(password="inline")]}))
+    with pytest.raises(ConfigErrors, match="EDGE_AGENT__SOURCES__0__PASSWORD"):
+        load_config(path, {})

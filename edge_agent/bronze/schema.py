@@ -34,6 +34,7 @@ ENVELOPE: tuple[tuple[str, pa.DataType], ...] = (
     ("_source", pa.string()),
     ("_table", pa.string()),
 )
+TX = ("_tx", pa.int64())  # the source's transaction id, where the database has one
 UNFIT = "_unfit"
 _KIND_TYPES: dict[str, pa.DataType] = {
     "int": pa.int64(),
@@ -48,7 +49,7 @@ _ALLOWED: dict[str, frozenset[type]] = {
     "float": frozenset({float, _NONE}),
     "str": frozenset({str, _NONE}),
     "bytes": frozenset({bytes, _NONE}),
-    "bool": frozenset({int, _NONE}),
+    "bool": frozenset({int, bool, _NONE}),
 }
 _SQLITE_TYPE_NAMES = {int: "integer", float: "real", str: "text", bytes: "blob"}
 
@@ -71,16 +72,19 @@ class BatchSchema:
     schema: pa.Schema
     kinds: tuple[str, ...]
     fingerprint: str
+    tx: bool = False
 
 
-def batch_schema(shape: TableSpec) -> BatchSchema:
+def batch_schema(shape: TableSpec, tx: bool = False) -> BatchSchema:
+    """``tx``: the envelope carries ``_tx`` (slot 1 of each change row)."""
     kinds = tuple(kind_of(c.arrow) for c in shape.columns)
-    fields = [pa.field(n, t) for n, t in ENVELOPE]
+    fields = [pa.field(n, t) for n, t in ENVELOPE + ((TX,) if tx else ())]
     fields += [pa.field(c.name, c.arrow) for c in shape.columns]
     fields.append(pa.field(UNFIT, pa.string()))
     canonical = json.dumps(
         {
             "format": FORMAT_VERSION,
+            **({"tx": True} if tx else {}),
             "key": list(shape.key),
             "columns": [
                 [c.name, c.source_type, str(c.arrow) if k == "arrow" else k]
@@ -96,7 +100,7 @@ def batch_schema(shape: TableSpec) -> BatchSchema:
         b"edge_agent.schema_fingerprint": fingerprint.encode(),
     }
     schema = pa.schema(fields, metadata=metadata)
-    return BatchSchema(shape, schema, kinds, fingerprint)
+    return BatchSchema(shape, schema, kinds, fingerprint, tx)
 
 
 def _fits(value: object, kind: str) -> bool:
@@ -106,12 +110,14 @@ def _fits(value: object, kind: str) -> bool:
     if kind == "float":
         return vtype is float or (isinstance(value, int) and abs(value) <= FLOAT_EXACT)
     if kind == "bool":
-        return vtype is int and value in (0, 1)
+        return vtype in (int, bool) and value in (0, 1)
     return vtype in _ALLOWED[kind]
 
 
 def _unfit_entry(value: Any) -> dict[str, Any]:
-    name = _SQLITE_TYPE_NAMES[type(value)]
+    name = _SQLITE_TYPE_NAMES.get(type(value))
+    if name is None:  # not a SQLite storage class: kept as its text
+        return {"t": type(value).__name__, "v": str(value)}
     if isinstance(value, bytes):
         return {"t": name, "v": base64.b64encode(value).decode()}
     return {"t": name, "v": value}
@@ -168,7 +174,7 @@ class Envelope:
 
 
 def to_batch(bs: BatchSchema, rows: Sequence[Sequence[object]], env: Envelope) -> pa.RecordBatch:
-    """Change-log rows (seq, tid, op, ts_ms, c0..cN) of one capture as a RecordBatch."""
+    """Change rows (pos, tx, op, ts_ms, value...) of one capture as a RecordBatch."""
     n = len(rows)
     width = len(bs.shape.columns)
     cols = list(zip(*rows, strict=False)) if rows else [()] * (4 + width)
@@ -182,6 +188,8 @@ def to_batch(bs: BatchSchema, rows: Sequence[Sequence[object]], env: Envelope) -
         pa.repeat(env.source, n).cast(pa.string()),
         pa.repeat(bs.shape.name, n).cast(pa.string()),
     ]
+    if bs.tx:
+        arrays.append(pa.array(cols[1], pa.int64()))
     for i, (column, kind) in enumerate(zip(bs.shape.columns, bs.kinds, strict=True)):
         values = cols[4 + i] if 4 + i < len(cols) else (None,) * n
         if kind == "arrow":

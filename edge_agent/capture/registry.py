@@ -74,3 +74,11 @@ def _load_builtin() -> None:
         from edge_agent.capture import sqlite_ops
 
         register("sqlite", sqlite_ops.SqliteOps)
+    if "postgres" not in _KINDS:
+        register("postgres", _postgres_ops)
+
+
+def _postgres_ops() -> SourceOps:
+    from edge_agent.capture import pg_ops  # psycopg only when a source needs it
+
+    return pg_ops.PostgresOps()

@@ -7,31 +7,14 @@ knows nothing about files or shipping; positions are kept by the runtime.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, field
 
 from edge_agent.bronze.schema import BatchSchema, batch_schema
 from edge_agent.capture import snapshot
+from edge_agent.capture.pages import Page, TableChanges
 from edge_agent.capture.triggers import SEED_OP, Capture, ChangeLog
 from edge_agent.config_sources import SourceConfig
 from edge_agent.errors import SourceError
 from edge_agent.sources.sqlite import connect, table_shape
-
-
-@dataclass
-class TableChanges:
-    """Consecutive-position rows of one capture, in position order."""
-
-    capture: Capture
-    schema: BatchSchema
-    rows: list[tuple[object, ...]] = field(default_factory=list)
-
-
-@dataclass
-class Page:
-    groups: list[TableChanges]
-    last_seq: int
-    rows_read: int
-    ignored: int
 
 
 class TriggerCapture:
@@ -129,7 +112,7 @@ class TriggerCapture:
                 continue
             group = groups.get(tid)
             if group is None:
-                group = groups[tid] = TableChanges(cap, self.schemas[tid])
+                group = groups[tid] = TableChanges(self.schemas[tid])
             group.rows.append(row)
         last = rows[-1][0]
         return Page(

@@ -163,7 +163,7 @@ class Daemon:
         self.notifier.ready(self._status_line(summary))
 
     def _start_watcher(self) -> None:
-        paths = [s.path for s in self.cfg.sources]
+        paths = [s.path for s in self.cfg.sources if s.kind == "sqlite"]
         try:
             watcher = DatabaseWatcher(paths, self.waker)
             watcher.start()

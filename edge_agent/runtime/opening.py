@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from edge_agent.capture.sqlite_trigger import TriggerCapture
 from edge_agent.capture.timestamp import TimestampCapture
@@ -17,6 +18,9 @@ from edge_agent.errors import ConfigError
 from edge_agent.runtime.pipeline import Parts, Pipeline
 from edge_agent.runtime.timestamp_pipeline import TimestampPipeline
 from edge_agent.runtime.trigger_pipeline import TriggerPipeline
+
+if TYPE_CHECKING:
+    from edge_agent.capture.pg_trigger import PgTriggerCapture
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,22 @@ def _sqlite_timestamp(spec: Spec, parts: Parts, now_ms: int) -> Pipeline:
 
 @opener("sqlite", "trigger")
 def _sqlite_trigger(spec: Spec, parts: Parts, now_ms: int) -> Pipeline:
-    capture = TriggerCapture(spec.source)
-    capture.captured_before = set(parts.state.table_positions(spec.source.name))
-    durable, _ = parts.state.source_position(spec.source.name)
+    return _open_triggers(TriggerCapture(spec.source), parts, now_ms)
+
+
+@opener("postgres", "trigger")
+def _postgres_trigger(spec: Spec, parts: Parts, now_ms: int) -> Pipeline:
+    from edge_agent.capture.pg_trigger import PgTriggerCapture  # psycopg only when needed
+
+    return _open_triggers(PgTriggerCapture(spec.source), parts, now_ms)
+
+
+def _open_triggers(
+    capture: TriggerCapture | PgTriggerCapture, parts: Parts, now_ms: int
+) -> Pipeline:
+    """Install the triggers (seeded at the durable position), then the pipeline."""
+    capture.captured_before = set(parts.state.table_positions(capture.name))
+    durable, _ = parts.state.source_position(capture.name)
     try:
         capture.open(durable, now_ms)
     except BaseException:

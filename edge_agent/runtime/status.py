@@ -52,7 +52,7 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
         sources.append(
             {
                 "source": src.name,
-                "path": str(src.path),
+                "path": src.where,
                 "durable_pos": durable,
                 "next_ordinal": next_ordinal,
                 "waiting_in_source_log": backlog,

@@ -1,5 +1,7 @@
 """The trigger-mode pipeline of one source: change log -> sealed, recorded files.
 
+Any ``LogCapture`` (SQLite or PostgreSQL triggers) drives it.
+
 Position rules (ARCHITECTURE invariant 1):
 - ``read_pos``: the last change-log position read into the writer (memory).
 - ``sealed[table]``: the last position of the table's last sealed file (state DB).
@@ -10,13 +12,13 @@ Position rules (ARCHITECTURE invariant 1):
 
 from __future__ import annotations
 
-from edge_agent.capture.sqlite_trigger import TriggerCapture
+from edge_agent.capture.pages import LogCapture
 from edge_agent.runtime.pipeline import FilePipeline, PageResult, Parts
 from edge_agent.spool.state import FileRecord
 
 
 class TriggerPipeline(FilePipeline):
-    def __init__(self, capture: TriggerCapture, parts: Parts) -> None:
+    def __init__(self, capture: LogCapture, parts: Parts) -> None:
         super().__init__(capture.name, parts)
         self.capture = capture
         self.durable, _ = parts.state.source_position(capture.name)

@@ -1,6 +1,6 @@
 """Connecting to a PostgreSQL database and describing its tables in Arrow terms.
 
-Not used by the runtime yet. A bare table name means schema ``public``; the
+Used by PostgreSQL capture (capture/pg_*.py). A bare table name means schema ``public``; the
 TableSpec name is always schema-qualified (``public.orders``). Columns come in
 attnum order, dropped and generated columns skipped; the key is the primary key.
 
@@ -11,14 +11,20 @@ smallint int16, integer int32, bigint int64, numeric(p,s) p<=38 decimal128(p,s),
 other numeric string, real float32, double precision float64, boolean bool,
 text/varchar/char/name/citext string, bytea binary, uuid string, date date32,
 time time64(us), timetz string, timestamp timestamp(us), timestamptz
-timestamp(us, UTC), interval month_day_nano_interval, json/jsonb string,
+timestamp(us, UTC), interval string (ISO 8601, e.g. ``P1M2DT3H4M5S``: Parquet has
+no exact interval type that pyarrow writes), json/jsonb string,
 anything else string. ``source_type`` is format_type's text.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import psycopg
 import pyarrow as pa
+from psycopg.abc import Buffer
+from psycopg.adapt import Loader
+from psycopg.types import datetime as pg_datetime
 
 from edge_agent.errors import SourceError, TransientError
 from edge_agent.records import RESERVED_COLUMNS, ColumnSpec, TableSpec
@@ -36,7 +42,6 @@ _SIMPLE: dict[str, pa.DataType] = {
     "time": pa.time64("us"),
     "timestamp": pa.timestamp("us"),
     "timestamptz": pa.timestamp("us", tz="UTC"),
-    "interval": pa.month_day_nano_interval(),
 }
 _FIX_PASSWORD = "set password_file, EDGE_AGENT__SOURCES__N__PASSWORD or PGPASSFILE"  # noqa: S105
 
@@ -62,6 +67,28 @@ def connect(dsn: str, password: str | None, connect_timeout: float) -> Con:
         return psycopg.connect(conninfo, autocommit=True)
     except psycopg.Error as exc:
         raise map_error(exc, _safe_dsn(dsn)) from exc
+
+
+def keep_out_of_range_dates(con: Con) -> None:
+    """Load ``infinity`` and dates beyond Python's range as their text instead of failing
+    the whole page: bronze then keeps them exactly in ``_unfit``."""
+    for name, base in (
+        ("date", pg_datetime.DateLoader),
+        ("timestamp", pg_datetime.TimestampLoader),
+        ("timestamptz", pg_datetime.TimestamptzLoader),
+    ):
+        con.adapters.register_loader(name, _lenient(base))
+
+
+def _lenient(base: type[Loader]) -> type[Loader]:
+    class Lenient(base):  # type: ignore[misc,valid-type]
+        def load(self, data: Buffer) -> object:
+            try:
+                return super().load(data)
+            except psycopg.DataError:
+                return bytes(data).decode()
+
+    return Lenient
 
 
 def map_error(exc: psycopg.Error, where: str) -> Exception:
@@ -97,8 +124,8 @@ def _refuse(table: str, what: str, fix: str) -> SourceError:
 
 def table_spec(con: Con, name: str) -> TableSpec:
     """The table's columns and key; refuses what capture cannot use."""
-    qualified = name if "." in name else f"public.{name}"
-    schema, _, table = qualified.partition(".")
+    schema, table = split_name(name)
+    qualified = f"{schema}.{table}"
     row = con.execute(
         "SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n"
         " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
@@ -114,10 +141,40 @@ def table_spec(con: Con, name: str) -> TableSpec:
     spec = TableSpec(qualified, columns)
     if not spec.key:
         raise _refuse(qualified, "no primary key", "ALTER TABLE ... ADD PRIMARY KEY (...)")
-    reserved = sorted(c.name for c in columns if c.name in RESERVED_COLUMNS)
+    reserved = sorted(c.name for c in columns if c.name in RESERVED_COLUMNS | {"_tx"})
     if reserved:
         raise _refuse(qualified, f"column(s) {reserved} clash with envelope columns", "rename them")
     return spec
+
+
+def composite_spec(con: Con, type_name: str, name: str, key: list[str]) -> TableSpec:
+    """The columns of a composite type (a capture's frozen column list, see
+    capture/pg_log.py) as the TableSpec of table ``name`` with ``key``."""
+    rows = con.execute(
+        "SELECT a.attname, a.atttypid, a.atttypmod, format_type(a.atttypid, a.atttypmod),"
+        " false, 0 FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0"
+        " AND NOT a.attisdropped ORDER BY a.attnum",
+        (type_name,),
+    ).fetchall()
+    seen: TypeRows = {}
+    columns = [_column(con, r, seen) for r in rows]
+    pk = {k: i + 1 for i, k in enumerate(key)}
+    return TableSpec(name, tuple(replace(c, pk=pk.get(c.name, 0)) for c in columns))
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``schema.table`` (a bare name: schema public) as its two parts."""
+    schema, _, table = name.partition(".") if "." in name else ("public", ".", name)
+    return schema, table
+
+
+def regclass(name: str) -> str:
+    """The quoted ``schema.table`` text a ``::regclass`` cast reads exactly."""
+    return ".".join(quote_ident(p) for p in split_name(name))
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _column(con: Con, r: tuple[object, ...], seen: TypeRows) -> ColumnSpec:

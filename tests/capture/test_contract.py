@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
+from edge_agent.config import Config
 from edge_agent.runtime.opening import OPENERS
+from tests.capture.test_pg_trigger import pg_config
 from tests.conftest import make_config
 from tests.lake import read_changes, replay
 
@@ -29,28 +31,46 @@ NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 
 @dataclass
 class Rig:
-    """A source of one (kind, mode) with a table ``items(id, name, qty)``."""
+    """A source of one (kind, mode) with a table ``items(id, name, qty)``: ``make`` creates
+    it and returns its address (a file path or a DSN), ``write`` runs SQL with ``?``
+    parameters and ``NOW()`` on it, ``config`` builds the agent's config."""
 
     tables: Callable[[], list[Any]]
-    make: Callable[[Path], Path]
-    write: Callable[[Path, str, tuple[Any, ...]], None]
+    make: Callable[[Path, pytest.FixtureRequest], str]
+    write: Callable[[str, str, tuple[Any, ...]], None]
+    config: Callable[..., Config] = lambda tmp, db, tables, **kw: make_config(
+        tmp, Path(db), tables, **kw)
 
 
-def _sqlite_db(tmp: Path) -> Path:
+def _sqlite_db(tmp: Path, request: pytest.FixtureRequest) -> str:
     db = tmp / "app.db"
     con = sqlite3.connect(db)
     con.execute("PRAGMA journal_mode = WAL")
     con.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, "
                 "updated_at TEXT NOT NULL DEFAULT '1970-01-01T00:00:00.000Z')")
     con.close()
-    return db
+    return str(db)
 
 
-def _sqlite_write(db: Path, sql: str, args: tuple[Any, ...]) -> None:
+def _sqlite_write(db: str, sql: str, args: tuple[Any, ...]) -> None:
     con = sqlite3.connect(db)
     with con:
         con.execute(sql.replace("NOW()", NOW), args)
     con.close()
+
+
+def _pg_db(tmp: Path, request: pytest.FixtureRequest) -> str:
+    dsn: str = request.getfixturevalue("pg_db")
+    _pg_write(dsn, "CREATE TABLE items (id int PRIMARY KEY, name text, qty int, "
+                   "updated_at timestamptz NOT NULL DEFAULT '1970-01-01Z')", ())
+    return dsn
+
+
+def _pg_write(dsn: str, sql: str, args: tuple[Any, ...]) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as con:
+        con.execute(sql.replace("?", "%s"), args or None)
 
 
 RIGS: dict[tuple[str, str], Rig] = {
@@ -58,7 +78,9 @@ RIGS: dict[tuple[str, str], Rig] = {
     ("sqlite", "timestamp"): Rig(
         lambda: [{"name": "items", "mode": "timestamp", "cursor": "updated_at", "lag": "0s"}],
         _sqlite_db, _sqlite_write),
+    ("postgres", "trigger"): Rig(lambda: ["items"], _pg_db, _pg_write, pg_config),
 }
+ITEMS = ("items", "public.items")  # a PostgreSQL table's name carries its schema
 INSERT = "INSERT INTO items (id, name, qty, updated_at) VALUES (?, ?, ?, NOW())"
 UPDATE = "UPDATE items SET qty = ?, updated_at = NOW() WHERE id = ?"
 
@@ -74,20 +96,22 @@ def rig(request: pytest.FixtureRequest) -> tuple[tuple[str, str], Rig]:
 
 def _items(lake: Path) -> dict[tuple[Any, ...], dict[str, Any]]:
     state = replay(read_changes(lake))
-    return {k: {c: v[c] for c in ("id", "name", "qty")} for k, v in state.get("items", {}).items()}
+    items = state.get("items") or state.get("public.items", {})
+    return {k: {c: v[c] for c in ("id", "name", "qty")} for k, v in items.items()}
 
 
 def test_committed_changes_reach_the_lake_once(tmp_path: Path, harness_factory: Any,
-                                               rig: tuple[tuple[str, str], Rig]) -> None:
+                                               rig: tuple[tuple[str, str], Rig],
+        request: pytest.FixtureRequest) -> None:
     _, r = rig
-    db = r.make(tmp_path)
-    h = harness_factory(make_config(tmp_path, db, r.tables()))
+    db = r.make(tmp_path, request)
+    h = harness_factory(r.config(tmp_path, db, r.tables()))
     for i in range(1, 41):
         r.write(db, INSERT, (i, f"n{i}", i))
     r.write(db, UPDATE, (1000, 7))
     h.step(0.1)
     assert h.flush().pending_files == 0
-    changes = [c for c in read_changes(tmp_path / "lake") if c["_table"] == "items"]
+    changes = [c for c in read_changes(tmp_path / "lake") if c["_table"] in ITEMS]
     positions = [c["_pos"] for c in changes]
     assert len(positions) == len(set(positions))
     items = _items(tmp_path / "lake")
@@ -97,11 +121,11 @@ def test_committed_changes_reach_the_lake_once(tmp_path: Path, harness_factory: 
 
 
 def test_a_crash_before_sealing_loses_and_doubles_nothing(
-        tmp_path: Path, harness_factory: Any, rig: tuple[tuple[str, str], Rig]) -> None:
+        tmp_path: Path, harness_factory: Any, rig: tuple[tuple[str, str], Rig],
+        request: pytest.FixtureRequest) -> None:
     _, r = rig
-    db = r.make(tmp_path)
-    h = harness_factory(make_config(tmp_path, db, r.tables(),
-                                    buffer={"max_file_age": "1h"}))
+    db = r.make(tmp_path, request)
+    h = harness_factory(r.config(tmp_path, db, r.tables(), buffer={"max_file_age": "1h"}))
     for i in range(1, 21):
         r.write(db, INSERT, (i, f"n{i}", i))
     h.step(0.1)  # read into the writer, not sealed
@@ -110,17 +134,18 @@ def test_a_crash_before_sealing_loses_and_doubles_nothing(
         r.write(db, INSERT, (i, f"n{i}", i))
     h.step(0.1)
     assert h.flush().pending_files == 0
-    changes = [c for c in read_changes(tmp_path / "lake") if c["_table"] == "items"]
+    changes = [c for c in read_changes(tmp_path / "lake") if c["_table"] in ITEMS]
     assert sorted(c["values"]["id"] for c in changes) == list(range(1, 31))
     assert len(_items(tmp_path / "lake")) == 30
 
 
 def test_an_unknown_table_is_named_and_the_rest_goes_on(
-        tmp_path: Path, harness_factory: Any, rig: tuple[tuple[str, str], Rig]) -> None:
+        tmp_path: Path, harness_factory: Any, rig: tuple[tuple[str, str], Rig],
+        request: pytest.FixtureRequest) -> None:
     (_, mode), r = rig
-    db = r.make(tmp_path)
+    db = r.make(tmp_path, request)
     missing: Any = "nope" if mode == "trigger" else {**r.tables()[0], "name": "nope"}
-    h = harness_factory(make_config(tmp_path, db, [*r.tables(), missing]))
+    h = harness_factory(r.config(tmp_path, db, [*r.tables(), missing]))
     r.write(db, INSERT, (1, "a", 1))
     summary = h.step(0.1)
     h.flush()

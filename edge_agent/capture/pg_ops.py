@@ -1,0 +1,104 @@
+"""The source-level operations of a PostgreSQL source: backlog, trigger commands, snapshots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_agent.capture import pg_snapshot
+from edge_agent.capture.pg_batches import Batches
+from edge_agent.capture.pg_log import PgChangeLog
+from edge_agent.capture.pg_trigger import open_connection
+from edge_agent.capture.registry import TriggerRequest
+from edge_agent.config_sources import SourceConfig
+from edge_agent.errors import EdgeAgentError, SourceError
+from edge_agent.sources.postgres import table_spec
+
+
+class PostgresOps:
+    def backlog(self, source: SourceConfig, after: int) -> tuple[int | str, dict[str, Any]]:
+        try:
+            con = open_connection(source)
+        except EdgeAgentError as exc:
+            return f"unreachable: {exc}", {}
+        try:
+            log = PgChangeLog(con, source.dsn)
+            return Batches(log, after).backlog(after), pg_snapshot.progress(log)
+        except EdgeAgentError as exc:
+            return f"unreadable: {exc}", {}
+        finally:
+            con.close()
+
+    def triggers(self, source: SourceConfig, req: TriggerRequest) -> tuple[list[str], bool]:
+        con = open_connection(source)
+        try:
+            return _trigger_action(PgChangeLog(con, source.dsn), source, req)
+        finally:
+            con.close()
+
+    def check(self, source: SourceConfig) -> list[str]:
+        try:
+            con = open_connection(source)
+        except EdgeAgentError as exc:
+            return [f"sources[{source.name}]: {exc}"]
+        problems: list[str] = []
+        try:
+            for table in source.all_tables:
+                try:
+                    table_spec(con, table)
+                except SourceError as exc:
+                    problems.append(f"sources[{source.name}]: {exc}")
+        finally:
+            con.close()
+        return problems
+
+    def request_snapshot(
+        self, source: SourceConfig, tables: list[str], now_ms: int
+    ) -> dict[str, str]:
+        con = open_connection(source)
+        try:
+            log = PgChangeLog(con, source.dsn)
+            active = log.active()
+            refused = {
+                t: f"table {t!r} has no capture triggers yet: run `edge-agent triggers install`"
+                " (or start the daemon) first"
+                for t in tables
+                if t not in active
+            }
+            pg_snapshot.request(log, [active[t] for t in tables if t in active], now_ms)
+            return refused
+        finally:
+            con.close()
+
+
+def _trigger_action(
+    log: PgChangeLog, source: SourceConfig, req: TriggerRequest
+) -> tuple[list[str], bool]:
+    tables = source.tables
+    if req.action == "verify":
+        problems = log.verify(tables)
+        return (
+            [str(p) for p in problems] or [f"ok: {len(tables)} table(s) captured"],
+            not problems,
+        )
+    if req.action == "install":
+        for table in tables:
+            table_spec(log.con, table)  # refuse the whole install on an unknown table
+        changed = log.install(
+            tables,
+            req.durable,
+            req.now_ms,
+            snapshot_new=source.snapshot == "initial",
+            captured_before=set(req.captured),
+        )
+        return [f"installed: {', '.join(changed) or 'nothing to change'}"], True
+    waiting = Batches(log, req.durable).backlog(req.durable)
+    if req.drop_log and waiting and not req.force:
+        return [
+            f"refused: {waiting} change(s) are still waiting in the change log; run "
+            "`edge-agent flush` first, or add --force to drop them"
+        ], False
+    removed = log.uninstall(req.drop_log)
+    return [
+        f"uninstalled: {', '.join(removed) or 'nothing installed'}"
+        + (" (change log dropped)" if req.drop_log else "")
+    ], True

@@ -1,0 +1,178 @@
+"""Trigger capture of one PostgreSQL source: connect, keep triggers current, read pages.
+
+The PostgreSQL ``LogCapture`` (capture/pages.py): the runtime's trigger
+pipeline drives it exactly as it drives SQLite's. A lost connection is a
+``TransientError``; the next call connects again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from edge_agent.bronze.schema import BatchSchema, batch_schema
+from edge_agent.capture import pg_snapshot
+from edge_agent.capture.pages import Page, TableChanges
+from edge_agent.capture.pg_batches import Batches, Ref
+from edge_agent.capture.pg_log import PgCapture, PgChangeLog
+from edge_agent.config_sources import SourceConfig
+from edge_agent.errors import SourceError
+from edge_agent.sources.postgres import (
+    Con,
+    connect,
+    keep_out_of_range_dates,
+    regclass,
+    table_spec,
+)
+
+_SIGNATURE = """
+SELECT n.name, to_regclass(n.name)::oid,
+  (SELECT array_agg(a.attname::text || ' ' || format_type(a.atttypid, a.atttypmod)
+          ORDER BY a.attnum)
+   FROM pg_attribute a WHERE a.attrelid = to_regclass(n.name) AND a.attnum > 0
+     AND NOT a.attisdropped),
+  (SELECT array_agg(t.tgname::text || t.tgenabled::text || encode(t.tgargs, 'hex')
+          ORDER BY t.tgname)
+   FROM pg_trigger t WHERE t.tgrelid = to_regclass(n.name) AND NOT t.tgisinternal)
+FROM unnest(%s::text[]) AS n(name) ORDER BY n.name"""
+
+
+def open_connection(cfg: SourceConfig) -> Con:
+    con = connect(cfg.dsn, cfg.password or None, cfg.connect_timeout)
+    keep_out_of_range_dates(con)
+    con.execute("SET IntervalStyle = 'iso_8601'")  # intervals land as ISO 8601 text
+    return con
+
+
+class PgTriggerCapture:
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.cfg = cfg
+        self.con: Con | None = None
+        self.captures: dict[int, PgCapture] = {}
+        self.schemas: dict[int, BatchSchema] = {}
+        self.table_errors: dict[str, str] = {}
+        self.actions: dict[str, str] = {}
+        self.captured_before: set[str] = set()
+        self.seed = 0
+        self._signature: object = None
+        self._log: PgChangeLog | None = None
+        self._batches: Batches | None = None
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    def open(self, seed: int, now_ms: int) -> list[str]:
+        self.seed = seed
+        return self.sync_triggers(seed, now_ms)
+
+    def close(self) -> None:
+        if self.con is not None:
+            self.con.close()
+        self.con = None
+
+    def _changelog(self) -> PgChangeLog:
+        if self.con is None or self.con.closed or self.con.broken:
+            self.close()
+            self.con = open_connection(self.cfg)
+            self._log = PgChangeLog(self.con, self.cfg.dsn)
+            self._batches = Batches(self._log, self.seed)
+        if self._log is None:
+            raise SourceError(f"source {self.name!r} is not open")
+        return self._log
+
+    def _batch_reader(self) -> Batches:
+        self._changelog()
+        if self._batches is None:
+            raise SourceError(f"source {self.name!r} is not open")
+        return self._batches
+
+    def sync_triggers(self, seed: int, now_ms: int) -> list[str]:
+        """Install or regenerate triggers for every configured table that exists."""
+        log = self._changelog()
+        log.ensure(seed)
+        valid: list[str] = []
+        self.table_errors = {}
+        for table in self.cfg.tables:
+            try:
+                table_spec(log.con, table)
+                valid.append(table)
+            except SourceError as exc:
+                self.table_errors[table] = str(exc)
+        snap = self.cfg.snapshot == "initial"
+        changed = (
+            log.install(
+                valid, seed, now_ms, snapshot_new=snap, captured_before=self.captured_before
+            )
+            if valid
+            else []
+        )
+        self.actions = dict(log.actions) if valid else {}
+        self._signature = self._catalog_signature()
+        self._load_captures()
+        return changed
+
+    def _catalog_signature(self) -> object:
+        names = [regclass(t) for t in self.cfg.tables]
+        return self._changelog().run(_SIGNATURE, (names,)).fetchall()
+
+    def schema_changed(self) -> bool:
+        return self._catalog_signature() != self._signature
+
+    def _load_captures(self) -> None:
+        self.captures = self._changelog().captures()
+        self.schemas = {
+            tid: self.schemas.get(tid) or batch_schema(cap.spec, tx=True)
+            for tid, cap in self.captures.items()
+        }
+
+    def read(self, after: int, max_bytes: int, sealed: dict[str, int]) -> Page:
+        batches = self._batch_reader()
+        refs = batches.page(after, self.cfg.page_rows, max_bytes)
+        if not refs:
+            return Page([], after, 0)
+        by_tid: dict[int, list[Ref]] = defaultdict(list)
+        for ref in refs:
+            by_tid[ref.tid].append(ref)
+        groups: list[TableChanges] = []
+        ignored = 0
+        for tid, mine in by_tid.items():
+            cap = self._capture(tid)
+            if cap is None or cap.table not in self.cfg.tables:
+                ignored += len(mine)
+                continue
+            group = self._group(batches, cap, mine, sealed.get(cap.table, -1))
+            if group.rows:
+                groups.append(group)
+        return Page(groups, refs[-1].pos, len(refs), ignored)
+
+    def _capture(self, tid: int) -> PgCapture | None:
+        if tid not in self.captures:
+            self._load_captures()
+        return self.captures.get(tid)
+
+    def _group(
+        self, batches: Batches, cap: PgCapture, refs: list[Ref], sealed: int
+    ) -> TableChanges:
+        """The changes of one capture in this page with their positions; those at or
+        below the table's sealed position are already in a sealed file."""
+        wanted = [r for r in refs if r.pos > sealed]
+        position = {r.seq: r.pos for r in wanted}
+        rows = batches.fetch(cap, list(position)) if wanted else []
+        return TableChanges(self.schemas[cap.tid], [(position[int(r[0])], *r[1:]) for r in rows])
+
+    def snapshot_step(self, now_ms: int) -> int:
+        """Copy one page of a pending snapshot; 0 when none is due."""
+        log = self._changelog()
+        for job in pg_snapshot.jobs(log):
+            if job.done_ms is not None or job.table not in self.cfg.tables:
+                continue
+            cap = self._capture(job.tid)
+            if cap is None:
+                continue
+            copied = pg_snapshot.step(log, cap, self.cfg.page_rows, now_ms)
+            if copied:
+                return copied
+        return 0
+
+    def prune(self, durable: int) -> int:
+        return self._batch_reader().prune(durable)
