@@ -347,6 +347,16 @@ class Postgres:
             self.stop()
         shutil.rmtree(self.base, ignore_errors=True)
 
+    def require_password(self, role: str, password: str) -> None:
+        """Create ``role`` and make it log in with a password (scram), others stay trusted."""
+        import psycopg
+
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        with psycopg.connect(self.dsn(), autocommit=True) as con:
+            con.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+            con.execute("SELECT pg_reload_conf()")
+
     def dsn(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 

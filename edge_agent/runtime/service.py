@@ -144,7 +144,7 @@ def _request_snapshots(cfg: Config, table: str | None) -> list[str]:
     asked = 0
     refused: list[str] = []
     for src in cfg.sources:
-        tables = [t for t in src.tables if table is None or t == table]
+        tables = [t for t in src.tables if table is None or table in (t, _bare(t, src.kind))]
         if not tables:
             continue
         asked += len(tables)
@@ -154,6 +154,11 @@ def _request_snapshots(cfg: Config, table: str | None) -> list[str]:
     if len(refused) == asked:
         raise EdgeAgentError("nothing to snapshot: " + "; ".join(refused))
     return refused
+
+
+def _bare(table: str, kind: str) -> str:
+    """A PostgreSQL table of schema public may be named without it, as in the config."""
+    return table.removeprefix("public.") if kind == "postgres" else table
 
 
 def _run_snapshots(

@@ -18,6 +18,7 @@ anything else string. ``source_type`` is format_type's text.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import psycopg
@@ -99,13 +100,33 @@ def map_error(exc: psycopg.Error, where: str) -> Exception:
     if state == "3D000" or ("database" in str(exc) and "does not exist" in str(exc)):
         return SourceError(f"postgres {where!r}: database does not exist: check sources.dsn")
     if state == "42501":
-        return SourceError(
-            f"postgres {where!r}: insufficient privilege: {exc.diag.message_primary}"
-            ": GRANT SELECT ON <table> TO <role>"
-        )
+        return SourceError(_privilege_message(exc.diag.message_primary or str(exc), where))
     if state in _TRANSIENT or isinstance(exc, psycopg.OperationalError):
         return TransientError(f"postgres {where!r} unreachable, will retry: {state or '-'}")
     return SourceError(f"postgres {where!r}: {exc.diag.message_primary or type(exc).__name__}")
+
+
+_DENIED = re.compile(r"permission denied for (database|table|relation|schema) (\S+)")
+_GRANTS = {
+    "database": "GRANT CREATE ON DATABASE {name} TO {role}",
+    "schema": "GRANT USAGE ON SCHEMA {name} TO {role}",
+    "table": "GRANT SELECT, UPDATE, TRIGGER ON {name} TO {role}",
+    "relation": "GRANT SELECT, UPDATE, TRIGGER ON {name} TO {role}",
+}
+
+
+def _privilege_message(primary: str, where: str) -> str:
+    """The missing privilege and the GRANT that gives it. Trigger capture needs CREATE on
+    the database (for its edge_cdc schema) and SELECT, UPDATE (snapshot pages lock their
+    rows) and TRIGGER on each captured table."""
+    role = psycopg.conninfo.conninfo_to_dict(where).get("user") or "<agent role>"
+    found = _DENIED.search(primary)
+    grant = (
+        _GRANTS[found.group(1)].format(name=found.group(2), role=role)
+        if found
+        else f"GRANT SELECT, UPDATE, TRIGGER ON <table> TO {role}"
+    )
+    return f"postgres {where!r}: insufficient privilege ({primary}): as an owner, run {grant}"
 
 
 _COLUMNS = """

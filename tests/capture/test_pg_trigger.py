@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from edge_agent.config import Config, config_from_dict
 from tests.conftest import config_dict
@@ -159,3 +160,106 @@ def test_every_common_type_lands_in_its_arrow_type_exactly(tmp_path: Path, pg_db
     assert (changes[1]["values"]["at"], changes[1]["values"]["day"]) == ("infinity", "-infinity")
     schema = pq.read_schema(next((tmp_path / "lake").rglob("*.parquet")))
     assert str(schema.field("_tx").type) == "int64"
+
+
+def test_an_added_column_rotates_the_file_and_the_latest_rows_carry_it(
+        tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    sql(pg_db, ITEMS, "INSERT INTO items VALUES (1, 'a', 1), (2, 'b', 2)")
+    h = harness_factory(pg_config(tmp_path, pg_db, ["items"]))
+    h.step(0.1)
+    sql(pg_db, "UPDATE items SET qty = 5 WHERE id = 1", "ALTER TABLE items ADD COLUMN unit text",
+        "UPDATE items SET unit = 'kg' WHERE id = 2", "INSERT INTO items VALUES (3, 'c', 3, 'l')")
+    h.step(0.1)
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    import pyarrow.parquet as pq
+
+    schemas = {tuple(pq.read_schema(p).names) for p in (tmp_path / "lake").rglob("*.parquet")}
+    assert any("unit" in names for names in schemas)
+    assert any("unit" not in names for names in schemas)
+    assert lake_state(tmp_path, "public.items") == rows_of(pg_db, "items")
+
+
+def test_a_dropped_column_never_fails_the_applications_writes(
+        tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    sql(pg_db, ITEMS, "INSERT INTO items VALUES (1, 'a', 1)")
+    h = harness_factory(pg_config(tmp_path, pg_db, ["items"]))
+    h.step(0.1)
+    sql(pg_db, "ALTER TABLE items DROP COLUMN name", "UPDATE items SET qty = 2 WHERE id = 1",
+        "INSERT INTO items VALUES (2, 7)")  # before the agent regenerates its capture
+    h.step(0.1)
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    state = lake_state(tmp_path, "public.items")
+    assert {k: {c: v[c] for c in ("id", "qty")} for k, v in state.items()} == rows_of(
+        pg_db, "items")
+    assert all("name" not in v or v["name"] is None for v in state.values())
+
+
+def test_a_table_dropped_and_created_again_starts_over_with_a_marker_and_a_snapshot(
+        tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    sql(pg_db, ITEMS, "INSERT INTO items VALUES (1, 'a', 1), (2, 'b', 2)")
+    h = harness_factory(pg_config(tmp_path, pg_db, ["items"]))
+    h.step(0.1)
+    sql(pg_db, "DROP TABLE items", ITEMS, "INSERT INTO items VALUES (9, 'z', 9)")
+    h.step(0.1)
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    ops = [c["_op"] for c in read_changes(tmp_path / "lake")]
+    assert ops == ["r", "r", "t", "r"]
+    assert lake_state(tmp_path, "public.items") == rows_of(pg_db, "items")
+
+
+def test_truncate_is_a_marker_that_empties_the_table_in_the_lake(
+        tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    sql(pg_db, ITEMS, "INSERT INTO items VALUES (1, 'a', 1), (2, 'b', 2)")
+    h = harness_factory(pg_config(tmp_path, pg_db, ["items"]))
+    h.step(0.1)
+    sql(pg_db, "TRUNCATE items", "INSERT INTO items VALUES (3, 'c', 3)")
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    assert [c["_op"] for c in read_changes(tmp_path / "lake")] == ["r", "r", "t", "c"]
+    assert lake_state(tmp_path, "public.items") == rows_of(pg_db, "items")
+
+
+def test_a_server_restart_is_retried_and_loses_nothing(tmp_path: Path,
+                                                       harness_factory: Any) -> None:
+    from tests.servers import Postgres
+
+    server = Postgres()
+    try:
+        dsn = server.create_database("app")
+        sql(dsn, ITEMS)
+        h = harness_factory(pg_config(tmp_path, dsn, ["items"], buffer={"max_file_age": "1h"}))
+        h.step(0.1)
+        sql(dsn, "INSERT INTO items SELECT g, 'a', g FROM generate_series(1, 20) g")
+        h.step(0.1)
+        server.stop()
+        down = h.step(0.1)
+        assert any("unreachable, will retry" in e for e in down.errors)
+        server.start()
+        sql(dsn, "INSERT INTO items SELECT g, 'b', g FROM generate_series(21, 30) g")
+        h.step(1.0)
+        h.step(1.0)
+        assert h.flush().pending_files == 0
+        changes = read_changes(tmp_path / "lake")
+        assert [c["values"]["id"] for c in changes] == list(range(1, 31))
+        assert [c["_pos"] for c in changes] == list(range(1, 31))
+    finally:
+        server.remove()
+
+
+@pytest.mark.parametrize(("grants", "missing"), [
+    ([], "GRANT CREATE ON DATABASE"),
+    (["GRANT CREATE ON DATABASE {db} TO viewer"], "GRANT SELECT, UPDATE, TRIGGER ON items TO viewer"),
+])
+def test_a_role_without_the_privileges_gets_the_grant_that_fixes_it(
+        tmp_path: Path, pg_db: str, harness_factory: Any, grants: list[str], missing: str) -> None:
+    db = pg_db.rsplit("/", 1)[1]
+    sql(pg_db, ITEMS, "DO $$ BEGIN CREATE ROLE viewer LOGIN; EXCEPTION WHEN duplicate_object"
+        " THEN NULL; END $$", "GRANT SELECT ON items TO viewer",
+        *(g.format(db=db) for g in grants))
+    h = harness_factory(pg_config(tmp_path, pg_db.replace("postgres@", "viewer@"), ["items"]))
+    summary = h.step(0.1)
+    assert any(missing in e for e in summary.errors), summary.errors
+    assert any("insufficient privilege" in e for e in summary.errors)

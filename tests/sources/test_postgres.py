@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 import pytest
 
@@ -76,3 +78,14 @@ def test_an_unknown_database_is_named(postgres: object, pg_db: str) -> None:
     dsn = pg_db.rsplit("/", 1)[0] + "/no_such_db"
     with pytest.raises(SourceError, match="no_such_db"):
         connect(dsn, None, 5)
+
+
+def test_a_wrong_password_is_named_without_echoing_it(postgres: Any, pg_db: str) -> None:
+    postgres.require_password("secure", "right")
+    dsn = pg_db.replace("postgres@", "secure@")
+    with connect(dsn, "right", 5) as con:
+        assert con.info.user == "secure"
+    with pytest.raises(SourceError, match="wrong password") as caught:
+        connect(dsn, "wrong-one", 5)
+    assert "wrong-one" not in str(caught.value)
+    assert "password_file" in str(caught.value)
