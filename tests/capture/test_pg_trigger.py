@@ -251,7 +251,8 @@ def test_a_server_restart_is_retried_and_loses_nothing(tmp_path: Path,
 
 @pytest.mark.parametrize(("grants", "missing"), [
     ([], "GRANT CREATE ON DATABASE"),
-    (["GRANT CREATE ON DATABASE {db} TO viewer"], "GRANT SELECT, UPDATE, TRIGGER ON items TO viewer"),
+    (["GRANT CREATE ON DATABASE {db} TO viewer"],
+     "GRANT SELECT, UPDATE, TRIGGER ON items TO viewer"),
 ])
 def test_a_role_without_the_privileges_gets_the_grant_that_fixes_it(
         tmp_path: Path, pg_db: str, harness_factory: Any, grants: list[str], missing: str) -> None:
