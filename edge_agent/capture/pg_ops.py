@@ -8,23 +8,25 @@ from edge_agent.capture import pg_snapshot
 from edge_agent.capture.pg_batches import Batches
 from edge_agent.capture.pg_log import PgChangeLog
 from edge_agent.capture.pg_trigger import open_connection
-from edge_agent.capture.registry import TriggerRequest
+from edge_agent.capture.registry import Backlog, TriggerRequest
 from edge_agent.config_sources import SourceConfig
 from edge_agent.errors import EdgeAgentError, SourceError
 from edge_agent.sources.postgres import table_spec
 
 
 class PostgresOps:
-    def backlog(self, source: SourceConfig, after: int) -> tuple[int | str, dict[str, Any]]:
+    def backlog(self, source: SourceConfig, after: int) -> Backlog:
         try:
             con = open_connection(source)
         except EdgeAgentError as exc:
-            return f"unreachable: {exc}", {}
+            return Backlog(f"unreachable: {exc}")
         try:
             log = PgChangeLog(con, source.dsn)
-            return Batches(log, after).backlog(after), pg_snapshot.progress(log)
+            return Backlog(
+                Batches(log, after).backlog(after), pg_snapshot.progress(log), _details(log)
+            )
         except EdgeAgentError as exc:
-            return f"unreadable: {exc}", {}
+            return Backlog(f"unreadable: {exc}")
         finally:
             con.close()
 
@@ -68,6 +70,33 @@ class PostgresOps:
             return refused
         finally:
             con.close()
+
+
+_OLDEST = """
+SELECT pid, coalesce(application_name, ''), state,
+       extract(epoch FROM now() - xact_start)::bigint
+FROM pg_stat_activity
+WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
+ORDER BY xact_start LIMIT 1"""
+
+
+def _details(log: PgChangeLog) -> dict[str, Any]:
+    """The change log's size on disk, and the oldest open transaction in the database:
+    the reader cannot pass a transaction that has not ended, so a long one looks like
+    capture standing still."""
+    size = log.run("SELECT pg_total_relation_size(to_regclass('edge_cdc.log'))").fetchone()
+    oldest = log.run(_OLDEST).fetchone()
+    return {
+        "change_log_bytes": int(str(size[0])) if size and size[0] is not None else 0,
+        "oldest_transaction": None
+        if oldest is None
+        else {
+            "pid": oldest[0],
+            "application": oldest[1],
+            "state": oldest[2],
+            "age_s": oldest[3],
+        },
+    }
 
 
 def _trigger_action(

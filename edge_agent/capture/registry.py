@@ -9,7 +9,7 @@ knows which database a source is. The pipelines themselves are found by
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge_agent.config_sources import SourceConfig
@@ -28,10 +28,20 @@ class TriggerRequest:
     captured: frozenset[str] = frozenset()  # tables with sealed files (re-snapshot on reinstall)
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """What a source's database says about capture there, for `status`."""
+
+    waiting: int | str  # changes in the change log after the durable position, or why unknown
+    snapshots: dict[str, Any] = field(default_factory=dict)  # progress by table
+    details: dict[str, Any] = field(default_factory=dict)  # database-specific, e.g. log size
+
+
 class SourceOps(Protocol):
-    def backlog(self, source: SourceConfig, after: int) -> tuple[int | str, dict[str, Any]]:
+    def backlog(self, source: SourceConfig, after: int) -> Backlog:
         """Changes waiting in the source's change log after ``after`` (or why that cannot
-        be read), and the progress of its snapshots by table. Read-only; never raises."""
+        be read), the progress of its snapshots by table and database-specific details.
+        Read-only; never raises."""
         ...
 
     def triggers(self, source: SourceConfig, req: TriggerRequest) -> tuple[list[str], bool]:

@@ -6,7 +6,7 @@ import sqlite3
 from typing import Any
 
 from edge_agent.capture import snapshot as snapshots
-from edge_agent.capture.registry import TriggerRequest
+from edge_agent.capture.registry import Backlog, TriggerRequest
 from edge_agent.capture.snapshot import SNAPSHOTS
 from edge_agent.capture.triggers import LOG, ChangeLog
 from edge_agent.config_sources import SourceConfig
@@ -15,10 +15,10 @@ from edge_agent.sources.sqlite import connect, table_shape
 
 
 class SqliteOps:
-    def backlog(self, source: SourceConfig, after: int) -> tuple[int | str, dict[str, Any]]:
+    def backlog(self, source: SourceConfig, after: int) -> Backlog:
         path = source.path
         if not path.exists():
-            return "database missing", {}
+            return Backlog("database missing")
         try:
             con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
             try:
@@ -29,8 +29,8 @@ class SqliteOps:
             finally:
                 con.close()
         except sqlite3.Error as exc:
-            return f"unreadable: {exc}", {}
-        return int(row[0]), progress
+            return Backlog(f"unreadable: {exc}")
+        return Backlog(int(row[0]), progress)
 
     def triggers(self, source: SourceConfig, req: TriggerRequest) -> tuple[list[str], bool]:
         con = connect(source.path, source.busy_timeout)

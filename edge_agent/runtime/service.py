@@ -217,7 +217,7 @@ def _unfinished(jobs: dict[str, Any], timeout: float) -> str:
 def _jobs(cfg: Config) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for src in cfg.sources:
-        _, jobs = source_backlog(src, 0)
+        jobs = source_backlog(src, 0).snapshots
         found.update({f"{src.name}.{t}": j for t, j in jobs.items() if t in src.tables})
     return found
 

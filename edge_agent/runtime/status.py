@@ -6,16 +6,16 @@ import time
 from typing import Any
 
 from edge_agent.capture.cursor import Checkpoint
-from edge_agent.capture.registry import ops_for
+from edge_agent.capture.registry import Backlog, ops_for
 from edge_agent.config import Config
 from edge_agent.config_sources import SourceConfig
 from edge_agent.spool.state import FAILED, READY, StateDB
 from edge_agent.units import format_size
 
 
-def source_backlog(source: SourceConfig, after: int) -> tuple[int | str, dict[str, Any]]:
-    """Changes waiting in a source's change log (or why it cannot be read), and the
-    progress of its snapshots by table."""
+def source_backlog(source: SourceConfig, after: int) -> Backlog:
+    """Changes waiting in a source's change log (or why it cannot be read), the
+    progress of its snapshots by table, and what else its database tells."""
     return ops_for(source).backlog(source, after)
 
 
@@ -27,9 +27,12 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
     for src in cfg.sources:
         durable, next_ordinal = state.source_position(src.name)
         positions = state.table_positions(src.name)
-        backlog, snapshots = (
-            source_backlog(src, durable) if src.tables else ("no change log (timestamp mode)", {})
+        backlog = (
+            source_backlog(src, durable)
+            if src.tables
+            else Backlog("no change log (timestamp mode)")
         )
+        snapshots = backlog.snapshots
         stamped = {t.name for t in src.timestamp_tables}
         tables = []
         for table in src.all_tables:
@@ -55,7 +58,8 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
                 "path": src.where,
                 "durable_pos": durable,
                 "next_ordinal": next_ordinal,
-                "waiting_in_source_log": backlog,
+                "waiting_in_source_log": backlog.waiting,
+                "database": backlog.details,
                 "last_error": _note(notes, f"source.{src.name}.last_error"),
                 "table_errors": _note(notes, f"source.{src.name}.tables"),
                 "tables": tables,
@@ -169,6 +173,7 @@ def _source_lines(src: dict[str, Any], now_ms: int) -> list[str]:
         f"waiting in change log: {src['waiting_in_source_log']}"
     ]
     lines += [f"  ! {src[key]}" for key in ("last_error", "table_errors") if src[key]]
+    lines += _database_lines(src.get("database") or {})
     for t in src["tables"]:
         if t["last_error"]:
             lines.append(f"  ! {t['table']}: {t['last_error']}")
@@ -185,6 +190,20 @@ def _source_lines(src: dict[str, Any], now_ms: int) -> list[str]:
                 f"    snapshot {snap['percent']}% ({snap['rows_done']} of "
                 f"{snap['rows_total']} rows)"
             )
+    return lines
+
+
+def _database_lines(details: dict[str, Any]) -> list[str]:
+    lines = []
+    if "change_log_bytes" in details:
+        lines.append(f"  change log {format_size(details['change_log_bytes'])} on disk")
+    oldest = details.get("oldest_transaction")
+    if oldest:
+        lines.append(
+            f"  oldest open transaction: {oldest['age_s']} s (pid {oldest['pid']}, "
+            f"{oldest['application'] or 'no application name'}, {oldest['state']}); "
+            "capture cannot pass it until it ends"
+        )
     return lines
 
 

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from tests.capture.test_pg_trigger import ITEMS, lake_state, rows_of, sql
 from tests.conftest import config_dict, run_cli, write_config
 
@@ -55,8 +57,15 @@ def test_status_flush_and_snapshot_on_postgres(tmp_path: Path, pg_db: str) -> No
     assert run_cli("flush", "--config", config).returncode == 0  # installs the triggers
     sql(pg_db, "UPDATE items SET qty = 0 WHERE id <= 5")
 
-    status = json.loads(run_cli("status", "--json", "--config", config).stdout)
+    with psycopg.connect(pg_db, application_name="slow-batch") as open_tx:
+        open_tx.execute("UPDATE items SET qty = 1 WHERE id = 30")  # not committed yet
+        status = json.loads(run_cli("status", "--json", "--config", config).stdout)
+        text = run_cli("status", "--config", config).stdout
+        open_tx.rollback()
     assert status["sources"][0]["waiting_in_source_log"] == 5
+    assert status["sources"][0]["database"]["change_log_bytes"] > 0
+    assert status["sources"][0]["database"]["oldest_transaction"]["application"] == "slow-batch"
+    assert "oldest open transaction" in text and "slow-batch" in text
 
     flushed = run_cli("flush", "--config", config)
     assert flushed.returncode == 0, flushed.stdout + flushed.stderr
