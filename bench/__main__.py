@@ -23,7 +23,7 @@ from bench import report
 from bench.common import FULL, QUICK, RESULTS, ROOT, code_version, log, machine
 from bench.session import Session
 
-SCENARIOS = ("1", "2", "6", "3", "4", "5", "7", "8")  # 6 reads what 2 shipped
+SCENARIOS = ("1", "2", "6", "3", "4", "5", "7", "8", "9")  # 6 reads what 2 shipped
 
 
 def _runners(session: Session) -> dict[str, Callable[[], dict[str, Any]]]:
@@ -36,6 +36,7 @@ def _runners(session: Session) -> dict[str, Callable[[], dict[str, Any]]]:
         s6_bandwidth,
         s7_transports,
         s8_idle,
+        s9_postgres,
     )
 
     mode = session.mode
@@ -48,6 +49,7 @@ def _runners(session: Session) -> dict[str, Callable[[], dict[str, Any]]]:
         "5": lambda: s5_latency.run(session),
         "7": lambda: s7_transports.run(session),
         "8": lambda: s8_idle.run(session),
+        "9": lambda: s9_postgres.run(mode),
     }
 
 

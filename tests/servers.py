@@ -312,9 +312,10 @@ class Postgres:
     127.0.0.1 (trust auth, no fsync: test data only). initdb refuses root, so as root
     the server runs as the Debian package's ``postgres`` user."""
 
-    def __init__(self) -> None:
+    def __init__(self, fsync: bool = False) -> None:
         # Its own directory: pytest's tmp dirs are private to root, and the server user
-        # must reach its data directory.
+        # must reach its data directory. Benchmarks pass fsync=True (commits wait for disk).
+        self.fsync = fsync
         base = Path(tempfile.mkdtemp(prefix="edge-agent-pg-"))
         self.base = base
         self.port = free_port()
@@ -334,7 +335,8 @@ class Postgres:
         subprocess.run([*self._as, *cmd], check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
-        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} -c fsync=off "
+        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} "
+                f"-c fsync={'on' if self.fsync else 'off'} "
                 "-c wal_level=logical -c max_replication_slots=10")
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts,
                   "-w", "start")
