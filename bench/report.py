@@ -605,6 +605,16 @@ def _console_peer_transports(sc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _console_postgres(sc: dict[str, Any]) -> list[str]:
+    if "9" not in sc:
+        return []
+    s = sc["9"]
+    ratios = ", ".join(f"{k} x{v['ratio']['median']:.2f}" for k, v in s["writes"].items())
+    return [f"  9 postgres writes with triggers: {ratios}",
+            f"  9 postgres capture: CPU x{s['capture']['cpu_ratio']['median']:.2f} "
+            f"of the floor; snapshot x{s['snapshot']['ratio']['median']:.2f} of ADBC"]
+
+
 def console(r: dict[str, Any]) -> str:
     sc = r["scenarios"]
     lines = [f"edge-agent bench ({r['mode']}), medians:"]
@@ -652,12 +662,7 @@ def console(r: dict[str, Any]) -> str:
                      f"{s['default']['sched_cpu_s']['median']:.4f} s, tuned "
                      f"{s['tuned']['sched_cpu_s']['median']:.4f} s, sleep "
                      f"{s['sleep']['sched_cpu_s']['median']:.4f} s")
-    if "9" in sc:
-        s = sc["9"]
-        ratios = ", ".join(f"{k} x{v['ratio']['median']:.2f}" for k, v in s["writes"].items())
-        lines.append(f"  9 postgres writes with triggers: {ratios}")
-        lines.append(f"  9 postgres capture: CPU x{s['capture']['cpu_ratio']['median']:.2f} "
-                     f"of the floor; snapshot x{s['snapshot']['ratio']['median']:.2f} of ADBC")
+    lines += _console_postgres(sc)
     for k, v in r.get("errors", {}).items():
         lines.append(f"  scenario {k} FAILED: {v}")
     return "\n".join(lines)
