@@ -123,9 +123,17 @@ def config_sections() -> dict[str, str]:
 
 
 def loader_keys(section: str) -> set[str]:
-    """The keys the loader accepts in a section, from its own "unknown key" message."""
+    """The keys the loader accepts in a section, from its own "unknown key" message
+    (for [[sources]], of every kind of source)."""
+    if section == "[[sources]]":
+        return _loader_keys(section, {"path": "x.db"}) | _loader_keys(
+            section, {"kind": "postgres", "dsn": "host=db dbname=erp"})
+    return _loader_keys(section, {"path": "x.db"})
+
+
+def _loader_keys(section: str, kind: dict[str, object]) -> set[str]:
     probe = "zz_docs_probe"
-    source: dict[str, object] = {"name": "s", "path": "x.db", "tables": ["t"]}
+    source: dict[str, object] = {"name": "s", "tables": ["t"], **kind}
     data: dict[str, object] = {"sources": [source]}
     if section == "[[sources]]":
         source[probe] = 1
