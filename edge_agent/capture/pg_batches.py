@@ -39,16 +39,19 @@ _NEW_TICK = """
 WITH prev AS (SELECT snap, base, rows FROM edge_cdc.ticks ORDER BY id DESC LIMIT 1),
 cur AS (SELECT pg_current_snapshot() AS snap),
 batch AS (
-    SELECT count(*) AS rows FROM edge_cdc.log l, prev, cur
+    SELECT count(*) AS rows, min(l.seq) AS first_seq, max(l.seq) AS last_seq
+    FROM edge_cdc.log l, prev, cur
     WHERE l.txid >= pg_snapshot_xmin(prev.snap) AND l.txid < pg_snapshot_xmax(cur.snap)
       AND pg_visible_in_snapshot(l.txid, cur.snap)
       AND NOT pg_visible_in_snapshot(l.txid, prev.snap))
-INSERT INTO edge_cdc.ticks (snap, base, rows)
-SELECT cur.snap, greatest(prev.base + prev.rows, %(seed)s), batch.rows FROM prev, cur, batch
-WHERE batch.rows > 0"""
+INSERT INTO edge_cdc.ticks (snap, base, rows, first_seq, last_seq)
+SELECT cur.snap, greatest(prev.base + prev.rows, %(seed)s), batch.rows, batch.first_seq,
+       batch.last_seq
+FROM prev, cur, batch WHERE batch.rows > 0"""
 _FIND_TICK = """
 SELECT t.id, t.base, t.rows, t.snap::text,
-       (SELECT p.snap::text FROM edge_cdc.ticks p WHERE p.id < t.id ORDER BY p.id DESC LIMIT 1)
+       (SELECT p.snap::text FROM edge_cdc.ticks p WHERE p.id < t.id ORDER BY p.id DESC LIMIT 1),
+       t.first_seq, t.last_seq
 FROM edge_cdc.ticks t WHERE t.base + t.rows > %s AND t.rows > 0 ORDER BY t.id LIMIT 1"""
 
 
@@ -59,22 +62,19 @@ class Tick:
     rows: int
     snap: str
     prev: str
+    first_seq: int  # the batch's changes lie between these sequence numbers
+    last_seq: int
 
     @property
     def end(self) -> int:
         return self.base + self.rows
 
     def params(self, **more: object) -> dict[str, object]:
-        return {"prev": self.prev, "cur": self.snap, **more}
+        return {"prev": self.prev, "cur": self.snap, "last_seq": self.last_seq, **more}
 
 
-@dataclass(frozen=True)
-class Ref:
-    """One change of a page: its position, its sequence number and its capture."""
-
-    pos: int
-    seq: int
-    tid: int
+Ref = tuple[int, int, int]
+"""One change of a page: its position, its sequence number and its capture id."""
 
 
 class Batches:
@@ -82,19 +82,29 @@ class Batches:
         self.log = log
         self.seed = seed
         self._at: tuple[int, int, int] | None = None  # tick id, position, seq last read
+        self._window: tuple[Tick, int, int] | None = None  # the last page: seq low < s <= high
 
     def page(self, after: int, max_rows: int, max_bytes: int) -> list[Ref]:
-        """The next changes after position ``after``, inside one batch."""
+        """The next changes after position ``after``, inside one batch.
+
+        Read in windows of sequence numbers (a batch's changes may be spread among
+        other batches'): every change of the batch inside a window comes back, in
+        order, so the i-th one read is the next position. One window costs
+        O(max_rows) on the server, however large the batch."""
         tick = self._tick_after(after)
         if tick is None:
             return []
         start = max(after, tick.base)
-        seq = self._seq_at(tick, start)
-        rows = self.log.run(
-            f"SELECT seq, tid, coalesce(pg_column_size(data), 0) FROM edge_cdc.log WHERE {_BATCH}"
-            " AND seq > %(seq)s ORDER BY seq LIMIT %(n)s",
-            tick.params(seq=seq, n=min(max_rows, tick.end - start)),
-        ).fetchall()
+        low = max(self._seq_at(tick, start), tick.first_seq - 1)
+        rows: list[tuple[int, int, int]] = []
+        while not rows and low < tick.last_seq:
+            high = min(low + max_rows, tick.last_seq)
+            rows = self.log.run(
+                f"SELECT seq, tid, coalesce(pg_column_size(data), 0) FROM edge_cdc.log"
+                f" WHERE {_BATCH} AND seq > %(low)s AND seq <= %(high)s ORDER BY seq",
+                tick.params(low=low, high=high),
+            ).fetchall()
+            low = high
         if not rows:
             raise SourceError(
                 f"postgres {self.log.where!r}: changes {start + 1}..{tick.end} of batch {tick.id}"
@@ -103,12 +113,15 @@ class Batches:
             )
         refs: list[Ref] = []
         size = 0
-        for seq_, tid, nbytes in rows:
-            refs.append(Ref(start + len(refs) + 1, int(str(seq_)), int(str(tid))))
-            size += 64 + int(str(nbytes))
-            if size >= max_bytes:
+        pos = start
+        for seq, tid, nbytes in rows:
+            pos += 1
+            refs.append((pos, seq, tid))
+            size += 64 + nbytes
+            if size >= max_bytes or pos == tick.end:
                 break
-        self._at = (tick.id, refs[-1].pos, refs[-1].seq)
+        self._at = (tick.id, refs[-1][0], refs[-1][1])
+        self._window = (tick, refs[0][1] - 1, refs[-1][1])
         return refs
 
     def _tick_after(self, after: int) -> Tick | None:
@@ -122,8 +135,8 @@ class Batches:
         row = self.log.run(_FIND_TICK, (after,)).fetchone()
         if row is None:
             return None
-        tick_id, base, rows, snap, prev = row
-        return Tick(int(str(tick_id)), int(str(base)), int(str(rows)), str(snap), str(prev))
+        tick_id, base, rows, snap, prev, first_seq, last_seq = row
+        return Tick(tick_id, base, rows, snap, prev, first_seq, last_seq)
 
     def _seq_at(self, tick: Tick, pos: int) -> int:
         """The sequence number of the change at ``pos`` (0: before the batch)."""
@@ -137,16 +150,26 @@ class Batches:
         ).fetchone()
         return int(str(row[0])) if row else 0
 
-    def fetch(self, cap: PgCapture, seqs: list[int]) -> list[tuple[Any, ...]]:
-        """The changes ``seqs`` of one capture, decoded with its frozen column types:
-        rows ``(seq, txid, op, ts_ms, value...)`` in sequence order."""
-        columns = sql.SQL(", ").join(select_expr(c.name, c.arrow) for c in cap.spec.columns)
+    def fetch(self, cap: PgCapture) -> list[tuple[Any, ...]]:
+        """The changes of one capture in the last page, decoded with its frozen column
+        types: rows ``(seq, txid, op, ts_ms, value...)`` in sequence order."""
+        if self._window is None:
+            return []
+        tick, low, high = self._window
+        columns = cap.spec.columns
+        exprs = [select_expr(c.name, c.arrow) for c in columns]
+        temporal = [i for i, c in enumerate(columns) if _FINITE.get(c.arrow.id)]
+        if temporal:
+            exprs.append(_not_finite([columns[i].name for i in temporal]))
         query = sql.SQL(
             "SELECT l.seq, l.txid::text::bigint, l.op::text, l.ts_ms, {} FROM edge_cdc.log l"
             " LEFT JOIN LATERAL jsonb_populate_record(NULL::{}, l.data) r ON true"
-            " WHERE l.seq = ANY(%s) ORDER BY l.seq"
-        ).format(columns, sql.Identifier(*cap.shape_type.split(".")))
-        return self.log.run(query, (seqs,)).fetchall()
+            " WHERE l.tid = %(tid)s AND l.seq > %(low)s AND l.seq <= %(high)s AND "
+            + _BATCH.replace("txid", "l.txid")
+            + " ORDER BY l.seq"
+        ).format(sql.SQL(", ").join(exprs), sql.Identifier(*cap.shape_type.split(".")))
+        rows = self.log.run(query, tick.params(tid=cap.tid, low=low, high=high)).fetchall()
+        return _with_not_finite(rows, [4 + i for i in temporal]) if temporal else rows
 
     def prune(self, durable: int, chunk: int = PRUNE_CHUNK) -> int:
         """Delete the changes of every batch wholly at or below ``durable``, in chunks (each
@@ -190,13 +213,56 @@ class Batches:
         return int(str(row[0] if row else 0)) + int(str(unticked[0] if unticked else 0))
 
 
+# Dates and times travel as integers in the Arrow type's unit (psycopg's datetime
+# objects cost ~3 µs a value to make and as much again for pyarrow to read).
+_FINITE: dict[int, str] = {
+    pa.timestamp("us").id: "(extract(epoch FROM {c}) * 1000000)::bigint",
+    pa.date32().id: "{c} - DATE '1970-01-01'",
+}
+_TIME = "(extract(epoch FROM {c}) * 1000000)::bigint"
+
+
 def select_expr(name: str, arrow: pa.DataType) -> sql.Composable:
     """How a column is selected so that psycopg hands over what its Arrow type takes:
     text for every string-mapped type (uuid, json, enum, interval, unconstrained
-    numeric...)."""
+    numeric...); dates and times as integers (``infinity`` as NULL here, its text
+    beside, see ``fetch``)."""
     col = sql.SQL("r.{}").format(sql.Identifier(name))
     if arrow == pa.string():
         return sql.SQL("{}::text").format(col)
     if pa.types.is_list(arrow) and arrow.value_type == pa.string():
         return sql.SQL("{}::text[]").format(col)
+    finite = _FINITE.get(arrow.id)
+    if finite:
+        return sql.SQL("CASE WHEN isfinite({c}) THEN " + finite + " END").format(c=col)
+    if pa.types.is_time(arrow):
+        return sql.SQL(_TIME).format(c=col)
     return col
+
+
+def _not_finite(names: list[str]) -> sql.Composable:
+    """One extra column: NULL, or the texts of the row's non-finite dates and times."""
+    cols = [sql.SQL("r.{}").format(sql.Identifier(n)) for n in names]
+    return sql.SQL("CASE WHEN NOT ({all}) THEN ARRAY[{texts}] END").format(
+        all=sql.SQL(" AND ").join(sql.SQL("coalesce(isfinite({}), true)").format(c) for c in cols),
+        texts=sql.SQL(", ").join(
+            sql.SQL("CASE WHEN NOT isfinite({c}) THEN {c}::text END").format(c=c) for c in cols
+        ),
+    )
+
+
+def _with_not_finite(rows: list[tuple[Any, ...]], indexes: list[int]) -> list[tuple[Any, ...]]:
+    """Put ``infinity`` and ``-infinity`` (selected as text in the extra last column) in
+    their columns: bronze keeps such a value exactly in ``_unfit``."""
+    out = []
+    for row in rows:
+        texts = row[-1]
+        if texts is None:
+            out.append(row[:-1])
+            continue
+        values = list(row[:-1])
+        for i, text in zip(indexes, texts, strict=True):
+            if text is not None:
+                values[i] = text
+        out.append(tuple(values))
+    return out

@@ -79,6 +79,7 @@ TABLES = [
     # between two ticks form one batch, positions base+1 .. base+rows (pg_batches.py).
     "CREATE TABLE IF NOT EXISTS edge_cdc.ticks (id bigserial PRIMARY KEY,"
     " snap pg_snapshot NOT NULL, base bigint NOT NULL, rows bigint NOT NULL,"
+    " first_seq bigint NOT NULL DEFAULT 0, last_seq bigint NOT NULL DEFAULT 0,"
     " made timestamptz NOT NULL DEFAULT now())",
     "CREATE TABLE IF NOT EXISTS edge_cdc.snapshots (tid int PRIMARY KEY, name text NOT NULL,"
     " last_key jsonb, rows_done bigint NOT NULL DEFAULT 0, rows_total bigint NOT NULL,"

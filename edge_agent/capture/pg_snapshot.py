@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from edge_agent.sources.postgres import regclass
 
@@ -64,6 +65,21 @@ def jobs(log: PgChangeLog) -> list[Job]:
 
 def step(log: PgChangeLog, cap: PgCapture, page_rows: int, now_ms: int) -> int:
     """Copy the next page of a running snapshot; 0 once it is finished."""
+    row = log.run(
+        "SELECT last_key FROM edge_cdc.snapshots WHERE tid = %s AND done_ms IS NULL", (cap.tid,)
+    ).fetchone()
+    if row is None:
+        return 0
+    last = row[0]
+    query = _page_query(cap, after=last is not None)
+    params = {"tid": cap.tid, "n": page_rows, "ms": now_ms, "last": Jsonb(last)}
+    done = log.run(query, params).fetchone()
+    return int(str(done[0])) if done else 0
+
+
+def _page_query(cap: PgCapture, after: bool) -> sql.Composed:
+    """One page in key order after the last key copied (a row comparison the table's
+    primary key index serves), copied into the log with the job's progress."""
     key = [sql.Identifier(k) for k in cap.spec.key]
 
     def cols(alias: str, suffix: str = "") -> sql.Composable:
@@ -71,18 +87,21 @@ def step(log: PgChangeLog, cap: PgCapture, page_rows: int, now_ms: int) -> int:
             sql.SQL("{}.{}{}").format(sql.Identifier(alias), k, sql.SQL(suffix)) for k in key
         )
 
+    table = sql.SQL(regclass(cap.table))
+    where = (
+        sql.SQL(", jsonb_populate_record(NULL::{}, %(last)s) k WHERE ({}) > ({})").format(
+            table, cols("t"), cols("k")
+        )
+        if after
+        else sql.SQL("")
+    )
     last = sql.SQL(", ").join(
         sql.SQL("{}, p.{}").format(sql.Literal(k), sql.Identifier(k)) for k in cap.spec.key
     )
-    table = sql.SQL(regclass(cap.table))
-    query = sql.SQL(
+    return sql.SQL(
         """
-WITH job AS (SELECT last_key FROM edge_cdc.snapshots WHERE tid = %(tid)s AND done_ms IS NULL),
-page AS (
-    SELECT t.* FROM {table} t, job
-    WHERE job.last_key IS NULL
-       OR ({t_key}) > (SELECT {k_key} FROM jsonb_populate_record(NULL::{table}, job.last_key) k)
-    ORDER BY {t_key} LIMIT %(n)s FOR SHARE OF t),
+WITH page AS (
+    SELECT t.* FROM {table} t{where} ORDER BY {t_key} LIMIT %(n)s FOR SHARE OF t),
 ins AS (
     INSERT INTO edge_cdc.log (tid, op, ts_ms, data)
     SELECT %(tid)s, 'r', %(ms)s, to_jsonb(page) FROM page),
@@ -94,15 +113,7 @@ upd AS (
         done_ms = CASE WHEN done.n = 0 THEN %(ms)s END
     FROM done WHERE s.tid = %(tid)s AND s.done_ms IS NULL)
 SELECT n FROM done"""
-    ).format(
-        table=table,
-        t_key=cols("t"),
-        k_key=cols("k"),
-        last=last,
-        p_desc=cols("p", " DESC"),
-    )
-    row = log.run(query, {"tid": cap.tid, "n": page_rows, "ms": now_ms}).fetchone()
-    return int(str(row[0])) if row else 0
+    ).format(table=table, where=where, t_key=cols("t"), last=last, p_desc=cols("p", " DESC"))
 
 
 def request(log: PgChangeLog, caps: list[PgCapture], now_ms: int) -> None:

@@ -19,7 +19,6 @@ from edge_agent.errors import SourceError
 from edge_agent.sources.postgres import (
     Con,
     connect,
-    keep_out_of_range_dates,
     regclass,
     table_spec,
 )
@@ -38,7 +37,6 @@ FROM unnest(%s::text[]) AS n(name) ORDER BY n.name"""
 
 def open_connection(cfg: SourceConfig) -> Con:
     con = connect(cfg.dsn, cfg.password or None, cfg.connect_timeout)
-    keep_out_of_range_dates(con)
     con.execute("SET IntervalStyle = 'iso_8601'")  # intervals land as ISO 8601 text
     return con
 
@@ -132,7 +130,7 @@ class PgTriggerCapture:
             return Page([], after, 0)
         by_tid: dict[int, list[Ref]] = defaultdict(list)
         for ref in refs:
-            by_tid[ref.tid].append(ref)
+            by_tid[ref[2]].append(ref)
         groups: list[TableChanges] = []
         ignored = 0
         for tid, mine in by_tid.items():
@@ -143,7 +141,7 @@ class PgTriggerCapture:
             group = self._group(batches, cap, mine, sealed.get(cap.table, -1))
             if group.rows:
                 groups.append(group)
-        return Page(groups, refs[-1].pos, len(refs), ignored)
+        return Page(groups, refs[-1][0], len(refs), ignored)
 
     def _capture(self, tid: int) -> PgCapture | None:
         if tid not in self.captures:
@@ -155,10 +153,11 @@ class PgTriggerCapture:
     ) -> TableChanges:
         """The changes of one capture in this page with their positions; those at or
         below the table's sealed position are already in a sealed file."""
-        wanted = [r for r in refs if r.pos > sealed]
-        position = {r.seq: r.pos for r in wanted}
-        rows = batches.fetch(cap, list(position)) if wanted else []
-        return TableChanges(self.schemas[cap.tid], [(position[int(r[0])], *r[1:]) for r in rows])
+        position = {seq: pos for pos, seq, _ in refs if pos > sealed}
+        rows = batches.fetch(cap) if position else []
+        return TableChanges(
+            self.schemas[cap.tid], [(position[r[0]], *r[1:]) for r in rows if r[0] in position]
+        )
 
     def snapshot_step(self, now_ms: int) -> int:
         """Copy one page of a pending snapshot; 0 when none is due."""

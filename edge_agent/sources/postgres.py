@@ -13,7 +13,8 @@ text/varchar/char/name/citext string, bytea binary, uuid string, date date32,
 time time64(us), timetz string, timestamp timestamp(us), timestamptz
 timestamp(us, UTC), interval string (ISO 8601, e.g. ``P1M2DT3H4M5S``: Parquet has
 no exact interval type that pyarrow writes), json/jsonb string,
-anything else string. ``source_type`` is format_type's text.
+arrays of date/time types list of string (the ISO text), anything else string.
+``source_type`` is format_type's text.
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ from dataclasses import replace
 
 import psycopg
 import pyarrow as pa
-from psycopg.abc import Buffer
-from psycopg.adapt import Loader
-from psycopg.types import datetime as pg_datetime
 
 from edge_agent.errors import SourceError, TransientError
 from edge_agent.records import RESERVED_COLUMNS, ColumnSpec, TableSpec
@@ -68,28 +66,6 @@ def connect(dsn: str, password: str | None, connect_timeout: float) -> Con:
         return psycopg.connect(conninfo, autocommit=True)
     except psycopg.Error as exc:
         raise map_error(exc, _safe_dsn(dsn)) from exc
-
-
-def keep_out_of_range_dates(con: Con) -> None:
-    """Load ``infinity`` and dates beyond Python's range as their text instead of failing
-    the whole page: bronze then keeps them exactly in ``_unfit``."""
-    for name, base in (
-        ("date", pg_datetime.DateLoader),
-        ("timestamp", pg_datetime.TimestampLoader),
-        ("timestamptz", pg_datetime.TimestamptzLoader),
-    ):
-        con.adapters.register_loader(name, _lenient(base))
-
-
-def _lenient(base: type[Loader]) -> type[Loader]:
-    class Lenient(base):  # type: ignore[misc,valid-type]
-        def load(self, data: Buffer) -> object:
-            try:
-                return super().load(data)
-            except psycopg.DataError:
-                return bytes(data).decode()
-
-    return Lenient
 
 
 def map_error(exc: psycopg.Error, where: str) -> Exception:
@@ -225,7 +201,10 @@ def arrow_type(con: Con, oid: int, typmod: int, seen: TypeRows | None = None) ->
     if typtype == "d":
         return arrow_type(con, int(base), typmod, seen)
     if category == "A" and int(elem):
-        return pa.list_(arrow_type(con, int(elem), typmod, seen))
+        item = arrow_type(con, int(elem), typmod, seen)
+        # Date/time elements as text: an element the Arrow type cannot hold
+        # (infinity) must not cost the whole array.
+        return pa.list_(pa.string() if pa.types.is_temporal(item) else item)
     if typname == "numeric":
         return _numeric(typmod)
     return _SIMPLE.get(typname, pa.string())

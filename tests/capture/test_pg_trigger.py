@@ -264,3 +264,21 @@ def test_a_role_without_the_privileges_gets_the_grant_that_fixes_it(
     summary = h.step(0.1)
     assert any(missing in e for e in summary.errors), summary.errors
     assert any("insufficient privilege" in e for e in summary.errors)
+
+
+def test_a_snapshot_in_pages_of_a_composite_key_takes_every_row_once(
+        tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    sql(pg_db, "CREATE TABLE parts (b text, a int, v int, PRIMARY KEY (b, a))",
+        "INSERT INTO parts SELECT chr(97 + g % 3), g, g FROM generate_series(1, 25) g")
+    h = harness_factory(pg_config(tmp_path, pg_db, ["parts"], source={"page_rows": 7}))
+    for _ in range(6):
+        h.step(0.1)
+    sql(pg_db, "UPDATE parts SET v = -1 WHERE a = 4")
+    assert h.flush().pending_files == 0
+    changes = read_changes(tmp_path / "lake")
+    snapshot = sorted((c["values"]["b"], c["values"]["a"]) for c in changes if c["_op"] == "r")
+    with psycopg.connect(pg_db) as con:
+        assert snapshot == sorted(con.execute("SELECT b, a FROM parts").fetchall())
+        rows = {(b, a): v for b, a, v in con.execute("SELECT b, a, v FROM parts")}
+    state = replay(changes)["public.parts"]
+    assert {k: v["v"] for k, v in state.items()} == rows
