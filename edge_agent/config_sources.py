@@ -98,15 +98,6 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
     tables, stamped = _split_tables(entries, mode, s.prefix, errors)
     if kind == "postgres":
         tables, stamped = _qualified(tables, stamped)
-        if stamped:
-            errors.append(
-                ConfigError(
-                    f"{s.prefix}.mode",
-                    "timestamp",
-                    'PostgreSQL sources support mode = "trigger" only (timestamp mode is '
-                    "planned): capture these tables with triggers",
-                )
-            )
     page_rows = s.get("page_rows", 5000, _int(1, 1_000_000), "use an integer from 1 to 1000000")
     busy = s.get("busy_timeout", 5.0, parse_duration, DURATION_FIX)
     snap = s.get(

@@ -6,8 +6,11 @@ from typing import Any
 
 
 def toml_text(data: dict[str, Any]) -> str:
-    """Tables, arrays of tables, scalars and lists: what the configs here use."""
+    """Tables, arrays of tables, scalars, lists and inline tables: what the configs here
+    use."""
     def value(v: Any) -> str:
+        if isinstance(v, dict):  # an inline table
+            return "{" + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + "}"
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, int | float):

@@ -222,12 +222,12 @@ _FINITE: dict[int, str] = {
 _TIME = "(extract(epoch FROM {c}) * 1000000)::bigint"
 
 
-def select_expr(name: str, arrow: pa.DataType) -> sql.Composable:
+def select_expr(name: str, arrow: pa.DataType, alias: str = "r") -> sql.Composable:
     """How a column is selected so that psycopg hands over what its Arrow type takes:
     text for every string-mapped type (uuid, json, enum, interval, unconstrained
     numeric...); dates and times as integers (``infinity`` as NULL here, its text
     beside, see ``fetch``)."""
-    col = sql.SQL("r.{}").format(sql.Identifier(name))
+    col = sql.SQL("{}.{}").format(sql.Identifier(alias), sql.Identifier(name))
     if arrow == pa.string():
         return sql.SQL("{}::text").format(col)
     if pa.types.is_list(arrow) and arrow.value_type == pa.string():

@@ -7,9 +7,10 @@ from typing import Any
 from edge_agent.capture import pg_snapshot
 from edge_agent.capture.pg_batches import Batches
 from edge_agent.capture.pg_log import PgChangeLog
+from edge_agent.capture.pg_timestamp import PgTimestampCapture
 from edge_agent.capture.pg_trigger import open_connection
 from edge_agent.capture.registry import Backlog, TriggerRequest
-from edge_agent.config_sources import SourceConfig
+from edge_agent.config_sources import SourceConfig, TimestampTable
 from edge_agent.errors import EdgeAgentError, SourceError
 from edge_agent.sources.postgres import table_spec
 
@@ -44,14 +45,14 @@ class PostgresOps:
             return [f"sources[{source.name}]: {exc}"]
         problems: list[str] = []
         try:
-            for table in source.all_tables:
+            for table in source.tables:
                 try:
                     table_spec(con, table)
                 except SourceError as exc:
                     problems.append(f"sources[{source.name}]: {exc}")
         finally:
             con.close()
-        return problems
+        return problems + [p for t in source.timestamp_tables for p in _cursor_problems(source, t)]
 
     def request_snapshot(
         self, source: SourceConfig, tables: list[str], now_ms: int
@@ -70,6 +71,17 @@ class PostgresOps:
             return refused
         finally:
             con.close()
+
+
+def _cursor_problems(source: SourceConfig, table: TimestampTable) -> list[str]:
+    capture = PgTimestampCapture(source, table)
+    try:
+        capture.refresh_schema()
+    except EdgeAgentError as exc:
+        return [f"sources[{source.name}]: {exc}"]
+    finally:
+        capture.close()
+    return []
 
 
 _OLDEST = """

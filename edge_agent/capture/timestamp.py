@@ -43,6 +43,8 @@ class Polled:
 
 
 class TimestampCapture:
+    cursor_per_ms = 1  # cursor values are milliseconds
+
     def __init__(self, source: SourceConfig, table: TimestampTable) -> None:
         self.source = source
         self.table = table

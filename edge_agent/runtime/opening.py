@@ -20,6 +20,7 @@ from edge_agent.runtime.timestamp_pipeline import TimestampPipeline
 from edge_agent.runtime.trigger_pipeline import TriggerPipeline
 
 if TYPE_CHECKING:
+    from edge_agent.capture.pg_timestamp import PgTimestampCapture
     from edge_agent.capture.pg_trigger import PgTriggerCapture
 
 
@@ -72,7 +73,19 @@ def open_pipeline(spec: Spec, parts: Parts, now_ms: int) -> Pipeline:
 def _sqlite_timestamp(spec: Spec, parts: Parts, now_ms: int) -> Pipeline:
     if spec.table is None:
         raise ValueError(spec)
-    ts = TimestampCapture(spec.source, spec.table)
+    return _open_timestamp(TimestampCapture(spec.source, spec.table), parts)
+
+
+@opener("postgres", "timestamp")
+def _postgres_timestamp(spec: Spec, parts: Parts, now_ms: int) -> Pipeline:
+    from edge_agent.capture.pg_timestamp import PgTimestampCapture  # psycopg only when needed
+
+    if spec.table is None:
+        raise ValueError(spec)
+    return _open_timestamp(PgTimestampCapture(spec.source, spec.table), parts)
+
+
+def _open_timestamp(ts: TimestampCapture | PgTimestampCapture, parts: Parts) -> Pipeline:
     try:
         ts.open()
     except BaseException:

@@ -48,7 +48,7 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
                     "last_shipped_ms": last.shipped_ms if last else None,
                     "snapshot": snapshots.get(table),
                     "mode": "timestamp" if table in stamped else "trigger",
-                    "cursor": _cursor(state, src.name, table) if table in stamped else None,
+                    "cursor": _cursor(state, src, table) if table in stamped else None,
                     "last_error": _note(notes, f"source.{src.name}/{table}.last_error"),
                 }
             )
@@ -87,13 +87,14 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
     }
 
 
-def _cursor(state: StateDB, source: str, table: str) -> dict[str, Any] | None:
-    saved = state.cursor(source, table)
+def _cursor(state: StateDB, source: SourceConfig, table: str) -> dict[str, Any] | None:
+    saved = state.cursor(source.name, table)
     if saved is None:
         return None
     point = Checkpoint.from_json(saved)
+    per_ms = 1000 if source.kind == "postgres" else 1  # PostgreSQL cursors are microseconds
     return {
-        "watermark_ms": point.watermark,
+        "watermark_ms": None if point.watermark is None else point.watermark // per_ms,
         "next_pos": point.next_pos,
         "seen_in_window": len(point.seen),
     }

@@ -8,21 +8,27 @@ file, so a crash re-reads exactly what was not sealed (capture/cursor.py).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.capture.cursor import Checkpoint, CursorState
 from edge_agent.capture.timestamp import TimestampCapture
+
+if TYPE_CHECKING:
+    from edge_agent.capture.pg_timestamp import PgTimestampCapture
 from edge_agent.runtime.pipeline import FilePipeline, PageResult, Parts
 from edge_agent.spool.state import FileRecord
 
 
 class TimestampPipeline(FilePipeline):
-    def __init__(self, capture: TimestampCapture, parts: Parts) -> None:
+    def __init__(self, capture: TimestampCapture | PgTimestampCapture, parts: Parts) -> None:
         super().__init__(capture.name, parts)
         self.capture = capture
         self.table = capture.table
+        self.scale = capture.cursor_per_ms  # cursor units per millisecond
         saved = parts.state.cursor(self.source, self.table.name)
-        self.cursor = CursorState(int(self.table.lag * 1000), Checkpoint.from_json(saved))
+        self.cursor = CursorState(
+            int(self.table.lag * 1000 * self.scale), Checkpoint.from_json(saved)
+        )
         self.after: tuple[Any, ...] | None = None  # paging inside one poll
 
     @property
@@ -61,7 +67,10 @@ class TimestampPipeline(FilePipeline):
         )
         last = polled.rows[-1]
         self.after = (last[-1], *(last[i] for i in key_index)) if polled.full else None
-        rows = [(pos, 0, self._op(row, schema), cursor, *row[:-1]) for pos, _, cursor, row in fresh]
+        rows = [
+            (pos, 0, self._op(row, schema), cursor // self.scale, *row[:-1])
+            for pos, _, cursor, row in fresh
+        ]
         sealed = self.write_rows(schema, rows) if rows else 0
         return PageResult(
             rows=len(polled.rows), changes=len(rows), sealed=sealed, caught_up=not polled.full

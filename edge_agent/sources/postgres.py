@@ -119,8 +119,9 @@ def _refuse(table: str, what: str, fix: str) -> SourceError:
     return SourceError(f"postgres table {table!r}: {what}: {fix}")
 
 
-def table_spec(con: Con, name: str) -> TableSpec:
-    """The table's columns and key; refuses what capture cannot use."""
+def table_spec(con: Con, name: str, key: tuple[str, ...] = ()) -> TableSpec:
+    """The table's columns and key (the primary key, or ``key`` when given: timestamp
+    mode may name one); refuses what capture cannot use."""
     schema, table = split_name(name)
     qualified = f"{schema}.{table}"
     row = con.execute(
@@ -136,12 +137,27 @@ def table_spec(con: Con, name: str) -> TableSpec:
     rows = con.execute(_COLUMNS, (row[0],)).fetchall()
     columns = tuple(_column(con, r, seen) for r in rows)
     spec = TableSpec(qualified, columns)
+    if key:
+        spec = _with_key(spec, key)
     if not spec.key:
         raise _refuse(qualified, "no primary key", "ALTER TABLE ... ADD PRIMARY KEY (...)")
     reserved = sorted(c.name for c in columns if c.name in RESERVED_COLUMNS | {"_tx"})
     if reserved:
         raise _refuse(qualified, f"column(s) {reserved} clash with envelope columns", "rename them")
     return spec
+
+
+def _with_key(spec: TableSpec, key: tuple[str, ...]) -> TableSpec:
+    names = [c.name for c in spec.columns]
+    missing = [k for k in key if k not in names]
+    if missing:
+        raise _refuse(
+            spec.name,
+            f"no column(s) {missing} (sources.tables.key)",
+            f"use columns of the table: {', '.join(names)}",
+        )
+    pk = {k: i + 1 for i, k in enumerate(key)}
+    return TableSpec(spec.name, tuple(replace(c, pk=pk.get(c.name, 0)) for c in spec.columns))
 
 
 def composite_spec(con: Con, type_name: str, name: str, key: list[str]) -> TableSpec:

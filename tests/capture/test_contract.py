@@ -79,6 +79,9 @@ RIGS: dict[tuple[str, str], Rig] = {
         lambda: [{"name": "items", "mode": "timestamp", "cursor": "updated_at", "lag": "0s"}],
         _sqlite_db, _sqlite_write),
     ("postgres", "trigger"): Rig(lambda: ["items"], _pg_db, _pg_write, pg_config),
+    ("postgres", "timestamp"): Rig(
+        lambda: [{"name": "items", "mode": "timestamp", "cursor": "updated_at", "lag": "0s"}],
+        _pg_db, _pg_write, pg_config),
 }
 ITEMS = ("items", "public.items")  # a PostgreSQL table's name carries its schema
 INSERT = "INSERT INTO items (id, name, qty, updated_at) VALUES (?, ?, ?, NOW())"

@@ -77,3 +77,24 @@ def test_status_flush_and_snapshot_on_postgres(tmp_path: Path, pg_db: str) -> No
     after = json.loads(run_cli("status", "--json", "--config", config).stdout)
     assert after["sources"][0]["waiting_in_source_log"] == 0
     assert after["sources"][0]["tables"][0]["snapshot"]["finished"] is True
+
+
+def test_config_check_and_status_of_a_postgres_timestamp_table(tmp_path: Path,
+                                                               pg_db: str) -> None:
+    sql(pg_db, "CREATE TABLE items (id int PRIMARY KEY, updated_at timestamptz)",
+        "CREATE TABLE logs (id int PRIMARY KEY, updated_at text)",
+        "INSERT INTO items VALUES (1, '2025-01-01 00:00:01+00')")
+    entry = {"mode": "timestamp", "cursor": "updated_at", "lag": "0s"}
+    bad = pg_config_file(tmp_path, pg_db, [{"name": "items", **entry},
+                                           {"name": "logs", **entry}])
+    checked = run_cli("config", "check", "--config", bad)
+    assert checked.returncode != 0
+    assert "'public.logs': cursor column 'updated_at' is text" in checked.stdout + checked.stderr
+
+    good = pg_config_file(tmp_path, pg_db, [{"name": "items", **entry}])
+    assert run_cli("config", "check", "--config", good).returncode == 0
+    assert run_cli("flush", "--config", good).returncode == 0
+    status = json.loads(run_cli("status", "--json", "--config", good).stdout)
+    (table,) = status["sources"][0]["tables"]
+    assert table["mode"] == "timestamp"
+    assert table["cursor"]["watermark_ms"] == 1735689601000
