@@ -64,25 +64,25 @@ def partition_for(change_ms: int, captured_ms: int, min_valid_ms: int) -> str:
     return UNSYNCED_PARTITION
 
 
-def split_by_day(rows: Sequence[tuple[object, ...]], min_valid_ms: int) -> list[tuple[int, int]]:
-    """Index ranges [start, end) of rows whose change time falls on one UTC day.
+def split_by_day(change_ms: Sequence[object], min_valid_ms: int) -> list[tuple[int, int]]:
+    """Index ranges [start, end) of changes whose change time falls on one UTC day.
 
-    Rows with an implausible change time (clock not synced) form their own runs,
+    Changes with an implausible change time (clock not synced) form their own runs,
     so the caller can partition them by capture time instead.
     """
 
-    def day(row: tuple[object, ...]) -> int:
-        ts = row[3]
+    def day(ts: object) -> int:
         return ts // DAY_MS if isinstance(ts, int) and ts >= min_valid_ms else -1
 
+    if not change_ms:
+        return []
     runs: list[tuple[int, int]] = []
     start = 0
-    current = day(rows[0]) if rows else 0
-    for i in range(1, len(rows)):
-        d = day(rows[i])
+    current = day(change_ms[0])
+    for i in range(1, len(change_ms)):
+        d = day(change_ms[i])
         if d != current:
             runs.append((start, i))
             start, current = i, d
-    if rows:
-        runs.append((start, len(rows)))
+    runs.append((start, len(change_ms)))
     return runs

@@ -1,33 +1,53 @@
-"""What a change-log capture hands the pipeline, whatever the database.
+"""What a capture hands the pipeline, whatever the database: ``ChangeBatch``.
 
-A page is a run of consecutive source positions, grouped by table. Each row
-is ``(pos, tx, op, ts_ms, value...)`` in the columns of its group's schema:
-``pos`` is the change's position in the source (unique, increasing in commit
-order), ``tx`` the transaction id where the database has one (written to
-``_tx`` when the schema carries it), ``op`` c/u/d/r/t and ``ts_ms`` the change
-time in milliseconds since the epoch.
+A change batch is the changes of one table in position order, as an Arrow
+RecordBatch in the bronze schema (envelope + row columns + ``_unfit``), with
+its position range. ``_pos`` is the change's position in the source (unique,
+increasing in commit order), ``_tx`` the transaction id where the database
+has one. A page of a change-log capture is a run of consecutive positions,
+one batch per table, plus where the next read starts (the resume state).
+No stage after capture knows which database a change came from.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
-from edge_agent.bronze.schema import BatchSchema
+import pyarrow as pa
+
+from edge_agent.bronze.schema import BatchSchema, Envelope, to_batch
 from edge_agent.config_sources import SourceConfig
 
+POS, TS_MS, CAPTURED_MS = 1, 2, 3  # column indexes in every bronze batch (bronze/schema.py)
 
-@dataclass
-class TableChanges:
-    """Consecutive-position rows of one table (one capture of it), in position order."""
 
+@dataclass(frozen=True)
+class ChangeBatch:
     schema: BatchSchema
-    rows: list[tuple[object, ...]] = field(default_factory=list)
+    batch: pa.RecordBatch
+
+    @property
+    def table(self) -> str:
+        return self.schema.shape.name
+
+    @property
+    def first_pos(self) -> int:
+        return int(self.batch.column(POS)[0].as_py())
+
+    @property
+    def last_pos(self) -> int:
+        return int(self.batch.column(POS)[-1].as_py())
+
+    @staticmethod
+    def of(schema: BatchSchema, rows: list[tuple[object, ...]], env: Envelope) -> ChangeBatch:
+        """From change rows ``(pos, tx, op, ts_ms, value...)``: the capture's decoding."""
+        return ChangeBatch(schema, to_batch(schema, rows, env))
 
 
 @dataclass
 class Page:
-    groups: list[TableChanges]
+    batches: list[ChangeBatch]
     last_seq: int  # the last position the page covers (skipped rows included)
     rows_read: int
     ignored: int = 0
@@ -56,9 +76,10 @@ class LogCapture(Protocol):
         new change log starts above it. Returns the tables whose capture changed."""
         ...
 
-    def read(self, after: int, max_bytes: int, sealed: dict[str, int]) -> Page:
+    def read(self, after: int, max_bytes: int, sealed: dict[str, int], env: Envelope) -> Page:
         """The next page after position ``after``; rows of a table at or below
-        ``sealed[table]`` are skipped (already in a sealed file). Holds no transaction."""
+        ``sealed[table]`` are skipped (already in a sealed file). Holds no transaction.
+        ``env``: the envelope's device, source and capture time."""
         ...
 
     def snapshot_step(self, now_ms: int) -> int:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from edge_agent.bronze.schema import BatchSchema, batch_schema
+from edge_agent.bronze.schema import BatchSchema, Envelope, batch_schema
 from edge_agent.capture import pg_snapshot
-from edge_agent.capture.pages import Page, TableChanges
+from edge_agent.capture.pages import ChangeBatch, Page
 from edge_agent.capture.pg_batches import Batches, Ref
 from edge_agent.capture.pg_log import PgCapture, PgChangeLog
 from edge_agent.config_sources import SourceConfig
@@ -123,41 +123,39 @@ class PgTriggerCapture:
             for tid, cap in self.captures.items()
         }
 
-    def read(self, after: int, max_bytes: int, sealed: dict[str, int]) -> Page:
-        batches = self._batch_reader()
-        refs = batches.page(after, self.cfg.page_rows, max_bytes)
+    def read(self, after: int, max_bytes: int, sealed: dict[str, int], env: Envelope) -> Page:
+        reader = self._batch_reader()
+        refs = reader.page(after, self.cfg.page_rows, max_bytes)
         if not refs:
             return Page([], after, 0)
         by_tid: dict[int, list[Ref]] = defaultdict(list)
         for ref in refs:
             by_tid[ref[2]].append(ref)
-        groups: list[TableChanges] = []
+        batches: list[ChangeBatch] = []
         ignored = 0
         for tid, mine in by_tid.items():
             cap = self._capture(tid)
             if cap is None or cap.table not in self.cfg.tables:
                 ignored += len(mine)
                 continue
-            group = self._group(batches, cap, mine, sealed.get(cap.table, -1))
-            if group.rows:
-                groups.append(group)
-        return Page(groups, refs[-1][0], len(refs), ignored)
+            rows = self._rows(reader, cap, mine, sealed.get(cap.table, -1))
+            if rows:
+                batches.append(ChangeBatch.of(self.schemas[cap.tid], rows, env))
+        return Page(batches, refs[-1][0], len(refs), ignored)
 
     def _capture(self, tid: int) -> PgCapture | None:
         if tid not in self.captures:
             self._load_captures()
         return self.captures.get(tid)
 
-    def _group(
-        self, batches: Batches, cap: PgCapture, refs: list[Ref], sealed: int
-    ) -> TableChanges:
+    def _rows(
+        self, reader: Batches, cap: PgCapture, refs: list[Ref], sealed: int
+    ) -> list[tuple[object, ...]]:
         """The changes of one capture in this page with their positions; those at or
         below the table's sealed position are already in a sealed file."""
         position = {seq: pos for pos, seq, _ in refs if pos > sealed}
-        rows = batches.fetch(cap) if position else []
-        return TableChanges(
-            self.schemas[cap.tid], [(position[r[0]], *r[1:]) for r in rows if r[0] in position]
-        )
+        rows = reader.fetch(cap) if position else []
+        return [(position[r[0]], *r[1:]) for r in rows if r[0] in position]
 
     def snapshot_step(self, now_ms: int) -> int:
         """Copy one page of a pending snapshot; 0 when none is due."""

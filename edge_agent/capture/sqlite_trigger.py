@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from edge_agent.bronze.schema import BatchSchema, batch_schema
+from edge_agent.bronze.schema import BatchSchema, Envelope, batch_schema
 from edge_agent.capture import snapshot
-from edge_agent.capture.pages import Page, TableChanges
+from edge_agent.capture.pages import ChangeBatch, Page
 from edge_agent.capture.triggers import SEED_OP, Capture, ChangeLog
 from edge_agent.config_sources import SourceConfig
 from edge_agent.errors import SourceError
@@ -84,8 +84,8 @@ class TriggerCapture:
             for tid, cap in self.captures.items()
         }
 
-    def read(self, after: int, max_bytes: int, sealed: dict[str, int]) -> Page:
-        """The next page of changes after ``after``, grouped by capture.
+    def read(self, after: int, max_bytes: int, sealed: dict[str, int], env: Envelope) -> Page:
+        """The next page of changes after ``after``, one batch per capture.
 
         Rows of a table at or below its sealed position are already in a sealed
         file (a restart re-reads from the source-wide durable position) and are
@@ -94,7 +94,7 @@ class TriggerCapture:
         rows = self._changelog().read_page(after, self.cfg.page_rows, max_bytes)
         if not rows:
             return Page([], after, 0, 0)
-        groups: dict[int, TableChanges] = {}
+        groups: dict[int, list[tuple[object, ...]]] = {}
         ignored = 0
         wanted = set(self.cfg.tables)
         for row in rows:
@@ -110,14 +110,10 @@ class TriggerCapture:
                 continue
             if seq <= sealed.get(cap.table, -1):
                 continue
-            group = groups.get(tid)
-            if group is None:
-                group = groups[tid] = TableChanges(self.schemas[tid])
-            group.rows.append(row)
+            groups.setdefault(tid, []).append(row)
         last = rows[-1][0]
-        return Page(
-            list(groups.values()), int(last) if isinstance(last, int) else after, len(rows), ignored
-        )
+        batches = [ChangeBatch.of(self.schemas[tid], group, env) for tid, group in groups.items()]
+        return Page(batches, int(last) if isinstance(last, int) else after, len(rows), ignored)
 
     def snapshot_step(self, now_ms: int) -> int:
         """Copy one page of a pending snapshot into the change log; 0 when none is due.

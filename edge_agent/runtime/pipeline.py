@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edge_agent.bronze.layout import FileKey
-from edge_agent.bronze.schema import FORMAT_VERSION, BatchSchema, Envelope, to_batch
+from edge_agent.bronze.schema import FORMAT_VERSION, Envelope
 from edge_agent.bronze.writer import BronzeWriter, SealedFile
+from edge_agent.capture.pages import CAPTURED_MS, TS_MS, ChangeBatch
 from edge_agent.clock import UNSYNCED_PARTITION, Clock, partition_for, split_by_day
 from edge_agent.spool.outbox import Spool
 from edge_agent.spool.state import FileRecord, StateDB
@@ -98,20 +99,26 @@ class FilePipeline:
         return [self.writer.open[k].first_pos for k in self._keys()]
 
     # -- writing ----------------------------------------------------------
-    def write_rows(self, schema: BatchSchema, rows: list[tuple[Any, ...]]) -> int:
-        """Rows shaped (pos, tid, op, ts_ms, values...) into the writer, split by day;
-        returns the number of files sealed on the way."""
-        captured_ms = self.clock.wall_ms()
-        env = Envelope(self.parts.device, self.source, captured_ms)
+    def envelope(self) -> Envelope:
+        """The envelope constants of what is captured now."""
+        return Envelope(self.parts.device, self.source, self.clock.wall_ms())
+
+    def write_batch(self, changes: ChangeBatch) -> int:
+        """A capture's batch into the writer, split by day; returns the number of files
+        sealed on the way."""
+        batch = changes.batch
+        ts = batch.column(TS_MS).to_pylist()
+        captured_ms = int(batch.column(CAPTURED_MS)[0].as_py()) if batch.num_rows else 0
         sealed = 0
-        for start, end in split_by_day(rows, self.parts.min_valid_ms):
-            part = rows[start:end]
-            ts = part[0][3]
+        for start, end in split_by_day(ts, self.parts.min_valid_ms):
+            first = ts[start]
             partition = partition_for(
-                ts if isinstance(ts, int) else 0, captured_ms, self.parts.min_valid_ms
+                first if isinstance(first, int) else 0, captured_ms, self.parts.min_valid_ms
             )
-            batch = to_batch(schema, part, env)
-            files = self.writer.add(self.source, schema, partition, batch, self.clock.monotonic())
+            part = batch.slice(start, end - start)
+            files = self.writer.add(
+                self.source, changes.schema, partition, part, self.clock.monotonic()
+            )
             for i, f in enumerate(files):
                 try:
                     self.commit(f)

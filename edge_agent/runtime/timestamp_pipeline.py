@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.capture.cursor import Checkpoint, CursorState
+from edge_agent.capture.pages import ChangeBatch
 from edge_agent.capture.timestamp import TimestampCapture
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class TimestampPipeline(FilePipeline):
             (pos, 0, self._op(row, schema), cursor // self.scale, *row[:-1])
             for pos, _, cursor, row in fresh
         ]
-        sealed = self.write_rows(schema, rows) if rows else 0
+        sealed = self.write_batch(ChangeBatch.of(schema, rows, self.envelope())) if rows else 0
         return PageResult(
             rows=len(polled.rows), changes=len(rows), sealed=sealed, caught_up=not polled.full
         )

@@ -56,11 +56,11 @@ class TriggerPipeline(FilePipeline):
         return self.capture.snapshot_step(now_ms)
 
     def capture_page(self, max_bytes: int) -> PageResult:
-        page = self.capture.read(self.read_pos, max_bytes, self.sealed)
+        page = self.capture.read(self.read_pos, max_bytes, self.sealed, self.envelope())
         result = PageResult(rows=page.rows_read, caught_up=page.rows_read == 0)
         if page.rows_read:
-            result.sealed = sum(self.write_rows(g.schema, g.rows) for g in page.groups)
-            result.changes = sum(len(g.rows) for g in page.groups)
+            result.sealed = sum(self.write_batch(b) for b in page.batches)
+            result.changes = sum(b.batch.num_rows for b in page.batches)
             self.read_pos = page.last_seq
         return result
 
