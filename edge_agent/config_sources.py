@@ -16,6 +16,7 @@ from edge_agent.config_fields import name_of as _name
 from edge_agent.config_fields import path as _path
 from edge_agent.config_fields import string as _string
 from edge_agent.config_fields import text as _text
+from edge_agent.config_mqtt import boolean
 from edge_agent.errors import ConfigError
 from edge_agent.units import parse_duration
 
@@ -48,6 +49,7 @@ class SourceConfig:
     password: str = field(default="", repr=False)
     password_file: Path | None = None
     connect_timeout: float = 10.0
+    before_image: bool = False  # postgres trigger mode: updates carry the old row in _before
 
     @property
     def where(self) -> str:
@@ -108,7 +110,11 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
     )
     s.finish(
         "name, kind, mode, tables, page_rows, snapshot, "
-        + ("dsn, password_file, connect_timeout" if kind == "postgres" else "path, busy_timeout")
+        + (
+            "dsn, password_file, connect_timeout, before_image"
+            if kind == "postgres"
+            else "path, busy_timeout"
+        )
     )
     if len(errors) > before:
         return None
@@ -158,6 +164,7 @@ def _postgres_keys(s: _Section, kind: str) -> dict[str, Any]:
         ),
         "password": s.get("password", "", _string, "set it through the environment only"),
         "connect_timeout": s.get("connect_timeout", 10.0, parse_duration, DURATION_FIX),
+        "before_image": s.get("before_image", False, boolean, "use true or false"),
     }
 
 

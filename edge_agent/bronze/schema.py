@@ -35,6 +35,7 @@ ENVELOPE: tuple[tuple[str, pa.DataType], ...] = (
     ("_table", pa.string()),
 )
 TX = ("_tx", pa.int64())  # the source's transaction id, where the database has one
+BEFORE = ("_before", pa.string())  # the old row of an update as JSON, where asked for
 UNFIT = "_unfit"
 _KIND_TYPES: dict[str, pa.DataType] = {
     "int": pa.int64(),
@@ -73,18 +74,22 @@ class BatchSchema:
     kinds: tuple[str, ...]
     fingerprint: str
     tx: bool = False
+    before: bool = False
 
 
-def batch_schema(shape: TableSpec, tx: bool = False) -> BatchSchema:
-    """``tx``: the envelope carries ``_tx`` (slot 1 of each change row)."""
+def batch_schema(shape: TableSpec, tx: bool = False, before: bool = False) -> BatchSchema:
+    """``tx``: the envelope carries ``_tx`` (slot 1 of each change row); ``before``:
+    it carries ``_before`` (the slot after the row's values)."""
     kinds = tuple(kind_of(c.arrow) for c in shape.columns)
-    fields = [pa.field(n, t) for n, t in ENVELOPE + ((TX,) if tx else ())]
+    extra = ((TX,) if tx else ()) + ((BEFORE,) if before else ())
+    fields = [pa.field(n, t) for n, t in ENVELOPE + extra]
     fields += [pa.field(c.name, c.arrow) for c in shape.columns]
     fields.append(pa.field(UNFIT, pa.string()))
     canonical = json.dumps(
         {
             "format": FORMAT_VERSION,
             **({"tx": True} if tx else {}),
+            **({"before": True} if before else {}),
             "key": list(shape.key),
             "columns": [
                 [c.name, c.source_type, str(c.arrow) if k == "arrow" else k]
@@ -100,7 +105,7 @@ def batch_schema(shape: TableSpec, tx: bool = False) -> BatchSchema:
         b"edge_agent.schema_fingerprint": fingerprint.encode(),
     }
     schema = pa.schema(fields, metadata=metadata)
-    return BatchSchema(shape, schema, kinds, fingerprint, tx)
+    return BatchSchema(shape, schema, kinds, fingerprint, tx, before)
 
 
 def _fits(value: object, kind: str) -> bool:
@@ -190,6 +195,8 @@ def to_batch(bs: BatchSchema, rows: Sequence[Sequence[object]], env: Envelope) -
     ]
     if bs.tx:
         arrays.append(pa.array(cols[1], pa.int64()))
+    if bs.before:
+        arrays.append(pa.array(cols[4 + width] if rows else [], pa.string()))
     for i, (column, kind) in enumerate(zip(bs.shape.columns, bs.kinds, strict=True)):
         values = cols[4 + i] if 4 + i < len(cols) else (None,) * n
         if kind == "arrow":

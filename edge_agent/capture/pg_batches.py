@@ -150,14 +150,17 @@ class Batches:
         ).fetchone()
         return int(str(row[0])) if row else 0
 
-    def fetch(self, cap: PgCapture) -> list[tuple[Any, ...]]:
+    def fetch(self, cap: PgCapture, before: bool = False) -> list[tuple[Any, ...]]:
         """The changes of one capture in the last page, decoded with its frozen column
-        types: rows ``(seq, txid, op, ts_ms, value...)`` in sequence order."""
+        types: rows ``(seq, txid, op, ts_ms, value...[, old row as JSON text])`` in
+        sequence order."""
         if self._window is None:
             return []
         tick, low, high = self._window
         columns = cap.spec.columns
         exprs = [select_expr(c.name, c.arrow) for c in columns]
+        if before:
+            exprs.append(sql.SQL("l.old::text"))
         temporal = [i for i, c in enumerate(columns) if _FINITE.get(c.arrow.id)]
         if temporal:
             exprs.append(_not_finite([columns[i].name for i in temporal]))

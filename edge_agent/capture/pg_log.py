@@ -37,7 +37,8 @@ TRUNCATE_TRIGGER = "edge_cdc_truncate"
 FUNCTION = f"""
 CREATE OR REPLACE FUNCTION edge_cdc.capture() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
--- edge-agent capture trigger, version {VERSION}; arguments: capture id, key columns
+-- edge-agent capture trigger, version {VERSION}; arguments: capture id, 'before' or
+-- 'no_before' (keep the old row of an update), key columns
 DECLARE
     ms bigint := (extract(epoch FROM now()) * 1000)::bigint;
     capture int := TG_ARGV[0]::int;
@@ -50,13 +51,14 @@ BEGIN
         new_row := to_jsonb(NEW);
         old_row := to_jsonb(OLD);
         -- An update that moves the key is a delete of the old key plus the new row.
-        FOR i IN 1 .. TG_NARGS - 1 LOOP
+        FOR i IN 2 .. TG_NARGS - 1 LOOP
             IF old_row -> TG_ARGV[i] IS DISTINCT FROM new_row -> TG_ARGV[i] THEN
                 INSERT INTO edge_cdc.log (tid, op, ts_ms, data) VALUES (capture, 'd', ms, old_row);
                 EXIT;
             END IF;
         END LOOP;
-        INSERT INTO edge_cdc.log (tid, op, ts_ms, data) VALUES (capture, 'u', ms, new_row);
+        INSERT INTO edge_cdc.log (tid, op, ts_ms, data, old)
+        VALUES (capture, 'u', ms, new_row, CASE WHEN TG_ARGV[1] = 'before' THEN old_row END);
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO edge_cdc.log (tid, op, ts_ms, data) VALUES (capture, 'd', ms, to_jsonb(OLD));
     ELSE
@@ -73,7 +75,7 @@ TABLES = [
     " installed_ms bigint NOT NULL, active boolean NOT NULL)",
     "CREATE TABLE IF NOT EXISTS edge_cdc.log (seq bigserial PRIMARY KEY,"
     ' txid xid8 NOT NULL DEFAULT pg_current_xact_id(), tid int NOT NULL, op "char" NOT NULL,'
-    " ts_ms bigint NOT NULL, data jsonb)",
+    " ts_ms bigint NOT NULL, data jsonb, old jsonb)",
     "CREATE INDEX IF NOT EXISTS log_txid ON edge_cdc.log (txid)",
     # A tick is a snapshot boundary: the changes of the transactions that committed
     # between two ticks form one batch, positions base+1 .. base+rows (pg_batches.py).
@@ -116,17 +118,22 @@ def same_columns(a: TableSpec, b: TableSpec) -> bool:
     return cols(a) == cols(b)
 
 
-def trigger_args(tid: int, key: Iterable[str]) -> bytes:
-    """pg_trigger.tgargs as the row trigger is created with (verify compares them)."""
-    return b"".join(f"{a}".encode() + b"\0" for a in (tid, *key))
+def row_trigger_args(tid: int, before: bool, key: Iterable[str]) -> tuple[str, ...]:
+    return (str(tid), "before" if before else "no_before", *key)
+
+
+def tgargs(args: Iterable[str]) -> bytes:
+    """pg_trigger.tgargs as a trigger is created with ``args`` (verify compares them)."""
+    return b"".join(a.encode() + b"\0" for a in args)
 
 
 class PgChangeLog:
     """The capture objects inside one PostgreSQL database."""
 
-    def __init__(self, con: Con, where: str) -> None:
+    def __init__(self, con: Con, where: str, before: bool = False) -> None:
         self.con = con
         self.where = where
+        self.before = before  # row triggers keep the old row of an update
         self.actions: dict[str, str] = {}
 
     def run(self, query: str | sql.Composed, params: Params = None) -> Cursor:
@@ -171,8 +178,8 @@ class PgChangeLog:
         return (
             found
             == {
-                ROW_TRIGGER: (True, trigger_args(cap.tid, cap.spec.key)),
-                TRUNCATE_TRIGGER: (True, trigger_args(cap.tid, ())),
+                ROW_TRIGGER: (True, tgargs(row_trigger_args(cap.tid, self.before, cap.spec.key))),
+                TRUNCATE_TRIGGER: (True, tgargs([str(cap.tid)])),
             }
             and self._function_current()
         )
@@ -270,7 +277,9 @@ class PgChangeLog:
             )
         )
         table = sql.SQL(regclass(spec.name))
-        key_args = sql.SQL(", ").join(sql.Literal(k) for k in (str(tid), *spec.key))
+        key_args = sql.SQL(", ").join(
+            sql.Literal(a) for a in row_trigger_args(tid, self.before, spec.key)
+        )
         self.run(
             sql.SQL(
                 "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} FOR EACH ROW "

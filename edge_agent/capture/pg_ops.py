@@ -34,7 +34,7 @@ class PostgresOps:
     def triggers(self, source: SourceConfig, req: TriggerRequest) -> tuple[list[str], bool]:
         con = open_connection(source)
         try:
-            return _trigger_action(PgChangeLog(con, source.dsn), source, req)
+            return _trigger_action(PgChangeLog(con, source.dsn, source.before_image), source, req)
         finally:
             con.close()
 

@@ -72,7 +72,7 @@ class PgTriggerCapture:
         if self.con is None or self.con.closed or self.con.broken:
             self.close()
             self.con = open_connection(self.cfg)
-            self._log = PgChangeLog(self.con, self.cfg.dsn)
+            self._log = PgChangeLog(self.con, self.cfg.dsn, self.cfg.before_image)
             self._batches = Batches(self._log, self.seed)
         if self._log is None:
             raise SourceError(f"source {self.name!r} is not open")
@@ -119,7 +119,8 @@ class PgTriggerCapture:
     def _load_captures(self) -> None:
         self.captures = self._changelog().captures()
         self.schemas = {
-            tid: self.schemas.get(tid) or batch_schema(cap.spec, tx=True)
+            tid: self.schemas.get(tid)
+            or batch_schema(cap.spec, tx=True, before=self.cfg.before_image)
             for tid, cap in self.captures.items()
         }
 
@@ -154,7 +155,7 @@ class PgTriggerCapture:
         """The changes of one capture in this page with their positions; those at or
         below the table's sealed position are already in a sealed file."""
         position = {seq: pos for pos, seq, _ in refs if pos > sealed}
-        rows = reader.fetch(cap) if position else []
+        rows = reader.fetch(cap, self.cfg.before_image) if position else []
         return [(position[r[0]], *r[1:]) for r in rows if r[0] in position]
 
     def snapshot_step(self, now_ms: int) -> int:

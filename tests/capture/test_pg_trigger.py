@@ -282,3 +282,21 @@ def test_a_snapshot_in_pages_of_a_composite_key_takes_every_row_once(
         rows = {(b, a): v for b, a, v in con.execute("SELECT b, a, v FROM parts")}
     state = replay(changes)["public.parts"]
     assert {k: v["v"] for k, v in state.items()} == rows
+
+
+def test_with_before_image_an_update_carries_the_old_row(tmp_path: Path, pg_db: str,
+                                                         harness_factory: Any) -> None:
+    import json
+
+    sql(pg_db, ITEMS, "INSERT INTO items VALUES (1, 'a', 1)")
+    h = harness_factory(pg_config(tmp_path, pg_db, ["items"],
+                                  source={"before_image": True}))
+    h.step(0.1)
+    sql(pg_db, "UPDATE items SET qty = 2, name = 'b' WHERE id = 1", "DELETE FROM items")
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    snap, update, delete = read_changes(tmp_path / "lake")
+    assert (snap["_op"], update["_op"], delete["_op"]) == ("r", "u", "d")
+    assert json.loads(update["_before"]) == {"id": 1, "name": "a", "qty": 1}
+    assert update["values"] == {"id": 1, "name": "b", "qty": 2}
+    assert snap["_before"] is None and delete["_before"] is None  # a delete's row is the old one
