@@ -300,3 +300,41 @@ def test_with_before_image_an_update_carries_the_old_row(tmp_path: Path, pg_db: 
     assert json.loads(update["_before"]) == {"id": 1, "name": "a", "qty": 1}
     assert update["values"] == {"id": 1, "name": "b", "qty": 2}
     assert snap["_before"] is None and delete["_before"] is None  # a delete's row is the old one
+
+
+def test_a_connection_the_server_closes_while_idle_is_opened_again(
+        tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    import time
+
+    sql(pg_db, ITEMS)
+    db = pg_db.rsplit("/", 1)[1]
+    sql(pg_db, f"ALTER DATABASE {db} SET idle_session_timeout = '300ms'",
+        f"ALTER DATABASE {db} SET idle_in_transaction_session_timeout = '300ms'")
+    h = harness_factory(pg_config(tmp_path, pg_db, ["items"]))
+    h.step(0.1)
+    time.sleep(0.8)  # the server ends the agent's idle session
+    sql(pg_db, "INSERT INTO items VALUES (1, 'a', 1)")
+    errors = [e for _ in range(3) for e in h.step(1.0).errors]
+    assert any("will retry" in e for e in errors), errors  # the dead session was noticed
+    assert h.flush().pending_files == 0
+    assert lake_state(tmp_path, "public.items") == rows_of(pg_db, "items")
+
+
+def test_other_sources_go_on_while_a_postgres_source_is_down(
+        tmp_path: Path, app_db: Path, harness_factory: Any) -> None:
+    import sqlite3
+
+    from tests.servers import free_port
+
+    data = config_dict(tmp_path, app_db, ["readings"])
+    data["sources"].append({"name": "erp", "kind": "postgres", "tables": ["items"],
+                            "dsn": f"postgresql://postgres@127.0.0.1:{free_port()}/erp"})
+    h = harness_factory(config_from_dict(data))
+    con = sqlite3.connect(app_db)
+    with con:
+        con.execute("INSERT INTO readings (sensor, value) VALUES ('s', 1.5)")
+    con.close()
+    summary = h.step(0.1)
+    assert any("unreachable, will retry" in e for e in summary.errors), summary.errors
+    h.flush()
+    assert len(lake_state(tmp_path, "readings")) == 1
