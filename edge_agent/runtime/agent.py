@@ -247,9 +247,16 @@ class Agent:
                 pipe.rewind()
         return count
 
-    def flush(self, deadline: float, capture: bool = True) -> FlushResult:
+    def flush(
+        self,
+        deadline: float,
+        capture: bool = True,
+        interrupted: Callable[[], str | None] = lambda: None,
+    ) -> FlushResult:
         """Capture what is committed (unless told not to), seal it and ship it, until the
-        deadline. The final flush on SIGTERM passes capture=False: it only seals and ships."""
+        deadline. The final flush on SIGTERM passes capture=False: it only seals and ships.
+        ``interrupted`` is asked between shipping attempts (the daemon serves `status`
+        there); a reason it returns ends the flush early with that reason as an error."""
         errors: list[str] = []
         summary = StepSummary()
         if capture:
@@ -261,6 +268,10 @@ class Agent:
             self.heartbeat()
             result = self.shipping.step(now, force=True, budget=max(0.1, deadline - now))
             if not self.state.files(READY) or now >= deadline:
+                break
+            stop = interrupted()
+            if stop:
+                errors.append(stop)
                 break
             if result.error:
                 pause = min(self.cfg.sink.retry_min, deadline - now)

@@ -89,9 +89,14 @@ class Daemon:
 
     def _build(self, cfg: Config) -> Agent:
         agent = self.build_agent(cfg)
-        # Long flushes and catch-ups keep systemd's watchdog fed.
+        # Long flushes and catch-ups keep systemd's watchdog fed; a flush's pauses end
+        # early on a signal or a control request (both wake the waker).
         agent.heartbeat = lambda: self.notifier.watchdog(self.clock.monotonic())
+        agent.sleep = self._pause
         return agent
+
+    def _pause(self, seconds: float) -> None:
+        self.waker.wait(seconds)
 
     def _current(self) -> Agent:
         if self.agent is None:
@@ -106,10 +111,32 @@ class Daemon:
                 return
             request.reply.put(self._answer(request))
 
+    def _during_flush(self) -> str | None:
+        """Between a served flush's shipping attempts: answer `status` (a second flush
+        waits its turn), and end the flush when a stop was asked for."""
+        waiting: list[Request] = []
+        while True:
+            try:
+                request = self.requests.get_nowait()
+            except queue.Empty:
+                break
+            if request.command == "flush":
+                waiting.append(request)
+            else:
+                request.reply.put(self._answer(request))
+        for request in waiting:
+            self.requests.put(request)
+        if self.flags.stop:
+            return "stopping: the agent was asked to stop; the final flush ships what it can"
+        return None
+
     def _answer(self, request: Request) -> dict[str, Any]:
         agent = self._current()
         if request.command == "flush":
-            result = agent.flush(self.clock.monotonic() + float(request.args["timeout"]))
+            result = agent.flush(
+                self.clock.monotonic() + float(request.args["timeout"]),
+                interrupted=self._during_flush,
+            )
             return {
                 "ok": result.ok,
                 "pending_files": result.pending_files,

@@ -79,6 +79,14 @@ def test_second_signal_during_a_slow_final_flush_exits_at_once_and_loses_nothing
     assert_exact(lake_of(tmp_path), app_db, READINGS, written)
 
 
+def spooled_files(tmp_path: Path) -> int:
+    con = sqlite3.connect(f"file:{tmp_path / 'state' / 'state.db'}?mode=ro", uri=True)
+    try:
+        return int(con.execute("SELECT count(*) FROM files WHERE status = 'ready'").fetchone()[0])
+    finally:
+        con.close()
+
+
 def sink_error(config: Path) -> str | None:
     shown = run_cli("status", "--config", str(config), "--json")
     report = json.loads(shown.stdout)
@@ -242,3 +250,38 @@ def test_log_lines_are_json_with_one_cycle_summary_not_one_per_row(tmp_path: Pat
     assert sum(c["changes"] for c in cycles) == written
     assert 1 <= len(cycles) <= 10, cycles
     assert len(records) < 50, lines
+
+
+def test_sigterm_wins_over_a_daemon_served_flush_and_status_answers_meanwhile(
+        tmp_path: Path, app_db: Path) -> None:
+    """Issue 12 items 1 and 2: a flush that cannot finish (the lake is unwritable) must
+    neither hold off a stop beyond shutdown_timeout nor block `status`."""
+    import subprocess
+
+    from tests.children import agent_cmd, agent_env
+
+    not_a_dir = tmp_path / "not-a-dir"
+    not_a_dir.write_text("a regular file: the lake cannot be created under it\n")
+    data = config_dict(tmp_path, app_db, ["readings"], buffer={"max_file_age": "1h"},
+                       agent={"shutdown_timeout": "1s"}, sink={"path": str(not_a_dir / "lake")})
+    config = install_config(tmp_path, data)
+    with AgentProcess(config) as agent:
+        agent.wait_event("started")
+        written = insert_readings(app_db, 60)
+        agent.wait_captured(written)
+        client = subprocess.Popen(agent_cmd("flush", "--config", str(config), "--timeout", "600"),
+                                  env=agent_env(), stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        # Nothing is due for an hour: a sealed file in the spool means the flush runs.
+        wait_until(lambda: spooled_files(tmp_path) > 0, "the served flush sealing",
+                   describe=agent.log_tail)
+
+        status = run_cli("status", "--config", str(config), "--json", timeout=60)
+        assert status.returncode == 5, status.stderr  # answered: unhealthy, not "no answer"
+        assert json.loads(status.stdout)["daemon_running"] is True
+
+        agent.send(signal.SIGTERM)
+        assert agent.wait_exit() == 0, agent.log_tail()  # not after the flush's 600 s
+        out, err = client.communicate(timeout=60)
+    assert client.returncode == 4, out + err
+    assert "stopping" in err
