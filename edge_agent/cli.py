@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,7 +37,8 @@ DEFAULT_CONFIG = "/etc/edge-agent/config.toml"
 EXAMPLES = {
     "run": "example:\n  edge-agent run --config /etc/edge-agent/config.toml",
     "flush": "example:\n  edge-agent flush --config /etc/edge-agent/config.toml --timeout 120",
-    "status": "example:\n  edge-agent status --config /etc/edge-agent/config.toml --json",
+    "status": "examples:\n  edge-agent status --config /etc/edge-agent/config.toml --json\n"
+    "  edge-agent status --watch 5",
     "triggers": "examples:\n  edge-agent triggers install --config config.toml\n"
     "  edge-agent triggers verify --config config.toml\n"
     "  edge-agent triggers uninstall --config config.toml --drop-log",
@@ -103,6 +105,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(subs, "status", "Show positions, backlog, spool and errors per source and table.")
     _config_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        type=_seconds,
+        metavar="SECONDS",
+        help="show it again every SECONDS (default 2) until Ctrl-C; with --json, one JSON "
+        "document per line",
+    )
 
     p = _sub(subs, "triggers", "Install, verify or uninstall the capture triggers.")
     p.add_argument(
@@ -200,11 +211,30 @@ def _refuse_unfinished(result: FlushResult, what: str) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    if args.watch is None:
+        return _status_once(cfg, args.json, indent=2)
+    code = EXIT_OK
+    try:
+        while True:
+            if not args.json:
+                # A terminal is redrawn in place; a pipe gets one frame after another.
+                print("\033[H\033[2J" if sys.stdout.isatty() else "", end="")
+            code = _status_once(cfg, args.json, indent=None)
+            if not args.json:
+                print()
+            sys.stdout.flush()
+            time.sleep(args.watch)
+    except KeyboardInterrupt:  # Ctrl-C ends the watch: exit as the last report says
+        return code
+
+
+def _status_once(cfg: Config, as_json: bool, indent: int | None) -> int:
     from edge_agent.runtime.service import status
     from edge_agent.runtime.status import problems, render_text
 
-    report = status(_load(args.config))
-    print(json.dumps(report, indent=2) if args.json else render_text(report))
+    report = status(cfg)
+    print(json.dumps(report, indent=indent) if as_json else render_text(report))
     unhealthy = problems(report)
     for reason in unhealthy:
         print(f"unhealthy: {reason}", file=sys.stderr)

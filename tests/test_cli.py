@@ -535,3 +535,22 @@ def test_config_check_takes_config_like_every_command(tmp_path: Path, app_db: Pa
     assert by_flag.returncode == 0, output(by_flag)
     assert by_env.returncode == 0, output(by_env)
     assert f"ok: {config}" in by_env.stdout
+
+
+def test_status_watch_repeats_until_interrupted(tmp_path: Path, app_db: Path) -> None:
+    import signal
+    import subprocess
+
+    from tests.children import agent_cmd, agent_env
+
+    config = write_config(tmp_path, config_dict(tmp_path, app_db, ["readings"]))
+    assert run_cli("flush", "--config", str(config)).returncode == 0
+    watch = subprocess.Popen(agent_cmd("status", "--config", str(config), "--json",
+                                       "--watch", "0.1"),
+                             env=agent_env(), stdout=subprocess.PIPE, text=True)
+    assert watch.stdout is not None
+    frames = [json.loads(watch.stdout.readline()) for _ in range(3)]
+    watch.send_signal(signal.SIGINT)
+    assert watch.wait(timeout=60) == 0
+    watch.stdout.close()
+    assert [f["device_id"] for f in frames] == ["gw-test"] * 3
