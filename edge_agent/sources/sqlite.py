@@ -7,6 +7,7 @@ transaction: the agent never holds a read snapshot open between statements
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,12 +112,39 @@ def map_error(exc: sqlite3.Error, path: Path) -> Exception:
         "locked" in text or "busy" in text or "disk I/O" in text or "full" in text
     ):
         return TransientError(f"source database {str(path)!r}: {text}; will retry")
+    if "unable to open database file" in text and path.exists():
+        reason = _unopenable(path)
+        if reason:
+            return SourceError(f"source database {str(path)!r} cannot be opened: {reason}")
     if "not a database" in text or "malformed" in text:
         return SourceError(
             f"source database {str(path)!r} is not a readable SQLite database ({text}): "
             "check sources.path"
         )
     return SourceError(f"source database {str(path)!r}: {text}")
+
+
+def _unopenable(path: Path) -> str | None:
+    """Why an existing file cannot be opened, when the cause is the usual one: a WAL
+    database in a directory the agent may not write to."""
+    directory = path.parent
+    try:
+        with path.open("rb") as f:
+            header = f.read(20)
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return None
+    wal = len(header) == 20 and header[18] == 2  # file format "write version" 2: WAL
+    if not wal or not (read_only or not os.access(directory, os.W_OK)):
+        return None
+    return (
+        f"it is in WAL mode and its directory {str(directory)!r} is read-only to the agent "
+        "(a read-only mount, or systemd's ProtectSystem= without ReadWritePaths=); SQLite "
+        f"must create or open {path.name}-wal and {path.name}-shm beside it, even to read. "
+        f"Fix: make the directory writable for the agent (systemd: ReadWritePaths={directory}),"
+        " or, if the agent may only read, have the application use "
+        "PRAGMA journal_mode=DELETE"
+    )
 
 
 def table_shape(

@@ -105,3 +105,32 @@ def test_wal_stays_bounded_while_the_daemon_catches_up_a_backlog(tmp_path: Path,
                                     "caught up (it pruned the change log as: "
                                     f"{[e['pruned'] for e in agent.named('cycle')]})")
     assert_exact(tmp_path / "lake", app_db, READINGS, written)
+
+
+def test_a_wal_database_on_a_read_only_mount_is_explained_with_the_fix(tmp_path: Path) -> None:
+    """Issue 12 item 5: SQLite's bare "unable to open database file" becomes why and what
+    to do. The read-only bind mount lives in a private mount namespace (unshare)."""
+    import os
+    import sqlite3
+
+    from tests.children import agent_cmd
+    from tests.conftest import write_config
+
+    src, ro = tmp_path / "src", tmp_path / "ro"
+    src.mkdir()
+    ro.mkdir()
+    con = sqlite3.connect(src / "app.db")
+    con.execute("PRAGMA journal_mode = WAL")
+    con.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, at TEXT)")
+    con.close()  # the last connection removes -wal and -shm
+    data = config_dict(tmp_path, ro / "app.db",
+                       [{"name": "t", "mode": "timestamp", "cursor": "at"}])
+    config = write_config(tmp_path, data)
+    mount = (f"mount --bind {src} {ro} && mount -o remount,ro,bind {ro} && exec "
+             + " ".join(agent_cmd("flush", "--config", str(config), "--timeout", "5")))
+    unshare = ["unshare", "-m"] if os.geteuid() == 0 else ["unshare", "-rm"]
+    done = subprocess.run([*unshare, "sh", "-c", mount], capture_output=True, text=True,
+                          env=agent_env(), timeout=120, check=False)
+    assert done.returncode != 0
+    assert "is in WAL mode and its directory" in done.stderr, done.stderr
+    assert f"ReadWritePaths={ro}" in done.stderr
