@@ -30,6 +30,9 @@ class Checkpoint:
     watermark: int | None  # largest cursor value in sealed files (epoch ms)
     seen: frozenset[tuple[Key, int]]  # (key, cursor) sealed inside the lag window
     next_pos: int  # the next position to give out
+    # A snapshot re-reads the table from the start: rows with a cursor up to this come
+    # out as op "r"; None once the re-read has reached the end and is sealed.
+    snapshot_until: int | None = None
 
     def to_json(self) -> str:
         # One json.dumps call: keys are lists; a bytes key value becomes {"b64": ...}.
@@ -38,9 +41,20 @@ class Checkpoint:
                 "watermark": self.watermark,
                 "next_pos": self.next_pos,
                 "seen": [[k, c] for k, c in self.seen],
+                **({"snapshot_until": self.snapshot_until} if self.snapshot else {}),
             },
             default=_bytes_to_json,
         )
+
+    @property
+    def snapshot(self) -> bool:
+        return self.snapshot_until is not None
+
+    def restarted(self) -> Checkpoint:
+        """The checkpoint of a snapshot: read from the start again, positions going on;
+        what was captured so far (up to the highest cursor seen) comes out as op "r"."""
+        marks = [c for _, c in self.seen] + ([self.watermark] if self.watermark else [])
+        return Checkpoint(None, frozenset(), self.next_pos, max(marks) if marks else None)
 
     @staticmethod
     def from_json(text: str | None) -> Checkpoint:
@@ -48,7 +62,9 @@ class Checkpoint:
             return Checkpoint(None, frozenset(), 1)
         data = json.loads(text, object_hook=_json_to_bytes)
         seen = frozenset((tuple(k), int(c)) for k, c in data["seen"])
-        return Checkpoint(data["watermark"], seen, int(data["next_pos"]))
+        return Checkpoint(
+            data["watermark"], seen, int(data["next_pos"]), data.get("snapshot_until")
+        )
 
 
 def _bytes_to_json(value: object) -> dict[str, str]:
@@ -69,6 +85,7 @@ class CursorState:
     next_pos: int = 0
 
     top: int | None = None  # the largest cursor emitted or sealed (kept, not recomputed)
+    snapshot_end: int | None = None  # a snapshot's re-read reached the end at this position
 
     def __post_init__(self) -> None:
         self.rewind()
@@ -102,7 +119,23 @@ class CursorState:
         watermark = max(marks) if marks else None
         floor = watermark - self.lag_ms if watermark is not None else None
         seen = frozenset(kc for kc in sealed if floor is None or kc[1] >= floor)
-        return Checkpoint(watermark, seen, last_pos + 1)
+        return Checkpoint(watermark, seen, last_pos + 1, self._snapshot_after(last_pos))
+
+    def _snapshot_after(self, last_pos: int) -> int | None:
+        """The snapshot bound once ``last_pos`` is sealed: cleared when the re-read's end
+        is in sealed files."""
+        if self.snapshot_end is not None and last_pos >= self.snapshot_end:
+            return None
+        return self.durable.snapshot_until
+
+    def snapshot_finished(self) -> Checkpoint | None:
+        """When a snapshot's end was sealed without a file after it: the checkpoint that
+        says it is finished (to store), else None."""
+        if not self.durable.snapshot or self.snapshot_end is None:
+            return None
+        if self.durable.next_pos - 1 < self.snapshot_end:
+            return None
+        return Checkpoint(self.durable.watermark, self.durable.seen, self.durable.next_pos)
 
     def commit(self, checkpoint: Checkpoint) -> None:
         self.durable = checkpoint
@@ -123,6 +156,7 @@ class CursorState:
 
     def rewind(self) -> None:
         """Forget unsealed emissions (after a failure they are read again)."""
+        self.snapshot_end = None
         self.emitted = dict.fromkeys(self.durable.seen, 0)
         self.next_pos = self.durable.next_pos
         marks = [c for _, c in self.durable.seen]

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from edge_agent.capture.cursor import Checkpoint
 from edge_agent.capture.registry import TriggerRequest, ops_for
 from edge_agent.clock import SystemClock
 from edge_agent.config import Config
@@ -17,7 +18,7 @@ from edge_agent.runtime.loop import Daemon
 from edge_agent.runtime.status import build_status, source_backlog
 from edge_agent.runtime.systemd import Notifier
 from edge_agent.shippers.factory import build_shipper
-from edge_agent.spool.state import StateDB
+from edge_agent.spool.state import StateDB, snapshot_request
 from edge_agent.spool.statedir import StateDir
 
 
@@ -145,10 +146,16 @@ def _request_snapshots(cfg: Config, table: str | None) -> list[str]:
     refused: list[str] = []
     for src in cfg.sources:
         tables = [t for t in src.tables if table is None or table in (t, _bare(t, src.kind))]
-        if not tables:
-            continue
-        asked += len(tables)
-        refused += ops_for(src).request_snapshot(src, tables, now_ms).values()
+        stamped = [
+            t.name
+            for t in src.timestamp_tables
+            if table is None or table in (t.name, _bare(t.name, src.kind))
+        ]
+        asked += len(tables) + len(stamped)
+        if tables:
+            refused += ops_for(src).request_snapshot(src, tables, now_ms).values()
+        if stamped:
+            _request_rereads(cfg, src.name, stamped, now_ms)
     if not asked:
         raise EdgeAgentError(f"table {table!r} is not in any source's tables: check the name")
     if len(refused) == asked:
@@ -159,6 +166,19 @@ def _request_snapshots(cfg: Config, table: str | None) -> list[str]:
 def _bare(table: str, kind: str) -> str:
     """A PostgreSQL table of schema public may be named without it, as in the config."""
     return table.removeprefix("public.") if kind == "postgres" else table
+
+
+def _request_rereads(cfg: Config, source: str, tables: list[str], now_ms: int) -> None:
+    """Timestamp tables have no change log: the agent's state database carries the
+    request, and the pipeline reads the table again from the start (op "r")."""
+    statedir = StateDir(cfg.agent.state_dir)
+    statedir.prepare()
+    state = StateDB(statedir.db_path)
+    try:
+        for table in tables:
+            state.set_note(snapshot_request(source, table), str(now_ms), now_ms)
+    finally:
+        state.close()
 
 
 def _run_snapshots(
@@ -217,9 +237,36 @@ def _unfinished(jobs: dict[str, Any], timeout: float) -> str:
 def _jobs(cfg: Config) -> dict[str, Any]:
     found: dict[str, Any] = {}
     for src in cfg.sources:
-        jobs = source_backlog(src, 0).snapshots
+        jobs = source_backlog(src, 0).snapshots if src.tables else {}
         found.update({f"{src.name}.{t}": j for t, j in jobs.items() if t in src.tables})
+    found.update(_reread_jobs(cfg))
     return found
+
+
+def _reread_jobs(cfg: Config) -> dict[str, Any]:
+    """Timestamp tables being read again: finished once the request was taken and the
+    re-read's end is in sealed files (the checkpoint's snapshot bound is cleared)."""
+    path = StateDir(cfg.agent.state_dir).db_path
+    stamped = [(s.name, t.name) for s in cfg.sources for t in s.timestamp_tables]
+    if not stamped or not path.exists():
+        return {}
+    state = StateDB(path)
+    try:
+        notes = state.notes()
+        jobs = {}
+        for source, table in stamped:
+            asked = snapshot_request(source, table) in notes
+            running = Checkpoint.from_json(state.cursor(source, table)).snapshot
+            if asked or running:
+                jobs[f"{source}.{table}"] = {
+                    "finished": False,
+                    "percent": 0,
+                    "rows_done": 0,
+                    "rows_total": 0,
+                }
+        return jobs
+    finally:
+        state.close()
 
 
 def _durable_positions(cfg: Config) -> tuple[dict[str, int], dict[str, set[str]]]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from edge_agent.capture.cursor import Checkpoint, CursorState
 from edge_agent.capture.pages import ChangeBatch
 from edge_agent.capture.timestamp import TimestampCapture
+from edge_agent.spool.state import snapshot_request
 
 if TYPE_CHECKING:
     from edge_agent.capture.pg_timestamp import PgTimestampCapture
@@ -45,10 +46,25 @@ class TimestampPipeline(FilePipeline):
         self.after = None
 
     def prepare(self, now_ms: int) -> dict[str, str]:
-        if not self.capture.schema_changed():
-            return {}
-        self.capture.refresh_schema()
-        return {self.table.name: "schema refreshed"}
+        done: dict[str, str] = {}
+        if self.state.notes().get(snapshot_request(self.source, self.table.name)):
+            done[self.table.name] = self._start_snapshot(now_ms)
+        if self.capture.schema_changed():
+            self.capture.refresh_schema()
+            done[self.table.name] = "schema refreshed"
+        return done
+
+    def _start_snapshot(self, now_ms: int) -> str:
+        """`edge-agent snapshot` asked for this table: read it again from the start;
+        what was captured before comes out as op "r" (read again: nothing unsealed is
+        kept). The restart is stored before the request is cleared."""
+        self.rewind()
+        restart = self.cursor.durable.restarted()
+        if restart.snapshot:
+            self.state.set_cursor(self.source, self.table.name, restart.to_json())
+            self.cursor = CursorState(self.cursor.lag_ms, restart)
+        self.state.set_note(snapshot_request(self.source, self.table.name), None, now_ms)
+        return "snapshot started" if restart.snapshot else "snapshot: nothing captured yet"
 
     def idle_work(self, now_ms: int) -> int:
         return 0
@@ -60,6 +76,7 @@ class TimestampPipeline(FilePipeline):
         )
         if schema is None or not polled.rows:
             self.after = None
+            self._end_of_table()
             return PageResult()
         key_index = [i for i, c in enumerate(schema.shape.columns) if c.pk]
         key_index.sort(key=lambda i: schema.shape.columns[i].pk)
@@ -69,21 +86,29 @@ class TimestampPipeline(FilePipeline):
         last = polled.rows[-1]
         self.after = (last[-1], *(last[i] for i in key_index)) if polled.full else None
         rows = [
-            (pos, 0, self._op(row, schema), cursor // self.scale, *row[:-1])
+            (pos, 0, self._op(row, schema, cursor), cursor // self.scale, *row[:-1])
             for pos, _, cursor, row in fresh
         ]
         sealed = self.write_batch(ChangeBatch.of(schema, rows, self.envelope())) if rows else 0
+        if not polled.full:
+            self._end_of_table()
         return PageResult(
             rows=len(polled.rows), changes=len(rows), sealed=sealed, caught_up=not polled.full
         )
 
-    def _op(self, row: tuple[Any, ...], schema: Any) -> str:
+    def _end_of_table(self) -> None:
+        """A poll reached the end: a running snapshot has read everything it must."""
+        if self.cursor.durable.snapshot and self.cursor.snapshot_end is None:
+            self.cursor.snapshot_end = self.cursor.next_pos - 1
+
+    def _op(self, row: tuple[Any, ...], schema: Any, cursor: int) -> str:
         flag = self.table.deleted_flag
         if flag:
             index = [c.name for c in schema.shape.columns].index(flag)
             if row[index] not in (None, 0, "", "0", b""):
                 return "d"
-        return "u"
+        until = self.cursor.durable.snapshot_until
+        return "r" if until is not None and cursor <= until else "u"
 
     def record(self, rec: FileRecord) -> None:
         checkpoint = self.cursor.checkpoint_for(rec.last_pos)
@@ -91,6 +116,10 @@ class TimestampPipeline(FilePipeline):
         self.cursor.commit(checkpoint)  # only once it is on disk
 
     def advance(self) -> int:
+        finished = self.cursor.snapshot_finished()
+        if finished is not None:  # its end was sealed with no file after it
+            self.state.set_cursor(self.source, self.table.name, finished.to_json())
+            self.cursor.commit(finished)
         return 0
 
     def close(self) -> None:

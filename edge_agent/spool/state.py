@@ -113,6 +113,16 @@ class StateDB:
         ).fetchone()
         return str(row[0]) if row else None
 
+    def set_cursor(self, source: str, table: str, checkpoint: str) -> None:
+        """Store a timestamp table's checkpoint on its own (a snapshot's restart or end;
+        every other checkpoint is stored with the file it belongs to)."""
+        with self.transaction() as con:
+            con.execute(
+                "INSERT INTO cursors (source, tbl, checkpoint) VALUES (?, ?, ?) ON CONFLICT "
+                "(source, tbl) DO UPDATE SET checkpoint = excluded.checkpoint",
+                (source, table, checkpoint),
+            )
+
     def set_durable(self, source: str, durable: int) -> None:
         with self.transaction() as con:
             self._upsert_source(con, source, durable, None)
@@ -246,3 +256,8 @@ class StateDB:
     def notes(self) -> dict[str, tuple[str, int]]:
         rows = self.con.execute("SELECT name, value, updated_ms FROM notes").fetchall()
         return {n: (v, int(t)) for n, v, t in rows}
+
+
+def snapshot_request(source: str, table: str) -> str:
+    """The note by which `edge-agent snapshot` asks for a timestamp table's re-read."""
+    return f"snapshot.request.{source}/{table}"

@@ -138,3 +138,39 @@ def test_status_shows_the_cursor(tmp_path: Path, items_db: Path, harness_factory
     table = build_status(h.cfg, h.agent.state)["sources"][0]["tables"][0]
     assert table["mode"] == "timestamp"
     assert table["cursor"]["watermark_ms"] > 1_700_000_000_000
+
+
+def test_snapshot_of_a_timestamp_table_reads_it_again_as_op_r(tmp_path: Path) -> None:
+    """Issue 12 item 12: after the lake was lost, `edge-agent snapshot --table T` restores
+    a timestamp-mode table: every row again as op "r", then capture goes on."""
+    import shutil
+
+    from tests.conftest import config_dict, run_cli, write_config
+    from tests.lake import read_changes, replay
+
+    db = tmp_path / "app.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER, updated_at TEXT)")
+    with con:
+        con.executemany("INSERT INTO items VALUES (?, ?, ?)",
+                        [(i, i, f"2025-01-01T00:00:{i:02d}Z") for i in range(1, 21)])
+    entry = {"name": "items", "mode": "timestamp", "cursor": "updated_at", "lag": "0s"}
+    config = write_config(tmp_path, config_dict(tmp_path, db, [entry]))
+    assert run_cli("flush", "--config", str(config)).returncode == 0
+    shutil.rmtree(tmp_path / "lake" / "bronze")  # the lake is lost
+
+    snap = run_cli("snapshot", "--table", "items", "--config", str(config))
+    assert snap.returncode == 0, snap.stdout + snap.stderr
+    with con:
+        con.execute("UPDATE items SET qty = 0, updated_at = '2025-01-02T00:00:00Z' WHERE id = 5")
+    con.close()
+    assert run_cli("flush", "--config", str(config)).returncode == 0
+
+    changes = read_changes(tmp_path / "lake")
+    assert [c["_op"] for c in changes] == ["r"] * 20 + ["u"]
+    state = replay(changes)["items"]
+    assert len(state) == 20 and state[(5,)]["qty"] == 0
+    import json
+
+    status = json.loads(run_cli("status", "--json", "--config", str(config)).stdout)
+    assert status["sources"][0]["tables"][0]["cursor"]["watermark_ms"] == 1735776000000

@@ -285,3 +285,24 @@ def test_sigterm_wins_over_a_daemon_served_flush_and_status_answers_meanwhile(
         out, err = client.communicate(timeout=60)
     assert client.returncode == 4, out + err
     assert "stopping" in err
+
+
+def test_snapshot_of_a_timestamp_table_through_the_running_daemon(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, updated_at TEXT)")
+    with con:
+        con.executemany("INSERT INTO items VALUES (?, ?)",
+                        [(i, f"2025-01-01T00:00:{i:02d}Z") for i in range(1, 11)])
+    con.close()
+    entry = {"name": "items", "mode": "timestamp", "cursor": "updated_at", "lag": "0s"}
+    config = install_config(tmp_path, config_dict(tmp_path, db, [entry]))
+    with AgentProcess(config) as agent:
+        agent.wait_event("started")
+        assert run_cli("flush", "--config", str(config)).returncode == 0
+        snap = run_cli("snapshot", "--config", str(config))
+        assert snap.returncode == 0, snap.stdout + snap.stderr
+    from tests.lake import read_changes
+
+    ops = [c["_op"] for c in read_changes(lake_of(tmp_path))]
+    assert ops == ["u"] * 10 + ["r"] * 10
