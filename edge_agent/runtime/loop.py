@@ -71,7 +71,7 @@ class Daemon:
             summary = agent.step(now)
             self._serve_requests()
             if self.flags.reload:
-                self._reload()
+                self.reload()
                 continue  # the old agent is closed: the next cycle runs on the new one
             self.notifier.watchdog(self.clock.monotonic())
             self.notifier.status(self._status_line(summary))
@@ -155,7 +155,9 @@ class Daemon:
             f"last cycle {s.changes} changes, {s.shipped} files shipped"
         )
 
-    def _reload(self) -> None:
+    def reload(self) -> None:
+        """SIGHUP: build an agent on the re-read config and switch to it; a config that
+        fails to load or to build is logged and the running agent keeps going."""
         self.flags.reload = False
         self.notifier.reloading()
         try:
