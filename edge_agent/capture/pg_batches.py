@@ -22,11 +22,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import pyarrow as pa
 from psycopg import sql
 
 from edge_agent.capture.pg_log import PgCapture, PgChangeLog
 from edge_agent.errors import SourceError
+from edge_agent.sources.postgres import map_error
 
 PRUNE_CHUNK = 5000
 _BATCH = (
@@ -148,7 +150,13 @@ class Batches:
             f"SELECT seq FROM edge_cdc.log WHERE {_BATCH} ORDER BY seq OFFSET %(k)s LIMIT 1",
             tick.params(k=pos - tick.base - 1),
         ).fetchone()
-        return int(str(row[0])) if row else 0
+        if row is None:
+            raise SourceError(
+                f"postgres {self.log.where!r}: change {pos} of batch {tick.id} is missing from "
+                "edge_cdc.log (deleted by hand?): positions cannot be given again; run "
+                "`edge-agent snapshot` after checking who prunes edge_cdc.log"
+            )
+        return int(str(row[0]))
 
     def fetch(self, cap: PgCapture, before: bool = False) -> list[tuple[Any, ...]]:
         """The changes of one capture in the last page, decoded with its frozen column
@@ -157,6 +165,7 @@ class Batches:
         if self._window is None:
             return []
         tick, low, high = self._window
+        params = tick.params(tid=cap.tid, low=low, high=high)
         columns = cap.spec.columns
         exprs = [select_expr(c.name, c.arrow) for c in columns]
         if before:
@@ -164,14 +173,22 @@ class Batches:
         temporal = [i for i, c in enumerate(columns) if _FINITE.get(c.arrow.id)]
         if temporal:
             exprs.append(_not_finite([columns[i].name for i in temporal]))
-        query = sql.SQL(
+        typed = sql.SQL(
             "SELECT l.seq, l.txid::text::bigint, l.op::text, l.ts_ms, {} FROM edge_cdc.log l"
             " LEFT JOIN LATERAL jsonb_populate_record(NULL::{}, l.data) r ON true"
             " WHERE l.tid = %(tid)s AND l.seq > %(low)s AND l.seq <= %(high)s AND "
             + _BATCH.replace("txid", "l.txid")
             + " ORDER BY l.seq"
         ).format(sql.SQL(", ").join(exprs), sql.Identifier(*cap.shape_type.split(".")))
-        rows = self.log.run(query, tick.params(tid=cap.tid, low=low, high=high)).fetchall()
+        try:
+            rows = self.log.con.execute(typed, params).fetchall()
+        except psycopg.DataError:
+            # A value the frozen column type cannot hold (the column's type changed
+            # before the capture was regenerated): every value of this page as its JSON
+            # text, which bronze keeps exactly in _unfit.
+            return self.log.run(_as_text(cap, before), params).fetchall()
+        except psycopg.Error as exc:
+            raise map_error(exc, self.log.where) from exc
         return _with_not_finite(rows, [4 + i for i in temporal]) if temporal else rows
 
     def prune(self, durable: int, chunk: int = PRUNE_CHUNK) -> int:
@@ -223,6 +240,20 @@ _FINITE: dict[int, str] = {
     pa.date32().id: "{c} - DATE '1970-01-01'",
 }
 _TIME = "(extract(epoch FROM {c}) * 1000000)::bigint"
+
+
+def _as_text(cap: PgCapture, before: bool) -> sql.Composed:
+    values: list[sql.Composable] = [
+        sql.SQL("l.data ->> {}").format(sql.Literal(c.name)) for c in cap.spec.columns
+    ]
+    if before:
+        values.append(sql.SQL("l.old::text"))
+    return sql.SQL(
+        "SELECT l.seq, l.txid::text::bigint, l.op::text, l.ts_ms, {} FROM edge_cdc.log l"
+        " WHERE l.tid = %(tid)s AND l.seq > %(low)s AND l.seq <= %(high)s AND "
+        + _BATCH.replace("txid", "l.txid")
+        + " ORDER BY l.seq"
+    ).format(sql.SQL(", ").join(values))
 
 
 def select_expr(name: str, arrow: pa.DataType, alias: str = "r") -> sql.Composable:

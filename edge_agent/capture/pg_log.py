@@ -83,6 +83,9 @@ TABLES = [
     " snap pg_snapshot NOT NULL, base bigint NOT NULL, rows bigint NOT NULL,"
     " first_seq bigint NOT NULL DEFAULT 0, last_seq bigint NOT NULL DEFAULT 0,"
     " made timestamptz NOT NULL DEFAULT now())",
+    # Two readers of one log would tick the same batch twice: refused (pg_trigger.py
+    # takes an advisory lock); this makes a second tick at one base fail, not diverge.
+    "CREATE UNIQUE INDEX IF NOT EXISTS ticks_base ON edge_cdc.ticks (base) WHERE rows > 0",
     "CREATE TABLE IF NOT EXISTS edge_cdc.snapshots (tid int PRIMARY KEY, name text NOT NULL,"
     " last_key jsonb, rows_done bigint NOT NULL DEFAULT 0, rows_total bigint NOT NULL,"
     " started_ms bigint NOT NULL, done_ms bigint)",
@@ -162,24 +165,30 @@ class PgChangeLog:
         return {c.table: c for c in self.captures(active_only=True).values()}
 
     def relid(self, table: str) -> int:
-        row = self.run("SELECT %s::regclass::oid", (regclass(table),)).fetchone()
-        return int(str(row[0])) if row else 0
+        row = self.run("SELECT to_regclass(%s)::oid", (regclass(table),)).fetchone()
+        return int(str(row[0])) if row and row[0] is not None else 0
 
-    def _triggers(self, cap: PgCapture) -> dict[str, tuple[bool, bytes]]:
+    def _triggers(self, cap: PgCapture) -> dict[str, tuple[str, bytes]]:
+        """The capture's triggers: name -> (pg_trigger.tgenabled, tgargs)."""
         rows = self.run(
-            "SELECT tgname, tgenabled <> 'D', tgargs FROM pg_trigger WHERE tgrelid = %s"
+            "SELECT tgname, tgenabled::text, tgargs FROM pg_trigger WHERE tgrelid = %s"
             " AND tgname IN (%s, %s)",
             (cap.relid, ROW_TRIGGER, TRUNCATE_TRIGGER),
         ).fetchall()
-        return {str(n): (bool(on), bytes(args)) for n, on, args in rows}
+        return {str(n): (str(on), bytes(args)) for n, on, args in rows}
+
+    def _triggers_off(self, cap: PgCapture) -> bool:
+        """Missing or disabled: changes were made that the log never saw."""
+        found = self._triggers(cap)
+        return len(found) < 2 or any(on == "D" for on, _ in found.values())
 
     def _triggers_match(self, cap: PgCapture) -> bool:
         found = self._triggers(cap)
         return (
             found
             == {
-                ROW_TRIGGER: (True, tgargs(row_trigger_args(cap.tid, self.before, cap.spec.key))),
-                TRUNCATE_TRIGGER: (True, tgargs([str(cap.tid)])),
+                ROW_TRIGGER: ("A", tgargs(row_trigger_args(cap.tid, self.before, cap.spec.key))),
+                TRUNCATE_TRIGGER: ("A", tgargs([str(cap.tid)])),
             }
             and self._function_current()
         )
@@ -232,8 +241,8 @@ class PgChangeLog:
     def _plan(self, current: PgCapture | None, spec: TableSpec, known: bool) -> str | None:
         if current is None:
             return "gap" if known else "new"
-        if current.relid != self.relid(spec.name) or not self._triggers(current):
-            return "gap"  # dropped and created again, or triggers removed: changes unknown
+        if current.relid != self.relid(spec.name) or self._triggers_off(current):
+            return "gap"  # dropped and created again, triggers removed or disabled
         if not same_columns(current.spec, spec) or not self._triggers_match(current):
             return "changed"
         return None
@@ -292,6 +301,14 @@ class PgChangeLog:
                 "EXECUTE FUNCTION edge_cdc.capture({})"
             ).format(sql.Identifier(TRUNCATE_TRIGGER), table, sql.Literal(str(tid)))
         )
+        # ALWAYS: they fire for writes made with session_replication_role = replica too
+        # (a logical replication subscriber's apply worker, pg_restore).
+        for name in (ROW_TRIGGER, TRUNCATE_TRIGGER):
+            self.run(
+                sql.SQL("ALTER TABLE {} ENABLE ALWAYS TRIGGER {}").format(
+                    table, sql.Identifier(name)
+                )
+            )
         return cap
 
     def _retire(self, cap: PgCapture) -> None:
@@ -303,6 +320,8 @@ class PgChangeLog:
                     )
                 )
         self.run("UPDATE edge_cdc.captures SET active = false WHERE tid = %s", (cap.tid,))
+        # Its snapshot (if one runs) would go on with the old columns and key.
+        self.run("DELETE FROM edge_cdc.snapshots WHERE tid = %s", (cap.tid,))
 
     def verify(self, tables: Iterable[str]) -> list[Problem]:
         problems: list[Problem] = []
@@ -318,6 +337,8 @@ class PgChangeLog:
                 problems.append(Problem(spec.name, "no capture triggers installed", _FIX))
             elif current.relid != self.relid(spec.name):
                 problems.append(Problem(spec.name, "the table was dropped and created again", _FIX))
+            elif self._triggers_off(current):
+                problems.append(Problem(spec.name, "capture triggers missing or disabled", _FIX))
             elif not same_columns(current.spec, spec):
                 problems.append(
                     Problem(spec.name, "columns changed since the triggers were made", _FIX)

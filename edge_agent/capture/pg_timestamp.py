@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 
 from edge_agent.bronze.schema import BatchSchema, batch_schema
@@ -23,6 +24,7 @@ from edge_agent.capture.pg_trigger import open_connection
 from edge_agent.capture.timestamp import Polled
 from edge_agent.config_sources import SourceConfig, TimestampTable
 from edge_agent.errors import SourceError
+from edge_agent.records import ColumnSpec
 from edge_agent.sources.postgres import Con, map_error, regclass, table_spec
 
 CURSOR_TYPES = {"timestamp with time zone", "timestamp without time zone", "date"}
@@ -36,6 +38,20 @@ _SIGNATURE = (
     " format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) FROM pg_attribute a"
     " WHERE a.attrelid = to_regclass(%(t)s) AND a.attnum > 0 AND NOT a.attisdropped)"
 )
+
+
+def _as_column(column: ColumnSpec, name: str) -> sql.Composable:
+    """A key value as selected (dates and times as integers, others as text or their
+    Python value) back in the column's own type, for the (cursor, key) comparison."""
+    value = sql.Placeholder(name)
+    if column.arrow == pa.date32():
+        return sql.SQL("(DATE '1970-01-01' + {}::int)").format(value)
+    if pa.types.is_timestamp(column.arrow):
+        epoch = "TIMESTAMPTZ 'epoch'" if column.arrow.tz else "TIMESTAMP 'epoch'"
+        return sql.SQL(epoch + " + {} * INTERVAL '1 microsecond'").format(value)
+    if pa.types.is_time(column.arrow):
+        return sql.SQL("TIME '00:00' + {} * INTERVAL '1 microsecond'").format(value)
+    return sql.SQL("CAST({} AS {})").format(value, sql.SQL(column.source_type))
 
 
 class PgTimestampCapture:
@@ -118,15 +134,22 @@ class PgTimestampCapture:
         order = sql.SQL(", ").join(
             [cursor, *(sql.SQL("t.{}").format(sql.Identifier(k)) for k in spec.key)]
         )
-        where: list[sql.Composable] = [sql.SQL("{} IS NOT NULL").format(cursor)]
+        # A row whose cursor is infinity is never selected (documented): it has no
+        # place in the order and would stall the table.
+        where: list[sql.Composable] = [sql.SQL("isfinite({})").format(cursor)]
         params: dict[str, Any] = {"limit": limit}
         if low is not None:
+            # A date cursor is a whole day: the bound is rounded up, so a day before it
+            # (already emitted, and forgotten) is not read again.
+            up = 86_400_000_000 - 1 if self._cursor_type == "date" else 0
             where.append(sql.SQL("{} >= {}").format(cursor, self._from_us("low")))
-            params["low"] = low
+            params["low"] = low + up
         if after is not None:
             where.append(sql.SQL("{} >= {}").format(cursor, self._from_us("a0")))
             names = [f"a{i}" for i in range(len(after))]
-            values = [self._from_us("a0"), *(sql.Placeholder(n) for n in names[1:])]
+            keys = {c.name: c for c in spec.columns}
+            values = [self._from_us("a0")]
+            values += [_as_column(keys[k], n) for k, n in zip(spec.key, names[1:], strict=True)]
             where.append(sql.SQL("({}) > ({})").format(order, sql.SQL(", ").join(values)))
             params.update(zip(names, after, strict=True))
         columns = [select_expr(c.name, c.arrow, "t") for c in spec.columns]

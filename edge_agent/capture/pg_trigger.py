@@ -19,6 +19,7 @@ from edge_agent.errors import SourceError
 from edge_agent.sources.postgres import (
     Con,
     connect,
+    execute,
     regclass,
     table_spec,
 )
@@ -37,8 +38,24 @@ FROM unnest(%s::text[]) AS n(name) ORDER BY n.name"""
 
 def open_connection(cfg: SourceConfig) -> Con:
     con = connect(cfg.dsn, cfg.password or None, cfg.connect_timeout)
-    con.execute("SET IntervalStyle = 'iso_8601'")  # intervals land as ISO 8601 text
+    try:
+        execute(con, "SET IntervalStyle = 'iso_8601'")  # intervals land as ISO 8601 text
+    except BaseException:
+        con.close()
+        raise
     return con
+
+
+def take_reader_lock(con: Con, where: str) -> None:
+    """One reader per change log: a second agent would tick the same batches again and
+    prune what the first has not read. Held by the session; a dead session frees it."""
+    row = execute(con, "SELECT pg_try_advisory_lock(hashtext('edge_cdc.reader'))")
+    if not row or not row[0][0]:
+        raise SourceError(
+            f"postgres {where!r}: another agent captures this database (it holds the "
+            "edge_cdc reader lock): capture each database from one source of one agent; "
+            "see pg_locks (locktype = 'advisory') for its session"
+        )
 
 
 class PgTriggerCapture:
@@ -72,6 +89,7 @@ class PgTriggerCapture:
         if self.con is None or self.con.closed or self.con.broken:
             self.close()
             self.con = open_connection(self.cfg)
+            take_reader_lock(self.con, self.cfg.dsn)
             self._log = PgChangeLog(self.con, self.cfg.dsn, self.cfg.before_image)
             self._batches = Batches(self._log, self.seed)
         if self._log is None:

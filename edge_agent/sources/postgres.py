@@ -20,7 +20,9 @@ arrays of date/time types list of string (the ISO text), anything else string.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import psycopg
 import pyarrow as pa
@@ -46,9 +48,23 @@ _FIX_PASSWORD = "set password_file, EDGE_AGENT__SOURCES__N__PASSWORD or PGPASSFI
 
 
 def _safe_dsn(dsn: str) -> str:
-    info = psycopg.conninfo.conninfo_to_dict(dsn)
+    """The DSN for messages: never its password, never an exception of its own."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.Error:
+        hidden = re.sub(r"password=\S*", "password=***", dsn)
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", hidden)
     info.pop("password", None)
     return psycopg.conninfo.make_conninfo(**{k: str(v) for k, v in info.items()})
+
+
+def execute(con: Con, query: str, params: Sequence[Any] | None = None) -> list[tuple[object, ...]]:
+    """A catalog query with the driver's errors mapped (a lost connection is transient)."""
+    try:
+        cur = con.execute(query, params)
+        return cur.fetchall() if cur.description else []
+    except psycopg.Error as exc:
+        raise map_error(exc, _safe_dsn(con.info.dsn)) from exc
 
 
 Con = psycopg.Connection[tuple[object, ...]]
@@ -124,17 +140,19 @@ def table_spec(con: Con, name: str, key: tuple[str, ...] = ()) -> TableSpec:
     mode may name one); refuses what capture cannot use."""
     schema, table = split_name(name)
     qualified = f"{schema}.{table}"
-    row = con.execute(
+    found = execute(
+        con,
         "SELECT c.oid, c.relkind FROM pg_class c JOIN pg_namespace n"
         " ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
         (schema, table),
-    ).fetchone()
+    )
+    row = found[0] if found else None
     if row is None:
         raise _refuse(qualified, "no such table", "check sources.tables (bare name = public.)")
     if row[1] not in ("r", "p"):
         raise _refuse(qualified, "not a table (a view?)", "capture the underlying table")
     seen: TypeRows = {}
-    rows = con.execute(_COLUMNS, (row[0],)).fetchall()
+    rows = execute(con, _COLUMNS, (row[0],))
     columns = tuple(_column(con, r, seen) for r in rows)
     spec = TableSpec(qualified, columns)
     if key:
@@ -163,12 +181,13 @@ def _with_key(spec: TableSpec, key: tuple[str, ...]) -> TableSpec:
 def composite_spec(con: Con, type_name: str, name: str, key: list[str]) -> TableSpec:
     """The columns of a composite type (a capture's frozen column list, see
     capture/pg_log.py) as the TableSpec of table ``name`` with ``key``."""
-    rows = con.execute(
+    rows = execute(
+        con,
         "SELECT a.attname, a.atttypid, a.atttypmod, format_type(a.atttypid, a.atttypmod),"
         " false, 0 FROM pg_attribute a WHERE a.attrelid = %s::regclass AND a.attnum > 0"
         " AND NOT a.attisdropped ORDER BY a.attnum",
         (type_name,),
-    ).fetchall()
+    )
     seen: TypeRows = {}
     columns = [_column(con, r, seen) for r in rows]
     pk = {k: i + 1 for i, k in enumerate(key)}
@@ -209,7 +228,8 @@ def arrow_type(con: Con, oid: int, typmod: int, seen: TypeRows | None = None) ->
     across the columns of one table, so a type is looked up once."""
     seen = {} if seen is None else seen
     if oid not in seen:
-        seen[oid] = con.execute(_TYPE, (oid,)).fetchone()
+        found = execute(con, _TYPE, (oid,))
+        seen[oid] = found[0] if found else None
     row = seen[oid]
     if row is None:
         return pa.string()
