@@ -30,7 +30,19 @@ import pyarrow as pa
 from edge_agent.errors import SourceError, TransientError
 from edge_agent.records import RESERVED_COLUMNS, ColumnSpec, TableSpec
 
-_TRANSIENT = {"57P01", "57P02", "57P03", "08001", "08006", "08004"}
+# Server going away, connection failures, and a deadlock or lock timeout (a retry works).
+_TRANSIENT = {
+    "57P01",
+    "57P02",
+    "57P03",
+    "57P05",
+    "08001",
+    "08006",
+    "08004",
+    "40P01",
+    "40001",
+    "55P03",
+}
 _SIMPLE: dict[str, pa.DataType] = {
     "int2": pa.int16(),
     "int4": pa.int32(),
@@ -93,6 +105,8 @@ def map_error(exc: psycopg.Error, where: str) -> Exception:
         return SourceError(f"postgres {where!r}: database does not exist: check sources.dsn")
     if state == "42501":
         return SourceError(_privilege_message(exc.diag.message_primary or str(exc), where))
+    if state in ("40P01", "40001", "55P03"):
+        return TransientError(f"postgres {where!r}: lock conflict ({state}), will retry")
     if state in _TRANSIENT or isinstance(exc, psycopg.OperationalError):
         return TransientError(f"postgres {where!r} unreachable, will retry: {state or '-'}")
     return SourceError(f"postgres {where!r}: {exc.diag.message_primary or type(exc).__name__}")

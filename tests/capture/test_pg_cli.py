@@ -38,7 +38,7 @@ def test_triggers_install_verify_and_uninstall(tmp_path: Path, pg_db: str) -> No
     sql(pg_db, "ALTER TABLE items DISABLE TRIGGER edge_cdc_capture")
     altered = run_cli("triggers", "verify", "--config", config)
     assert altered.returncode != 0
-    assert "capture triggers missing or altered" in altered.stdout + altered.stderr
+    assert "capture triggers missing or disabled" in altered.stdout + altered.stderr
 
     sql(pg_db, "ALTER TABLE items ENABLE TRIGGER edge_cdc_capture",
         "INSERT INTO items VALUES (1, 'a', 1)")
