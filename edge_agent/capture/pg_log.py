@@ -347,7 +347,15 @@ class PgChangeLog:
                 problems.append(Problem(spec.name, "capture triggers missing or altered", _FIX))
         return problems
 
-    def uninstall(self, drop_log: bool) -> list[str]:
+    def check_table(self, table: str) -> None:
+        table_spec(self.con, table)
+
+    def pending(self, after: int) -> int:
+        from edge_agent.capture.pg_batches import Batches
+
+        return Batches(self, after).backlog(after)
+
+    def uninstall_all(self, drop_log: bool) -> list[str]:
         if not self.exists():
             return []
         removed: list[str] = []

@@ -10,6 +10,7 @@ from edge_agent.capture.pg_log import PgChangeLog
 from edge_agent.capture.pg_timestamp import PgTimestampCapture
 from edge_agent.capture.pg_trigger import open_connection
 from edge_agent.capture.registry import Backlog, TriggerRequest
+from edge_agent.capture.trigger_commands import trigger_action
 from edge_agent.config_sources import SourceConfig, TimestampTable
 from edge_agent.errors import EdgeAgentError, SourceError
 from edge_agent.sources.postgres import table_spec
@@ -34,7 +35,7 @@ class PostgresOps:
     def triggers(self, source: SourceConfig, req: TriggerRequest) -> tuple[list[str], bool]:
         con = open_connection(source)
         try:
-            return _trigger_action(PgChangeLog(con, source.dsn, source.before_image), source, req)
+            return trigger_action(PgChangeLog(con, source.dsn, source.before_image), source, req)
         finally:
             con.close()
 
@@ -109,37 +110,3 @@ def _details(log: PgChangeLog) -> dict[str, Any]:
             "age_s": oldest[3],
         },
     }
-
-
-def _trigger_action(
-    log: PgChangeLog, source: SourceConfig, req: TriggerRequest
-) -> tuple[list[str], bool]:
-    tables = source.tables
-    if req.action == "verify":
-        problems = log.verify(tables)
-        return (
-            [str(p) for p in problems] or [f"ok: {len(tables)} table(s) captured"],
-            not problems,
-        )
-    if req.action == "install":
-        for table in tables:
-            table_spec(log.con, table)  # refuse the whole install on an unknown table
-        changed = log.install(
-            tables,
-            req.durable,
-            req.now_ms,
-            snapshot_new=source.snapshot == "initial",
-            captured_before=set(req.captured),
-        )
-        return [f"installed: {', '.join(changed) or 'nothing to change'}"], True
-    waiting = Batches(log, req.durable).backlog(req.durable)
-    if req.drop_log and waiting and not req.force:
-        return [
-            f"refused: {waiting} change(s) are still waiting in the change log; run "
-            "`edge-agent flush` first, or add --force to drop them"
-        ], False
-    removed = log.uninstall(req.drop_log)
-    return [
-        f"uninstalled: {', '.join(removed) or 'nothing installed'}"
-        + (" (change log dropped)" if req.drop_log else "")
-    ], True

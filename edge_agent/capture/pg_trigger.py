@@ -14,6 +14,7 @@ from edge_agent.capture import pg_snapshot
 from edge_agent.capture.pages import ChangeBatch, Page
 from edge_agent.capture.pg_batches import Batches, Ref
 from edge_agent.capture.pg_log import PgCapture, PgChangeLog
+from edge_agent.capture.trigger_commands import valid_tables
 from edge_agent.config_sources import SourceConfig
 from edge_agent.errors import SourceError
 from edge_agent.sources.postgres import (
@@ -21,7 +22,6 @@ from edge_agent.sources.postgres import (
     connect,
     execute,
     regclass,
-    table_spec,
 )
 
 _SIGNATURE = """
@@ -106,14 +106,7 @@ class PgTriggerCapture:
         """Install or regenerate triggers for every configured table that exists."""
         log = self._changelog()
         log.ensure(seed)
-        valid: list[str] = []
-        self.table_errors = {}
-        for table in self.cfg.tables:
-            try:
-                table_spec(log.con, table)
-                valid.append(table)
-            except SourceError as exc:
-                self.table_errors[table] = str(exc)
+        valid, self.table_errors = valid_tables(log, self.cfg.tables)
         snap = self.cfg.snapshot == "initial"
         changed = (
             log.install(

@@ -8,6 +8,7 @@ from typing import Any
 from edge_agent.capture import snapshot as snapshots
 from edge_agent.capture.registry import Backlog, TriggerRequest
 from edge_agent.capture.snapshot import SNAPSHOTS
+from edge_agent.capture.trigger_commands import trigger_action
 from edge_agent.capture.triggers import LOG, ChangeLog
 from edge_agent.config_sources import SourceConfig
 from edge_agent.errors import EdgeAgentError, SourceError
@@ -35,7 +36,7 @@ class SqliteOps:
     def triggers(self, source: SourceConfig, req: TriggerRequest) -> tuple[list[str], bool]:
         con = connect(source.path, source.busy_timeout)
         try:
-            return _trigger_action(ChangeLog(con, source.path), source, req)
+            return trigger_action(ChangeLog(con, source.path), source, req)
         finally:
             con.close()
 
@@ -120,37 +121,3 @@ def _snapshots(con: sqlite3.Connection) -> dict[str, Any]:
         }
         for name, done, total, finished in rows
     }
-
-
-def _trigger_action(
-    log: ChangeLog, source: SourceConfig, req: TriggerRequest
-) -> tuple[list[str], bool]:
-    tables = source.tables
-    if req.action == "verify":
-        problems = log.verify(tables)
-        return (
-            [str(p) for p in problems] or [f"ok: {len(tables)} table(s) captured"],
-            not problems,
-        )
-    if req.action == "install":
-        for table in tables:
-            table_shape(log.con, table)  # refuse the whole install on an unknown table
-        changed = log.install(
-            tables,
-            req.durable,
-            req.now_ms,
-            snapshot_new=source.snapshot == "initial",
-            captured_before=set(req.captured),
-        )
-        return [f"installed: {', '.join(changed) or 'nothing to change'}"], True
-    waiting = log.pending(req.durable)
-    if req.drop_log and waiting and not req.force:
-        return [
-            f"refused: {waiting} change(s) are still waiting in the change log; run "
-            "`edge-agent flush` first, or add --force to drop them"
-        ], False
-    removed = log.uninstall(None, req.drop_log)
-    return [
-        f"uninstalled: {', '.join(removed) or 'nothing installed'}"
-        + (" (change log dropped)" if req.drop_log else "")
-    ], True

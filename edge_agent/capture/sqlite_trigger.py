@@ -11,10 +11,11 @@ import sqlite3
 from edge_agent.bronze.schema import BatchSchema, Envelope, batch_schema
 from edge_agent.capture import snapshot
 from edge_agent.capture.pages import ChangeBatch, Page
+from edge_agent.capture.trigger_commands import valid_tables
 from edge_agent.capture.triggers import SEED_OP, Capture, ChangeLog
 from edge_agent.config_sources import SourceConfig
 from edge_agent.errors import SourceError
-from edge_agent.sources.sqlite import connect, table_shape
+from edge_agent.sources.sqlite import connect
 
 
 class TriggerCapture:
@@ -53,14 +54,7 @@ class TriggerCapture:
     def sync_triggers(self, seed: int, now_ms: int) -> list[str]:
         """Install or regenerate triggers for every configured table that exists."""
         log = self._changelog()
-        valid: list[str] = []
-        self.table_errors = {}
-        for table in self.cfg.tables:
-            try:
-                table_shape(log.con, table)
-                valid.append(table)
-            except SourceError as exc:
-                self.table_errors[table] = str(exc)
+        valid, self.table_errors = valid_tables(log, self.cfg.tables)
         snap = self.cfg.snapshot == "initial"
         changed = (
             log.install(

@@ -299,6 +299,12 @@ class ChangeLog:
                 problems.append(Problem(table, "capture triggers missing or altered", fix))
         return problems
 
+    def check_table(self, table: str) -> None:
+        table_shape(self.con, table)
+
+    def uninstall_all(self, drop_log: bool) -> list[str]:
+        return self.uninstall(None, drop_log)
+
     def uninstall(self, tables: Sequence[str] | None, drop_log: bool) -> list[str]:
         removed: list[str] = []
         with self.transaction():
