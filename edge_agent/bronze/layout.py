@@ -63,6 +63,14 @@ class FileKey:
         return self.relpath[: -len(PARQUET)] + MANIFEST
 
 
+def partition_of(relpath: str) -> str:
+    """The date partition (or ``unsynced``) of a bronze file's relative path."""
+    match = _RELPATH.match(relpath)
+    if match is None:
+        raise ValueError(f"not a bronze layout path: {relpath!r}")
+    return match.group(3)
+
+
 def manifest_relpath_of(relpath: str) -> str:
     return relpath[: -len(PARQUET)] + MANIFEST
 

@@ -78,7 +78,14 @@ class Agent:
         self.writer = BronzeWriter(self.spool.tmp, cfg.buffer)
         self.quota = Quota(cfg.buffer, self.state, self.spool, self.writer, clock)
         self.shipping = ShipStage(
-            shipper, self.spool, self.state, clock, cfg.sink.retry_min, cfg.sink.retry_max
+            shipper,
+            self.spool,
+            self.state,
+            clock,
+            cfg.sink.retry_min,
+            cfg.sink.retry_max,
+            device=cfg.device_id,
+            min_valid_ms=cfg.clock.min_valid_ms,
         )
         self.parts = Parts(
             self.writer, self.spool, self.state, clock, cfg.device_id, cfg.clock.min_valid_ms

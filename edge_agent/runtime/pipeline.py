@@ -8,13 +8,14 @@ state, in one transaction: that commit is the durability point (invariant 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from edge_agent.bronze.layout import FileKey
-from edge_agent.bronze.schema import FORMAT_VERSION, Envelope
+from edge_agent.bronze.schema import Envelope
 from edge_agent.bronze.writer import BronzeWriter, SealedFile
 from edge_agent.capture.pages import CAPTURED_MS, TS_MS, ChangeBatch
-from edge_agent.clock import UNSYNCED_PARTITION, Clock, partition_for, split_by_day
+from edge_agent.clock import Clock, partition_for, split_by_day
+from edge_agent.spool.manifest import build as build_manifest
 from edge_agent.spool.outbox import Spool
 from edge_agent.spool.state import FileRecord, StateDB
 
@@ -183,8 +184,11 @@ class FilePipeline:
             key.manifest_relpath,
             now_ms,
         )
+        manifest = build_manifest(
+            rec, self.parts.device, sealed.fingerprint, self.parts.min_valid_ms
+        )
         try:
-            self.parts.spool.publish(sealed, key, self._manifest(key, sealed, ordinal, now_ms))
+            self.parts.spool.publish(sealed, key, manifest)
             self.record(rec)
         except BaseException:
             # Not recorded, so not sealed: drop the bytes; the changes are read again.
@@ -195,29 +199,3 @@ class FilePipeline:
     def record(self, rec: FileRecord) -> None:
         """Record the file and advance this mode's positions, in one transaction."""
         raise NotImplementedError
-
-    def _manifest(
-        self, key: FileKey, sealed: SealedFile, ordinal: int, now_ms: int
-    ) -> dict[str, Any]:
-        return {
-            "format": FORMAT_VERSION,
-            "id": key.file_id,
-            "ordinal": ordinal,
-            "device": self.parts.device,
-            "source": self.source,
-            "table": sealed.table,
-            "partition": {"date": sealed.partition},
-            "rows": sealed.rows,
-            "first_pos": sealed.first_pos,
-            "last_pos": sealed.last_pos,
-            "schema_fingerprint": sealed.fingerprint,
-            "sha256": sealed.sha256,
-            "bytes": sealed.bytes,
-            "created_ms": now_ms,
-            "clock": {
-                "synced": now_ms >= self.parts.min_valid_ms,
-                "partition_basis": "unsynced"
-                if sealed.partition == UNSYNCED_PARTITION
-                else "change_time_or_capture_time",
-            },
-        }

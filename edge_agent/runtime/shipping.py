@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 from edge_agent.clock import Clock
 from edge_agent.errors import CorruptFileError, TerminalError, TransientError
+from edge_agent.log import get_logger
 from edge_agent.shippers.base import Shipper
 from edge_agent.spool.outbox import Spool
-from edge_agent.spool.state import READY, SHIPPED, StateDB
+from edge_agent.spool.state import READY, SHIPPED, FileRecord, StateDB
 
 NOTE = "sink.last_error"
+log = get_logger("edge_agent.shipping")
 
 
 @dataclass
@@ -36,7 +38,11 @@ class ShipStage:
         retry_min: float,
         retry_max: float,
         rng: random.Random | None = None,
+        device: str = "",
+        min_valid_ms: int = 0,
     ) -> None:
+        self.device = device  # for manifests rebuilt before shipping
+        self.min_valid_ms = min_valid_ms
         self.shipper = shipper
         self.spool = spool
         self.state = state
@@ -46,6 +52,12 @@ class ShipStage:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self.failures = 0
         self.next_attempt = 0.0
+
+    def _check_manifest(self, rec: FileRecord) -> None:
+        wrong = self.spool.repair_manifest(rec, self.device, self.min_valid_ms)
+        if wrong is not None:
+            self.state.add_counter("manifests_rebuilt", 1)
+            log.warning("manifest.rebuilt", file=rec.id, problem=wrong)
 
     def backoff(self) -> float:
         """Capped exponential delay with "equal jitter" (half fixed, half random)."""
@@ -64,6 +76,7 @@ class ShipStage:
             if self.clock.monotonic() - start > budget:
                 break
             try:
+                self._check_manifest(rec)
                 self.shipper.put(
                     self.spool.path(rec.relpath), self.spool.path(rec.manifest_relpath), rec
                 )

@@ -15,9 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 from edge_agent.bronze.layout import MANIFEST, PARQUET, FileKey
 from edge_agent.bronze.writer import SealedFile
-from edge_agent.fsutil import ensure_dir, fsync_dir, publish, remove_durably, write_atomic
+from edge_agent.errors import CorruptFileError
+from edge_agent.fsutil import (
+    ensure_dir,
+    fsync_dir,
+    publish,
+    remove_durably,
+    sha256_file,
+    write_atomic,
+)
+from edge_agent.spool import manifest
 from edge_agent.spool.state import FAILED, READY, SHIPPED, FileRecord, StateDB
 
 
@@ -52,6 +64,31 @@ class Spool:
         """Undo a publish that was never recorded."""
         for path in (sealed.tmp_path, self.path(key.relpath), self.path(key.manifest_relpath)):
             path.unlink(missing_ok=True)
+
+    # -- before shipping --------------------------------------------------
+    def repair_manifest(self, rec: FileRecord, device: str, min_valid_ms: int) -> str | None:
+        """Check the manifest beside a ready file against the ledger; rebuild a missing or
+        damaged one from the ledger and the file. Returns what was wrong (None: it was
+        fine). A file that no longer matches the ledger is a CorruptFileError."""
+        path = self.path(rec.manifest_relpath)
+        try:
+            data: bytes | None = path.read_bytes()
+        except FileNotFoundError:
+            data = None
+        wrong = manifest.problem(rec, data)
+        if wrong is None:
+            return None
+        local = self.path(rec.relpath)
+        try:
+            whole = sha256_file(local) == (rec.bytes, rec.sha256)
+            fingerprint = pq.read_schema(local).metadata[b"edge_agent.schema_fingerprint"]
+        except (OSError, KeyError, TypeError, pa.ArrowException) as exc:
+            raise CorruptFileError(f"spooled file {rec.id} is unreadable: {exc}") from exc
+        if not whole:
+            raise CorruptFileError(f"spooled file {rec.id} no longer matches its record")
+        rebuilt = manifest.build(rec, device, fingerprint.decode(), min_valid_ms)
+        write_atomic(path, manifest_bytes(rebuilt))
+        return wrong
 
     # -- after shipping ---------------------------------------------------
     def remove(self, rec: FileRecord) -> None:
