@@ -229,10 +229,15 @@ def parse_part(
     topic: str, prefix: str, pairs: list[tuple[str, str]], payload_len: int, limits: Limits
 ) -> Part:
     """Check a received message against the protocol and the collector's limits."""
-    props = _unique(pairs)
     device = device_of_topic(topic, prefix)
-    to = _ack_to(props, device)
+    first: dict[str, str] = {}
+    for name, value in pairs:
+        first.setdefault(name, value)
+    # Whom to answer comes from the first of each property, so that even a message
+    # with a property twice gets its "rejected" (docs/protocol.md).
+    to = _ack_to(first, device)
     try:
+        props = _unique(pairs)
         if props.get(P_VERSION) != VERSION:
             raise WireError(
                 f"unsupported protocol version {props.get(P_VERSION)!r} (want "

@@ -73,8 +73,10 @@ def test_a_broken_header_is_refused_with_its_category(change: dict[str, str], ca
 def test_a_repeated_property_and_a_foreign_topic_are_refused() -> None:
     h = header_of(record(b"x" * 10), 1000)
     pairs = wire.header_properties(h, wire.CHUNK, "b" * 64, 0)
-    with pytest.raises(wire.WireError, match="twice"):
+    with pytest.raises(wire.WireError, match="twice") as twice:
         wire.parse_part(TOPIC, "edge", [*pairs, pairs[0]], 10, LIMITS)
+    # Answerable (issue 13 item 9): the sender hears "rejected" instead of waiting.
+    assert twice.value.to is not None and twice.value.to.file_id == h.file_id
     with pytest.raises(wire.WireError, match="is not edge/<device>/batch"):
         wire.parse_part("other/gw/batch", "edge", pairs, 10, LIMITS)
 
