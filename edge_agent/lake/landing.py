@@ -4,7 +4,9 @@ idempotent rules as the ``dir`` sink (shippers/dir.py).
 ``<lake>/<relpath>`` is written tmp -> fsync -> rename -> fsync(dir) from the
 staged chunks, streamed (one chunk in memory at a time) and verified against
 the header's size and sha256 before it becomes visible; the manifest goes
-beside it last, so its presence means the file beside it is whole.
+beside it last, so its presence means the file beside it is whole. What has
+landed is never replaced: the same bytes again are an idempotent success, other
+bytes (or another manifest) for the same file are refused.
 """
 
 from __future__ import annotations
@@ -32,12 +34,22 @@ class Lake:
     def manifest_path(self, h: FileHeader) -> Path:
         return self.root / manifest_relpath_of(h.relpath)
 
-    def holds(self, h: FileHeader) -> bool:
-        """The lake already has exactly these bytes at the file's place."""
+    def conflict(self, h: FileHeader, manifest: bytes) -> str | None:
+        """Why landing would change what the lake already holds for this file (a landed
+        file and its manifest are immutable), or None."""
         try:
-            return sha256_file(self.path(h)) == (h.size, h.sha256)
+            size, sha = sha256_file(self.path(h))
         except FileNotFoundError:
-            return False
+            return None
+        if (size, sha) != (h.size, h.sha256):
+            return (
+                f"file {h.file_id} already landed with other bytes ({size} bytes sha256 "
+                f"{sha}, this one {h.size} bytes sha256 {h.sha256})"
+            )
+        with contextlib.suppress(FileNotFoundError):
+            if self.manifest_path(h).read_bytes() != manifest:
+                return f"file {h.file_id} already landed with another manifest"
+        return None
 
     def assemble(self, h: FileHeader, chunks: list[Path]) -> None:
         """Concatenate the chunks into the file's place, atomically and verified."""

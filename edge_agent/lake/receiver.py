@@ -20,6 +20,7 @@ from edge_agent.log import get_logger
 from edge_agent.shippers.mqtt_wire import (
     CHUNK,
     OK,
+    REJECTED,
     RETRY,
     Ack,
     AckTo,
@@ -102,7 +103,21 @@ class Receiver:
         complete = self.staging.complete(h)
         if not complete and not manifest_arrived:
             return None
-        existed = self.lake.holds(h)  # a resend of a file already landed: no chunks needed
+        conflict = self.lake.conflict(h, self.staging.manifest(h))
+        if conflict is not None:
+            self.staging.discard(h)
+            self.counters["rejected.conflict"] += 1
+            log.error("collector.conflict", file=h.file_id, error=conflict)
+            return _ack(
+                h.ack_to,
+                REJECTED,
+                f"{conflict}: a landed file is immutable; a device that sends other bytes "
+                "for one file id has a bug or is not who it claims: check it before "
+                "removing the lake's copy",
+            )
+        # No conflict: a file at the place holds exactly these bytes (a resend of a file
+        # already landed needs no chunks).
+        existed = self.lake.path(h).exists()
         if not existed and not complete:
             return None
         if not existed:

@@ -180,3 +180,32 @@ def test_staging_full_asks_for_a_resend(tmp_path: Path) -> None:
     assert [r.ack.status for r in replies] == [wire.RETRY]
     assert "max_staging_bytes" in replies[0].ack.reason
     assert rx.counters["rejected.staging_full"] == 1
+
+
+def test_a_landed_file_is_immutable(tmp_path: Path) -> None:
+    """Issue 13 item 7: the same bytes again is an idempotent ok; other bytes for a landed
+    file id, or another manifest for it, is refused, counted and reported."""
+    rx = receiver(tmp_path)
+    data = b"first bytes " * 50
+    for pairs, payload in messages(data, 1000):
+        rx.handle(TOPIC, pairs, payload)
+    rec = record(data)
+    landed = tmp_path / "lake" / rec.relpath
+    assert landed.read_bytes() == data
+
+    again = [r.ack for pairs, payload in messages(data, 1000, attempt="a2")
+             for r in rx.handle(TOPIC, pairs, payload)]
+    assert [(a.status, a.existed) for a in again] == [(wire.OK, True)]
+
+    other = b"other bytes " * 50  # same length, same file id and path
+    forged = [(pairs, payload) for pairs, payload in messages(other, 1000, attempt="a3")]
+    replies = [r.ack for pairs, payload in forged for r in rx.handle(TOPIC, pairs, payload)]
+    assert [a.status for a in replies] == [wire.REJECTED]
+    assert "already landed with other bytes" in replies[0].reason
+    assert landed.read_bytes() == data
+
+    manifest_only = messages(data, 1000, manifest=b'{"m": 2}', attempt="a4")[-1]
+    replies = [r.ack for r in rx.handle(TOPIC, *manifest_only)]
+    assert [a.status for a in replies] == [wire.REJECTED]
+    assert (tmp_path / "lake" / rec.manifest_relpath).read_bytes() == b'{"m": 1}'
+    assert rx.counters["rejected.conflict"] == 2
