@@ -37,6 +37,7 @@ from edge_agent.shippers.mqtt_wire import FileHeader
 STRIPES = 64
 HEADER, MANIFEST = "header.json", "manifest.json"
 CHUNK_SUFFIX = ".chunk"
+EVICT_IDLE = 60.0  # seconds: a manifest-only entry this idle may go when staging is full
 
 
 class StagingFull(EdgeAgentError):
@@ -78,20 +79,49 @@ class Staging:
         with contextlib.suppress(FileNotFoundError):
             if path.stat().st_size == len(data):
                 return False
-        if self.used + len(data) > self.max_bytes:
-            raise StagingFull(
-                f"collector staging {str(self.root)!r} is full ({self.used} of "
-                f"{self.max_bytes} bytes): will accept again as files complete or expire "
-                f"after collector.staging_ttl; raise collector.max_staging_bytes if it lasts"
-            )
+        self._make_room(h, len(data))
         self._ensure(h)
         _write(path, data)
         self.used += len(data)
         return True
 
     def put_manifest(self, h: FileHeader, data: bytes) -> None:
+        """Stage the manifest (caller holds the lock); it counts against the quota too."""
+        path = self.entry(h) / MANIFEST
+        with contextlib.suppress(FileNotFoundError):
+            self.used -= path.stat().st_size  # replaced below
+        self._make_room(h, len(data))
         self._ensure(h)
-        _write(self.entry(h) / MANIFEST, data)
+        _write(path, data)
+        self.used += len(data)
+
+    def _make_room(self, h: FileHeader, size: int) -> None:
+        """Everything staged counts (chunks, manifests, headers). When full, entries that
+        hold only a manifest and have been idle a while go first: a resend brings the
+        manifest again, and they are what a flood of manifest-only messages leaves."""
+        if self.used + size <= self.max_bytes:
+            return
+        for entry in self._idle_manifest_only(skip=self.entry(h)):
+            self._remove(entry)
+            if self.used + size <= self.max_bytes:
+                return
+        raise StagingFull(
+            f"collector staging {str(self.root)!r} is full ({self.used} of "
+            f"{self.max_bytes} bytes): will accept again as files complete or expire "
+            f"after collector.staging_ttl; raise collector.max_staging_bytes if it lasts"
+        )
+
+    def _idle_manifest_only(self, skip: Path) -> list[Path]:
+        now = self.clock()
+        found = []
+        for entry in self.files.iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                if entry == skip or any(entry.glob(f"*{CHUNK_SUFFIX}")):
+                    continue
+                idle = now - entry.stat().st_mtime
+                if idle >= min(self.ttl, EVICT_IDLE):
+                    found.append((idle, entry))
+        return [entry for _, entry in sorted(found, reverse=True)]
 
     def has_manifest(self, h: FileHeader) -> bool:
         return (self.entry(h) / MANIFEST).exists()
@@ -124,17 +154,19 @@ class Staging:
         header = self.entry(h) / HEADER
         if not header.exists():
             header.parent.mkdir(parents=True, exist_ok=True)
-            _write(header, json.dumps(asdict(h), sort_keys=True).encode())
+            data = json.dumps(asdict(h), sort_keys=True).encode()
+            _write(header, data)
+            self.used += len(data)
 
     def _remove(self, entry: Path) -> None:
-        freed = sum(p.stat().st_size for p in entry.glob(f"*{CHUNK_SUFFIX}"))
+        freed = _size(entry)
         shutil.rmtree(entry, ignore_errors=True)
         self.used = max(0, self.used - freed)
 
     # -- start-up and housekeeping ---------------------------------------------------
     def rescan(self) -> None:
         """Recount the bytes staged (other collectors may share the directory)."""
-        self.used = sum(p.stat().st_size for p in self.files.glob(f"*/*{CHUNK_SUFFIX}"))
+        self.used = sum(_size(entry) for entry in self.files.iterdir())
 
     def headers(self) -> list[FileHeader]:
         """The header of every entry, for recovery; unreadable entries are skipped."""
@@ -171,6 +203,15 @@ class Staging:
 
     def remove_orphan(self, entry: Path) -> None:
         self._remove(entry)
+
+
+def _size(entry: Path) -> int:
+    """Bytes staged in one entry (chunks, manifest, header), as it is now."""
+    total = 0
+    for path in entry.glob("*"):
+        with contextlib.suppress(FileNotFoundError):
+            total += path.stat().st_size
+    return total
 
 
 def _write(path: Path, data: bytes) -> None:

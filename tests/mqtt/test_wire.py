@@ -170,7 +170,8 @@ def test_a_damaged_staged_chunk_is_discarded_and_asked_for_again(tmp_path: Path)
 
 
 def test_staging_full_asks_for_a_resend(tmp_path: Path) -> None:
-    rx = receiver(tmp_path, max_staging_bytes=3000, max_file_bytes=2000,
+    # Room for one 2,000-byte file and one more chunk, headers (~300 bytes each) counted.
+    rx = receiver(tmp_path, max_staging_bytes=3800, max_file_bytes=2000,
                   max_chunk_bytes=1000)
     big = messages(b"q" * 2000, 1000)
     for pairs, payload in big[:2]:
@@ -209,3 +210,28 @@ def test_a_landed_file_is_immutable(tmp_path: Path) -> None:
     assert [a.status for a in replies] == [wire.REJECTED]
     assert (tmp_path / "lake" / rec.manifest_relpath).read_bytes() == b'{"m": 1}'
     assert rx.counters["rejected.conflict"] == 2
+
+
+def test_manifests_count_against_the_staging_quota_and_a_flood_of_them_is_evicted(
+        tmp_path: Path) -> None:
+    """Issue 13 item 8: manifest-only messages filled staging far past its quota."""
+    import time
+
+    later = [0.0]
+    cfg = CollectorConfig(lake=tmp_path / "lake", staging_dir=tmp_path / "staging",
+                          max_staging_bytes=20_000, max_file_bytes=4000, max_chunk_bytes=1000)
+    staging = Staging(cfg.staging_dir, cfg.max_staging_bytes, cfg.staging_ttl,
+                      clock=lambda: time.time() + later[0])
+    rx = Receiver(cfg, staging, Lake(cfg.lake))
+    for i in range(40):  # manifests of files whose chunks never come
+        pairs, payload = messages(bytes([i]) * 500, 1000, manifest=b"M" * 900)[-1]
+        rx.handle(TOPIC, pairs, payload)
+        later[0] += 10  # each entry idles a while before the next flood message
+    on_disk = sum(p.stat().st_size for p in (tmp_path / "staging" / "files").rglob("*")
+                  if p.is_file())
+    assert on_disk <= 20_000 and staging.used == on_disk
+    data = b"a real file " * 300
+    acks = [r.ack for pairs, payload in messages(data, 1000)
+            for r in rx.handle(TOPIC, pairs, payload)]
+    assert [a.status for a in acks] == [wire.OK]
+    assert (tmp_path / "lake" / record(data).relpath).read_bytes() == data
