@@ -224,8 +224,10 @@ class StateDB:
 
     def last_shipped(self, source: str, table: str) -> FileRecord | None:
         row = self.con.execute(
+            # By position, not by time: a clock that stepped back must not name an older
+            # file as the last one shipped.
             f"SELECT {_FILE_COLUMNS} FROM files WHERE status = ? AND source = ? AND tbl = ? "
-            "ORDER BY shipped_ms DESC LIMIT 1",
+            "ORDER BY last_pos DESC, rowid DESC LIMIT 1",
             (SHIPPED, source, table),
         ).fetchone()
         return FileRecord(*row) if row else None

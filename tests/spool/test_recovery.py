@@ -126,3 +126,29 @@ def test_newer_storage_version_is_refused(tmp_path: Path) -> None:
     (tmp_path / "state" / "VERSION").write_text("99\n")
     with pytest.raises(StateError, match="upgrade edge-agent"):
         sd.prepare()
+
+
+def test_the_last_shipped_file_is_the_newest_by_position_when_the_clock_stepped_back(
+        tmp_path: Path, app_db: Path, harness_factory) -> None:
+    """Issue 13 item 11: status named an older file after the clock came back from the
+    future, because it picked by shipping time."""
+    from edge_agent.clock import ManualClock
+    from tests.conftest import NOW_MS
+
+    clock = ManualClock(NOW_MS + 86_400_000, 1000.0)  # a day ahead
+    h = harness_factory(make_config(tmp_path, app_db, ["readings"]), clock)
+    con = sqlite3.connect(app_db)
+    for round_ in range(2):
+        with con:
+            con.execute("INSERT INTO readings (sensor, value) VALUES (?, 1.0)", (f"r{round_}",))
+        h.step(0.1)
+        assert h.flush().pending_files == 0
+        if round_ == 0:
+            clock.now_ms -= 86_400_000  # the clock is corrected: it steps back a day
+    con.close()
+    from tests.lake import read_changes
+
+    newest = next(c["file"] for c in read_changes(tmp_path / "lake")
+                  if c["values"]["sensor"] == "r1")
+    last = h.agent.state.last_shipped("app", "readings")
+    assert last is not None and last.relpath.endswith(newest)
