@@ -31,8 +31,13 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+# Modes of what the agent creates, whatever the umask: the service user reads and
+# writes, its group (e.g. the lake's readers) reads, nobody else.
+FILE_MODE, DIR_MODE = 0o640, 0o750
+
+
 def ensure_dir(path: Path) -> None:
-    """mkdir -p, fsyncing each parent that gained an entry."""
+    """mkdir -p (mode 0750), fsyncing each parent that gained an entry."""
     missing: list[Path] = []
     cur = path
     while not cur.exists():
@@ -40,11 +45,13 @@ def ensure_dir(path: Path) -> None:
         cur = cur.parent
     for d in reversed(missing):
         d.mkdir(exist_ok=True)
+        os.chmod(d, DIR_MODE)
         fsync_dir(d.parent)
 
 
 def publish(tmp: Path, final: Path) -> None:
-    """fsync a finished temp file and rename it into place durably."""
+    """fsync a finished temp file (mode 0640) and rename it into place durably."""
+    os.chmod(tmp, FILE_MODE)
     fsync_file(tmp)
     ensure_dir(final.parent)
     os.replace(tmp, final)

@@ -21,6 +21,8 @@ from edge_agent.log import get_logger
 
 log = get_logger("edge_agent.control")
 MAX_REQUEST = 64 * 1024
+MAX_CLIENTS = 16  # connections served at once; more are refused with "busy"
+READ_TIMEOUT = 5.0  # seconds a client has to send its request line
 
 
 @dataclass
@@ -31,7 +33,16 @@ class Request:
 
 
 class ControlServer:
-    def __init__(self, path: Path, requests: queue.Queue[Request], wake: Any) -> None:
+    def __init__(
+        self,
+        path: Path,
+        requests: queue.Queue[Request],
+        wake: Any,
+        max_clients: int = MAX_CLIENTS,
+        read_timeout: float = READ_TIMEOUT,
+    ) -> None:
+        self.slots = threading.BoundedSemaphore(max_clients)
+        self.read_timeout = read_timeout
         self.path = path
         self.requests = requests
         self.wake = wake
@@ -52,12 +63,26 @@ class ControlServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            if not self.slots.acquire(blocking=False):
+                # Every handler is busy: refuse at once rather than pile up threads.
+                with conn, contextlib.suppress(OSError):
+                    conn.sendall(b'{"ok": false, "error": "control socket busy: try again"}\n')
+                continue
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn: socket.socket) -> None:
+        try:
+            self._answer(conn)
+        finally:
+            self.slots.release()
+
+    def _answer(self, conn: socket.socket) -> None:
         with conn:
             try:
+                # A client that sends nothing (or too slowly) does not hold a handler.
+                conn.settimeout(self.read_timeout)
                 request = parse_request(_read_line(conn))
+                conn.settimeout(None)
                 self.requests.put(request)
                 self.wake()
                 answer = request.reply.get(timeout=request.args["timeout"] + 30)

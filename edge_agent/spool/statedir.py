@@ -12,11 +12,12 @@
 from __future__ import annotations
 
 import fcntl
+import contextlib
 import os
 from pathlib import Path
 
 from edge_agent.errors import StateError, StateLockedError, toml_value
-from edge_agent.fsutil import ensure_dir, write_atomic
+from edge_agent.fsutil import DIR_MODE, ensure_dir, write_atomic
 
 STORAGE_VERSION = 1
 
@@ -43,6 +44,11 @@ class StateDir:
         try:
             for sub in ("tmp", "ready", "failed"):
                 ensure_dir(self.spool / sub)
+            # Nobody but the service user and its group gets in (the state database and
+            # the spool hold the captured data), whatever made the directory; one made and
+            # owned by someone else keeps its mode.
+            with contextlib.suppress(PermissionError):
+                os.chmod(self.root, DIR_MODE)
         except OSError as exc:
             raise StateError(
                 f"cannot create the state directory {str(self.root)!r} ({exc.strerror}): "
@@ -64,7 +70,7 @@ class StateDir:
         path = self.root / "agent.lock"
         try:
             ensure_dir(self.root)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
         except OSError as exc:
             raise StateError(
                 f"config: agent.state_dir = {toml_value(str(self.root))}: cannot create "

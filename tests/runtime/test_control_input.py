@@ -49,3 +49,40 @@ def test_args_that_are_not_an_object_get_an_answer(server) -> None:
     srv, _requests = server
     answer = _ask(srv.path, {"command": "flush", "args": 5})
     assert answer.get("ok") is False  # today: TypeError kills the handler, no answer
+
+
+def test_idle_connections_are_bounded_and_timed_out(tmp_path: Path) -> None:
+    """Issue 13 item 12: 300 idle connections made 306 threads that never ended."""
+    import threading
+
+    requests: queue.Queue[Request] = queue.Queue()
+    srv = ControlServer(tmp_path / "c.sock", requests, lambda: None, max_clients=3,
+                        read_timeout=3.0)
+    srv.start()
+    threads_before = threading.active_count()
+    idle = []
+    try:
+        for _ in range(20):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(srv.path))
+            idle.append(sock)
+        busy = [s for s in idle[3:] if b"busy" in s.recv(4096)]
+        assert len(busy) == 17  # refused at once, not queued
+        assert threading.active_count() <= threads_before + 3
+        for sock in idle[:3]:
+            sock.settimeout(5)
+            assert b"timed out" in sock.recv(4096)  # the handler gave up on the silent client
+        answer: dict[str, object] = {}
+
+        def ask() -> None:
+            answer.update(_ask(srv.path, {"command": "status"}))
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        requests.get(timeout=5).reply.put({"ok": True})  # the run loop's answer
+        asker.join(5)
+        assert answer == {"ok": True}
+    finally:
+        for sock in idle:
+            sock.close()
+        srv.close()
