@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
-import fcntl
 import contextlib
+import fcntl
 import os
 from pathlib import Path
 
