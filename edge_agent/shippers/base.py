@@ -6,6 +6,10 @@ Contract of :meth:`Shipper.put` (tests/shippers/test_contract.py):
 - Atomic: a reader of the sink sees the whole file or nothing, never a part.
 - Verified: it returns only after the sink holds bytes whose size and sha256
   equal the record's; the caller deletes the local copy only then.
+- Other bytes already at the place: a sink the device writes itself (``dir``,
+  ``s3``) replaces them with the verified file (a repair); the lake-side collector
+  (``mqtt``) refuses, with a ``TerminalError`` naming the conflict, because a landed
+  file is immutable there and other bytes under its id are a bug or an attack.
 - Errors: ``CorruptFileError`` when the local file does not match its record
   (the caller quarantines it), ``TransientError`` for anything worth retrying,
   ``TerminalError`` for configuration problems (retried with backoff too, and

@@ -148,10 +148,17 @@ def test_missing_local_file_is_reported_as_corrupt(sink, tmp_path: Path) -> None
         shipper.put(local, manifest, rec)
 
 
-def test_other_bytes_at_the_place_are_replaced_by_the_whole_file(sink, tmp_path: Path) -> None:
+def test_other_bytes_at_the_place_are_repaired_or_refused(sink, tmp_path: Path) -> None:
+    """A sink the device writes itself repairs the place; the collector keeps what
+    landed and refuses (a landed file is immutable there: issue 13 item 7)."""
     local, manifest, rec = spooled(tmp_path, b"PAR1" + b"y" * 1000)
     sink.shipper.put(local, manifest, rec)
     sink.overwrite(rec.relpath, b"PAR1 torn")
+    if sink.shipper.name == "mqtt":
+        with pytest.raises(TerminalError, match="already landed with other bytes"):
+            sink.shipper.put(local, manifest, rec)
+        assert sink.read(rec.relpath) == b"PAR1 torn"
+        return
     again = sink.shipper.put(local, manifest, rec)
     assert not again.already_there
     assert sink.read(rec.relpath) == local.read_bytes()
