@@ -14,7 +14,7 @@ from edge_agent.capture import pg_snapshot
 from edge_agent.capture.pages import ChangeBatch, Page
 from edge_agent.capture.pg_batches import Batches, Ref
 from edge_agent.capture.pg_log import PgCapture, PgChangeLog
-from edge_agent.capture.trigger_commands import valid_tables
+from edge_agent.capture.trigger_commands import sync_capture
 from edge_agent.config_sources import SourceConfig
 from edge_agent.errors import SourceError
 from edge_agent.sources.postgres import (
@@ -106,19 +106,11 @@ class PgTriggerCapture:
         """Install or regenerate triggers for every configured table that exists."""
         log = self._changelog()
         log.ensure(seed)
-        valid, self.table_errors = valid_tables(log, self.cfg.tables)
-        snap = self.cfg.snapshot == "initial"
-        changed = (
-            log.install(
-                valid, seed, now_ms, snapshot_new=snap, captured_before=self.captured_before
-            )
-            if valid
-            else []
-        )
-        self.actions = dict(log.actions) if valid else {}
+        synced = sync_capture(log, self.cfg, seed, now_ms, self.captured_before)
+        self.table_errors, self.actions = synced.table_errors, synced.actions
         self._signature = self._catalog_signature()
         self._load_captures()
-        return changed
+        return synced.changed
 
     def _catalog_signature(self) -> object:
         names = [regclass(t) for t in self.cfg.tables]

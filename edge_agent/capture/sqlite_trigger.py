@@ -11,7 +11,7 @@ import sqlite3
 from edge_agent.bronze.schema import BatchSchema, Envelope, batch_schema
 from edge_agent.capture import snapshot
 from edge_agent.capture.pages import ChangeBatch, Page
-from edge_agent.capture.trigger_commands import valid_tables
+from edge_agent.capture.trigger_commands import sync_capture
 from edge_agent.capture.triggers import SEED_OP, Capture, ChangeLog
 from edge_agent.config_sources import SourceConfig
 from edge_agent.errors import SourceError
@@ -54,19 +54,11 @@ class TriggerCapture:
     def sync_triggers(self, seed: int, now_ms: int) -> list[str]:
         """Install or regenerate triggers for every configured table that exists."""
         log = self._changelog()
-        valid, self.table_errors = valid_tables(log, self.cfg.tables)
-        snap = self.cfg.snapshot == "initial"
-        changed = (
-            log.install(
-                valid, seed, now_ms, snapshot_new=snap, captured_before=self.captured_before
-            )
-            if valid
-            else []
-        )
-        self.actions = dict(log.actions) if valid else {}
+        synced = sync_capture(log, self.cfg, seed, now_ms, self.captured_before)
+        self.table_errors, self.actions = synced.table_errors, synced.actions
         self._schema_version = log.schema_version()
         self._load_captures()
-        return changed
+        return synced.changed
 
     def schema_changed(self) -> bool:
         return self._changelog().schema_version() != self._schema_version

@@ -7,6 +7,7 @@ The SQLite and PostgreSQL change logs offer the same operations
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from edge_agent.capture.registry import TriggerRequest
@@ -34,6 +35,11 @@ class TriggerLog(Protocol):
 
     def uninstall_all(self, drop_log: bool) -> list[str]: ...
 
+    @property
+    def actions(self) -> dict[str, str]:
+        """What the last install did per table."""
+        ...
+
 
 def valid_tables(log: TriggerLog, tables: Iterable[str]) -> tuple[list[str], dict[str, str]]:
     """The tables that can be captured, and why each other one cannot (the daemon
@@ -47,6 +53,31 @@ def valid_tables(log: TriggerLog, tables: Iterable[str]) -> tuple[list[str], dic
         except SourceError as exc:
             errors[table] = str(exc)
     return valid, errors
+
+
+@dataclass(frozen=True)
+class Synced:
+    changed: list[str]  # tables whose capture was created or regenerated
+    table_errors: dict[str, str]  # tables that cannot be captured, with why
+    actions: dict[str, str]  # what was done per table (new / gap / changed)
+
+
+def sync_capture(
+    log: TriggerLog, source: SourceConfig, seed: int, now_ms: int, captured_before: set[str]
+) -> Synced:
+    """Install or regenerate the triggers of every configured table that can be captured
+    (the daemon's start and its schema-change handling)."""
+    valid, errors = valid_tables(log, source.tables)
+    if not valid:
+        return Synced([], errors, {})
+    changed = log.install(
+        valid,
+        seed,
+        now_ms,
+        snapshot_new=source.snapshot == "initial",
+        captured_before=captured_before,
+    )
+    return Synced(changed, errors, dict(log.actions))
 
 
 def trigger_action(
