@@ -21,7 +21,7 @@ from psycopg import sql
 from edge_agent.bronze.schema import BatchSchema, batch_schema
 from edge_agent.capture.pg_batches import select_expr
 from edge_agent.capture.pg_trigger import open_connection
-from edge_agent.capture.timestamp import Polled
+from edge_agent.capture.timestamp import Polled, check_columns
 from edge_agent.config_sources import SourceConfig, TimestampTable
 from edge_agent.errors import SourceError
 from edge_agent.records import ColumnSpec
@@ -92,15 +92,7 @@ class PgTimestampCapture:
     def refresh_schema(self) -> BatchSchema:
         spec = table_spec(self._con(), self.table.name, self.table.key)
         columns = {c.name: c for c in spec.columns}
-        for role, column in (
-            ("cursor", self.table.cursor),
-            ("deleted_flag", self.table.deleted_flag),
-        ):
-            if column and column not in columns:
-                raise SourceError(
-                    f"table {spec.name!r} has no column {column!r} "
-                    f"(sources.tables.{role}): use one of {', '.join(columns)}"
-                )
+        check_columns(self.table, spec.name, list(columns))
         kind = columns[self.table.cursor].source_type
         if kind not in CURSOR_TYPES:
             raise SourceError(

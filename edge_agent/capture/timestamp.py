@@ -36,6 +36,16 @@ def cursor_ms_sql(column: str) -> str:
     )
 
 
+def check_columns(table: TimestampTable, name: str, columns: list[str]) -> None:
+    """The cursor and soft-delete columns the config names must exist (any database)."""
+    for role, column in (("cursor", table.cursor), ("deleted_flag", table.deleted_flag)):
+        if column and column not in columns:
+            raise SourceError(
+                f"table {name!r} has no column {column!r} "
+                f"(sources.tables.{role}): use one of {columns}"
+            )
+
+
 @dataclass
 class Polled:
     rows: list[tuple[Any, ...]]  # table columns..., cursor_ms
@@ -73,16 +83,7 @@ class TimestampCapture:
     def refresh_schema(self) -> BatchSchema:
         con = self._con()
         shape = table_shape(con, self.table.name, self.table.key or None)
-        names = [c.name for c in shape.columns]
-        for role, column in (
-            ("cursor", self.table.cursor),
-            ("deleted_flag", self.table.deleted_flag),
-        ):
-            if column and column not in names:
-                raise SourceError(
-                    f"table {self.table.name!r} has no column {column!r} "
-                    f"(sources.tables.{role}): use one of {names}"
-                )
+        check_columns(self.table, self.table.name, [c.name for c in shape.columns])
         self.schema = batch_schema(shape.spec())
         self._schema_version = int(con.execute("PRAGMA schema_version").fetchone()[0])
         return self.schema
