@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date
 from urllib.parse import quote
 
 PARQUET = ".parquet"
@@ -63,6 +64,14 @@ class FileKey:
         return self.relpath[: -len(PARQUET)] + MANIFEST
 
 
+def _real_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 def partition_of(relpath: str) -> str:
     """The date partition (or ``unsynced``) of a bronze file's relative path."""
     match = _RELPATH.match(relpath)
@@ -87,6 +96,8 @@ def relpath_problem(relpath: str, device: str) -> str | None:
             "not a bronze layout path (bronze/<source>/<table>/date=YYYY-MM-DD/"
             "<device>-<first>-<last>.parquet)"
         )
+    if match.group(3) != "unsynced" and not _real_date(match.group(3)):
+        return f"date={match.group(3)} is not a real date (YYYY-MM-DD, or unsynced)"
     if any(segment.startswith(".") for segment in match.groups()):
         return "a path segment starts with a dot"
     if not re.fullmatch(re.escape(device) + r"-\d{1,20}-\d{1,20}", match.group(4)):

@@ -10,9 +10,11 @@ with a negative ack when it names its file well enough (docs/protocol.md,
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 from dataclasses import dataclass
 
+from edge_agent.bronze.layout import partition_of
 from edge_agent.config_mqtt import CollectorConfig
 from edge_agent.lake.landing import AssemblyMismatch, Lake
 from edge_agent.lake.staging import Staging, StagingFull
@@ -117,6 +119,12 @@ class Receiver:
             )
         # No conflict: a file at the place holds exactly these bytes (a resend of a file
         # already landed needs no chunks).
+        wrong = manifest_problem(h, self.staging.manifest(h))
+        if wrong is not None:
+            self.staging.discard(h)
+            self.counters["rejected.bad_manifest"] += 1
+            log.warning("collector.bad_manifest", file=h.file_id, error=wrong)
+            return _ack(h.ack_to, REJECTED, f"manifest of {h.file_id}: {wrong}")
         existed = self.lake.path(h).exists()
         if not existed and not complete:
             return None
@@ -153,6 +161,29 @@ class Receiver:
         self.counters[f"acks.{ack.status}"] += 1
         device = ack.file_id.split("/", 1)[0]
         return Reply(ack_topic(self.prefix, device), ack)
+
+
+def manifest_problem(h: FileHeader, data: bytes) -> str | None:
+    """Why a manifest cannot stand beside the file its chunks' headers describe, or None:
+    it must be a JSON object that names the same file, device, size, sha256 and
+    partition (a device's own topic is still untrusted input)."""
+    try:
+        found = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return f"not JSON ({exc})"
+    if not isinstance(found, dict):
+        return "not a JSON object"
+    expected = {
+        "id": h.file_id,
+        "device": h.device,
+        "bytes": h.size,
+        "sha256": h.sha256,
+        "partition": {"date": partition_of(h.relpath)},
+    }
+    wrong = [k for k, v in expected.items() if found.get(k) != v]
+    if wrong:
+        return f"contradicts the file's headers on {', '.join(wrong)}"
+    return None
 
 
 def _ack(to: AckTo, status: str, reason: str) -> Ack:

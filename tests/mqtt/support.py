@@ -126,6 +126,15 @@ def record(data: bytes, device: str = "gw", first: int = 1, last: int = 2) -> Fi
                       hashlib.sha256(data).hexdigest(), key.relpath, key.manifest_relpath, 0)
 
 
+def manifest_of(rec: FileRecord, **extra: object) -> bytes:
+    """A manifest that tells the truth about ``rec`` (the collector checks it against the
+    chunks' headers)."""
+    data = {"id": rec.id, "device": rec.id.split("/", 1)[0], "bytes": rec.bytes,
+            "sha256": rec.sha256, "partition": {"date": rec.relpath.split("date=")[1][:10]},
+            "rows": rec.rows, **extra}
+    return json.dumps(data, sort_keys=True).encode()
+
+
 def header_of(rec: FileRecord, chunk_bytes: int, attempt: str = "rawtest") -> wire.FileHeader:
     return wire.FileHeader(rec.id.split("/", 1)[0], rec.id, rec.relpath, rec.bytes, rec.sha256,
                            chunk_bytes, attempt)
@@ -155,8 +164,13 @@ class RawClient:
                                    qos=1, properties=publish_properties(pairs))
         info.wait_for_publish(10)
 
-    def send_file(self, h: wire.FileHeader, data: bytes, manifest: bytes = b"{}",
+    def send_file(self, h: wire.FileHeader, data: bytes, manifest: bytes | None = None,
                   mangle: Callable[[int, bytes], bytes] = lambda i, d: d) -> None:
+        if manifest is None:  # a truthful one for the header's file
+            manifest = json.dumps({"id": h.file_id, "device": h.device, "bytes": h.size,
+                                   "sha256": h.sha256,
+                                   "partition": {"date": h.relpath.split("date=")[1][:10]}
+                                   }).encode()
         for i in range(h.count):
             chunk = data[i * h.chunk_bytes:(i + 1) * h.chunk_bytes]
             sha = hashlib.sha256(chunk).hexdigest()

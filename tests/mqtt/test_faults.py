@@ -22,6 +22,7 @@ from tests.mqtt.support import (
     RawClient,
     collector_config,
     header_of,
+    manifest_of,
     mqtt_sink,
     record,
     wait_until,
@@ -34,7 +35,7 @@ DATA = bytes(range(256)) * 20  # 5120 bytes
 def spool_file(tmp: Path, data: bytes = DATA) -> tuple[Path, Path]:
     local, manifest = tmp / "f.parquet", tmp / "f.manifest.json"
     local.write_bytes(data)
-    manifest.write_text('{"id": "x"}\n')
+    manifest.write_bytes(manifest_of(record(data)))
     return local, manifest
 
 

@@ -7,6 +7,7 @@ import hashlib
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -17,7 +18,7 @@ from edge_agent.lake.landing import Lake
 from edge_agent.lake.receiver import Receiver
 from edge_agent.lake.staging import Staging
 from edge_agent.shippers import mqtt_wire as wire
-from tests.mqtt.support import header_of, record
+from tests.mqtt.support import header_of, manifest_of, record
 
 LIMITS = wire.Limits(max_file_bytes=1 << 20, max_chunk_bytes=1 << 16)
 TOPIC = "edge/gw/batch"
@@ -100,9 +101,10 @@ def receiver(tmp: Path, **limits: int) -> Receiver:
                     Lake(cfg.lake))
 
 
-def messages(data: bytes, chunk_bytes: int, manifest: bytes = b'{"m": 1}',
+def messages(data: bytes, chunk_bytes: int, manifest: bytes | None = None,
              attempt: str = "a1") -> list[tuple[list[tuple[str, str]], bytes]]:
     h = header_of(record(data), chunk_bytes, attempt)
+    manifest = manifest_of(record(data)) if manifest is None else manifest
     out = []
     for i in range(h.count):
         chunk = data[i * chunk_bytes:(i + 1) * chunk_bytes]
@@ -127,7 +129,7 @@ def test_any_order_and_any_duplicates_land_the_file_once(tmp_path_factory, data:
     acks = [r.ack for pairs, payload in msgs for r in rx.handle(TOPIC, pairs, payload)]
     rec = record(data)
     assert (tmp / "lake" / rec.relpath).read_bytes() == data
-    assert (tmp / "lake" / rec.manifest_relpath).read_bytes() == b'{"m": 1}'
+    assert (tmp / "lake" / rec.manifest_relpath).read_bytes() == manifest_of(rec)
     assert acks and all(a.status == wire.OK and a.sha256 == rec.sha256 for a in acks)
     assert rx.counters["files_landed"] == 1
     assert not list((tmp / "lake").rglob("*.tmp"))
@@ -205,10 +207,10 @@ def test_a_landed_file_is_immutable(tmp_path: Path) -> None:
     assert "already landed with other bytes" in replies[0].reason
     assert landed.read_bytes() == data
 
-    manifest_only = messages(data, 1000, manifest=b'{"m": 2}', attempt="a4")[-1]
+    manifest_only = messages(data, 1000, manifest=manifest_of(rec, note=2), attempt="a4")[-1]
     replies = [r.ack for r in rx.handle(TOPIC, *manifest_only)]
     assert [a.status for a in replies] == [wire.REJECTED]
-    assert (tmp_path / "lake" / rec.manifest_relpath).read_bytes() == b'{"m": 1}'
+    assert (tmp_path / "lake" / rec.manifest_relpath).read_bytes() == manifest_of(rec)
     assert rx.counters["rejected.conflict"] == 2
 
 
@@ -224,7 +226,9 @@ def test_manifests_count_against_the_staging_quota_and_a_flood_of_them_is_evicte
                       clock=lambda: time.time() + later[0])
     rx = Receiver(cfg, staging, Lake(cfg.lake))
     for i in range(40):  # manifests of files whose chunks never come
-        pairs, payload = messages(bytes([i]) * 500, 1000, manifest=b"M" * 900)[-1]
+        data = bytes([i]) * 500
+        pairs, payload = messages(data, 1000, manifest=manifest_of(record(data),
+                                                                    pad="M" * 700))[-1]
         rx.handle(TOPIC, pairs, payload)
         later[0] += 10  # each entry idles a while before the next flood message
     on_disk = sum(p.stat().st_size for p in (tmp_path / "staging" / "files").rglob("*")
@@ -235,3 +239,38 @@ def test_manifests_count_against_the_staging_quota_and_a_flood_of_them_is_evicte
             for r in rx.handle(TOPIC, pairs, payload)]
     assert [a.status for a in acks] == [wire.OK]
     assert (tmp_path / "lake" / record(data).relpath).read_bytes() == data
+
+
+@pytest.mark.parametrize(("manifest", "said"), [
+    (b"not json", "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    ("other-device", "contradicts the file's headers on device"),
+    ("wrong-sha", "contradicts the file's headers on sha256"),
+    ("wrong-partition", "contradicts the file's headers on partition"),
+])
+def test_a_manifest_that_lies_about_its_file_is_rejected(tmp_path: Path, manifest: Any,
+                                                          said: str) -> None:
+    """Issue 13 item 6 (manifest part): the collector landed such manifests."""
+    data = b"payload " * 100
+    rec = record(data)
+    if isinstance(manifest, str):
+        lie = {"other-device": {"device": "other"}, "wrong-sha": {"sha256": "0" * 64},
+               "wrong-partition": {"partition": {"date": "2030-01-01"}}}[manifest]
+        manifest = manifest_of(rec, **lie)
+    rx = receiver(tmp_path)
+    acks = [r.ack for pairs, payload in messages(data, 1000, manifest=manifest)
+            for r in rx.handle(TOPIC, pairs, payload)]
+    assert [a.status for a in acks] == [wire.REJECTED]
+    assert said in acks[0].reason
+    assert not (tmp_path / "lake" / rec.relpath).exists()
+    assert rx.counters["rejected.bad_manifest"] == 1
+
+
+def test_a_partition_that_is_no_real_date_is_rejected() -> None:
+    h = header_of(record(b"x" * 10), 1000)
+    bad = wire.FileHeader(h.device, h.file_id, h.relpath.replace("2025-11-24", "9999-99-99"),
+                          h.size, h.sha256, h.chunk_bytes, h.attempt)
+    pairs = wire.header_properties(bad, wire.CHUNK, "b" * 64, 0)
+    with pytest.raises(wire.WireError, match="not a real date") as info:
+        wire.parse_part(TOPIC, "edge", pairs, 10, LIMITS)
+    assert info.value.to is not None  # answered "rejected"

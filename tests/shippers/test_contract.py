@@ -20,6 +20,7 @@ from edge_agent.shippers.base import Shipper
 from edge_agent.shippers.dir import DirShipper
 from edge_agent.shippers.s3 import S3Shipper
 from edge_agent.spool.state import FileRecord
+from tests.mqtt.support import manifest_of
 
 ReadBack = Callable[[str], bytes | None]
 Overwrite = Callable[[str, bytes], None]
@@ -105,10 +106,10 @@ def spooled(tmp_path: Path, data: bytes, name: str = "f") -> tuple[Path, Path, F
     local.parent.mkdir(parents=True, exist_ok=True)
     local.write_bytes(data)
     manifest = local.with_suffix(".manifest.json")
-    manifest.write_text('{"id": "x"}\n')
     key = FileKey("gw", "src", "t", "2025-11-24", 1, 2)  # the real lake layout
     rec = FileRecord(key.file_id, "src", "t", 1, 1, 2, 2, len(data),
                      hashlib.sha256(data).hexdigest(), key.relpath, key.manifest_relpath, 0)
+    manifest.write_bytes(manifest_of(rec))
     return local, manifest, rec
 
 
