@@ -133,18 +133,27 @@ def _config(work: Path, dsn: str, snapshot: str) -> Path:
     return write_config(work, data)
 
 
+def _timed(what: str, cmd: list[str]) -> Any:
+    done = run_timed(cmd)
+    if done.returncode:
+        raise RuntimeError(f"{what} failed: {done.stderr[-500:]}")
+    return done
+
+
+def _agent_flush(run_dir: Path, dsn: str, snapshot: str) -> Any:
+    """A one-shot `edge-agent flush` of the database into its own state and lake."""
+    run_dir.mkdir()
+    return _timed("agent flush", agent_cmd("flush", "--config",
+                                           str(_config(run_dir, dsn, snapshot))))
+
+
 def capture(server: Any, work: Path, run_no: int, n: int) -> dict[str, float]:
     import sys
 
     dsn = _backlog(server, f"cap{run_no}", n)
-    floor = run_timed([sys.executable, "-c", FLOOR, dsn, str(work / f"floor{run_no}.parquet")])
-    if floor.returncode:
-        raise RuntimeError(f"floor script failed: {floor.stderr[-500:]}")
-    run_dir = work / f"cap{run_no}"
-    run_dir.mkdir()
-    agent = run_timed(agent_cmd("flush", "--config", str(_config(run_dir, dsn, "never"))))
-    if agent.returncode:
-        raise RuntimeError(f"agent flush failed: {agent.stderr[-500:]}")
+    floor = _timed("floor script", [sys.executable, "-c", FLOOR, dsn,
+                                     str(work / f"floor{run_no}.parquet")])
+    agent = _agent_flush(work / f"cap{run_no}", dsn, "never")
     return {"agent_cpu": agent.cpu, "agent_wall": agent.wall,
             "floor_cpu": floor.cpu, "floor_wall": floor.wall}
 
@@ -168,14 +177,9 @@ def snapshot(server: Any, work: Path, run_no: int, n: int) -> dict[str, float]:
         for start in range(0, n, 1000):
             cur.executemany(INSERT, rows[start:start + 1000])
         con.commit()
-    adbc = run_timed([sys.executable, "-c", ADBC, dsn, str(work / f"adbc{run_no}.parquet")])
-    if adbc.returncode:
-        raise RuntimeError(f"ADBC baseline failed: {adbc.stderr[-500:]}")
-    run_dir = work / f"snap{run_no}"
-    run_dir.mkdir()
-    agent = run_timed(agent_cmd("flush", "--config", str(_config(run_dir, dsn, "initial"))))
-    if agent.returncode:
-        raise RuntimeError(f"agent flush failed: {agent.stderr[-500:]}")
+    adbc = _timed("ADBC baseline", [sys.executable, "-c", ADBC, dsn,
+                                     str(work / f"adbc{run_no}.parquet")])
+    agent = _agent_flush(work / f"snap{run_no}", dsn, "initial")
     return {"agent_rows_s": n / agent.wall, "adbc_rows_s": n / adbc.wall,
             "agent_cpu": agent.cpu, "adbc_cpu": adbc.cpu}
 
