@@ -10,7 +10,7 @@ import re
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from edge_agent.config_fields import positive_duration as _positive_duration
 from edge_agent.config_fields import positive_size as _positive_size
 from edge_agent.config_fields import text as _text
 from edge_agent.config_mqtt import BrokerConfig, CollectorConfig, broker_of
-from edge_agent.config_sources import SourceConfig, TimestampTable, parse_sources
+from edge_agent.config_sources import SourceConfig, TimestampTable, default_slot, parse_sources
 from edge_agent.errors import ConfigError, ConfigErrors
 from edge_agent.units import parse_duration, parse_size
 
@@ -414,7 +414,16 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
     )
     if errors:
         raise ConfigErrors(errors)
-    return cfg
+    return _with_slots(cfg)
+
+
+def _with_slots(cfg: Config) -> Config:
+    """A logical source without ``slot`` gets ``edge_agent_<device_id>``."""
+    sources = tuple(
+        replace(s, slot=default_slot(cfg.device_id)) if s.mode == "logical" and not s.slot else s
+        for s in cfg.sources
+    )
+    return replace(cfg, sources=sources)
 
 
 def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from edge_agent.config_fields import DURATION_FIX, NAME_FIX
+from edge_agent.config_fields import DURATION_FIX, NAME_FIX, SIZE_FIX
 from edge_agent.config_fields import Section as _Section
 from edge_agent.config_fields import choice as _choice
 from edge_agent.config_fields import integer as _int
@@ -18,7 +19,7 @@ from edge_agent.config_fields import string as _string
 from edge_agent.config_fields import text as _text
 from edge_agent.config_mqtt import boolean
 from edge_agent.errors import ConfigError
-from edge_agent.units import parse_duration
+from edge_agent.units import parse_duration, parse_size
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,11 @@ class SourceConfig:
     password_file: Path | None = None
     connect_timeout: float = 10.0
     before_image: bool = False  # postgres trigger mode: updates carry the old row in _before
+    # kind = "postgres", mode = "logical" (capture/pg_logical.py)
+    slot: str = ""  # "" = edge_agent_<device_id>, sanitised (Config.sources fills it in)
+    publication: str = "edge_agent"
+    heartbeat: float = 60.0
+    max_slot_lag: int = 2 * 1024**3
 
     @property
     def where(self) -> str:
@@ -84,12 +90,20 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
     if kind == "sqlite":
         path = s.get("path", path, _path, "give the path of the SQLite database file")
     pg = _postgres_keys(s, kind)
+    modes = ("trigger", "timestamp", "logical") if kind == "postgres" else ("trigger", "timestamp")
     mode = s.get(
         "mode",
         "trigger",
-        _choice(("trigger", "timestamp")),
-        'use "trigger" or "timestamp" (then list [[sources.tables]] with a cursor)',
+        _choice(modes),
+        'use "trigger" or "timestamp" (then list [[sources.tables]] with a cursor)'
+        + (
+            ', or "logical" (a replication slot, wal_level = logical)'
+            if kind == "postgres"
+            else ' ("logical" needs kind = "postgres")'
+        ),
     )
+    if mode == "logical":
+        pg.update(_logical_keys(s))
     entries: list[Any] = s.get(
         "tables",
         [],
@@ -97,7 +111,18 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
         'give a non-empty list of distinct table names, e.g. ["readings"],'
         " or [[sources.tables]] entries",
     )
-    tables, stamped = _split_tables(entries, mode, s.prefix, errors)
+    tables, stamped = _split_tables(
+        entries, "trigger" if mode == "logical" else mode, s.prefix, errors
+    )
+    if mode == "logical" and stamped:
+        errors.append(
+            ConfigError(
+                f"{s.prefix}.tables",
+                [t.name for t in stamped],
+                "logical mode reads every listed table from the slot: give plain names, "
+                "or put timestamp tables in a source of their own",
+            )
+        )
     if kind == "postgres":
         tables, stamped = _qualified(tables, stamped)
     page_rows = s.get("page_rows", 5000, _int(1, 1_000_000), "use an integer from 1 to 1000000")
@@ -112,6 +137,7 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
         "name, kind, mode, tables, page_rows, snapshot, "
         + (
             "dsn, password_file, connect_timeout, before_image"
+            + (", slot, publication, heartbeat, max_slot_lag" if mode == "logical" else "")
             if kind == "postgres"
             else "path, busy_timeout"
         )
@@ -166,6 +192,43 @@ def _postgres_keys(s: _Section, kind: str) -> dict[str, Any]:
         "connect_timeout": s.get("connect_timeout", 10.0, parse_duration, DURATION_FIX),
         "before_image": s.get("before_image", False, boolean, "use true or false"),
     }
+
+
+_SLOT_FIX = "use 1 to 63 lower-case letters, digits and underscores"
+
+
+def _slot_name(raw: Any) -> str:
+    text = _string(raw)
+    if not re.fullmatch(r"[a-z0-9_]{1,63}", text):
+        raise ValueError(raw)
+    return text
+
+
+def _publication_name(raw: Any) -> str:
+    text = _string(raw)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]{0,62}", text):
+        raise ValueError(raw)
+    return text
+
+
+def _logical_keys(s: _Section) -> dict[str, Any]:
+    return {
+        "slot": s.get("slot", "", _slot_name, _SLOT_FIX + ' (default "edge_agent_<device_id>")'),
+        "publication": s.get(
+            "publication",
+            "edge_agent",
+            _publication_name,
+            "use an identifier: a letter or underscore, then letters, digits, _ or $",
+        ),
+        "heartbeat": s.get("heartbeat", 60.0, parse_duration, DURATION_FIX),
+        "max_slot_lag": s.get("max_slot_lag", 2 * 1024**3, parse_size, SIZE_FIX),
+    }
+
+
+def default_slot(device_id: str) -> str:
+    """``edge_agent_<device_id>``: a replication slot name is lower-case letters, digits
+    and underscores, at most 63 characters."""
+    return ("edge_agent_" + re.sub(r"[^a-z0-9_]", "_", device_id.lower()))[:63]
 
 
 def _dsn(raw: Any) -> str:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from edge_agent.bronze.schema import decode_unfit
 
 ENVELOPE = {"_op", "_pos", "_ts_ms", "_captured_ms", "_device", "_source", "_table", "_unfit",
-            "_tx", "_before"}
+            "_tx", "_before", "_lsn", "_unchanged"}
 
 
 def lake_files(lake: Path) -> list[Path]:

@@ -36,6 +36,9 @@ ENVELOPE: tuple[tuple[str, pa.DataType], ...] = (
 )
 TX = ("_tx", pa.int64())  # the source's transaction id, where the database has one
 BEFORE = ("_before", pa.string())  # the old row of an update as JSON, where asked for
+# Log-based capture: the commit's LSN, and the columns whose value the log left out
+# (an unchanged TOASTed value with no old row to take it from: NULL in its column).
+LOGICAL = (("_lsn", pa.int64()), ("_unchanged", pa.list_(pa.string())))
 UNFIT = "_unfit"
 _KIND_TYPES: dict[str, pa.DataType] = {
     "int": pa.int64(),
@@ -75,13 +78,17 @@ class BatchSchema:
     fingerprint: str
     tx: bool = False
     before: bool = False
+    logical: bool = False
 
 
-def batch_schema(shape: TableSpec, tx: bool = False, before: bool = False) -> BatchSchema:
+def batch_schema(
+    shape: TableSpec, tx: bool = False, before: bool = False, logical: bool = False
+) -> BatchSchema:
     """``tx``: the envelope carries ``_tx`` (slot 1 of each change row); ``before``:
-    it carries ``_before`` (the slot after the row's values)."""
+    it carries ``_before`` (the slot after the row's values); ``logical``: ``_lsn`` and
+    ``_unchanged`` (the two slots after that)."""
     kinds = tuple(kind_of(c.arrow) for c in shape.columns)
-    extra = ((TX,) if tx else ()) + ((BEFORE,) if before else ())
+    extra = ((TX,) if tx else ()) + ((BEFORE,) if before else ()) + (LOGICAL if logical else ())
     fields = [pa.field(n, t) for n, t in ENVELOPE + extra]
     fields += [pa.field(c.name, c.arrow) for c in shape.columns]
     fields.append(pa.field(UNFIT, pa.string()))
@@ -90,6 +97,7 @@ def batch_schema(shape: TableSpec, tx: bool = False, before: bool = False) -> Ba
             "format": FORMAT_VERSION,
             **({"tx": True} if tx else {}),
             **({"before": True} if before else {}),
+            **({"logical": True} if logical else {}),
             "key": list(shape.key),
             "columns": [
                 [c.name, c.source_type, str(c.arrow) if k == "arrow" else k]
@@ -105,7 +113,7 @@ def batch_schema(shape: TableSpec, tx: bool = False, before: bool = False) -> Ba
         b"edge_agent.schema_fingerprint": fingerprint.encode(),
     }
     schema = pa.schema(fields, metadata=metadata)
-    return BatchSchema(shape, schema, kinds, fingerprint, tx, before)
+    return BatchSchema(shape, schema, kinds, fingerprint, tx, before, logical)
 
 
 def _fits(value: object, kind: str) -> bool:
@@ -179,7 +187,8 @@ class Envelope:
 
 
 def to_batch(bs: BatchSchema, rows: Sequence[Sequence[object]], env: Envelope) -> pa.RecordBatch:
-    """Change rows (pos, tx, op, ts_ms, value...) of one capture as a RecordBatch."""
+    """Change rows (pos, tx, op, ts_ms, value...[, before][, lsn, unchanged]) of one
+    capture as a RecordBatch."""
     n = len(rows)
     width = len(bs.shape.columns)
     cols = list(zip(*rows, strict=False)) if rows else [()] * (4 + width)
@@ -196,8 +205,13 @@ def to_batch(bs: BatchSchema, rows: Sequence[Sequence[object]], env: Envelope) -
     ]
     if bs.tx:
         arrays.append(pa.array(cols[1], pa.int64()))
+    after = 4 + width
     if bs.before:
-        arrays.append(pa.array(cols[4 + width] if rows else [], pa.string()))
+        arrays.append(pa.array(cols[after] if rows else [], pa.string()))
+        after += 1
+    if bs.logical:
+        arrays.append(pa.array(cols[after] if rows else [], pa.int64()))
+        arrays.append(pa.array(cols[after + 1] if rows else [], LOGICAL[1][1]))
     for i, (column, kind) in enumerate(zip(bs.shape.columns, bs.kinds, strict=True)):
         values = cols[4 + i] if 4 + i < len(cols) else (None,) * n
         if kind == "arrow":

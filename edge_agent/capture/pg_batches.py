@@ -172,7 +172,7 @@ class Batches:
             exprs.append(sql.SQL("l.old::text"))
         temporal = [i for i, c in enumerate(columns) if _FINITE.get(c.arrow.id)]
         if temporal:
-            exprs.append(_not_finite([columns[i].name for i in temporal]))
+            exprs.append(not_finite([columns[i].name for i in temporal]))
         typed = sql.SQL(
             "SELECT l.seq, l.txid::text::bigint, l.op::text, l.ts_ms, {} FROM edge_cdc.log l"
             " LEFT JOIN LATERAL jsonb_populate_record(NULL::{}, l.data) r ON true"
@@ -189,7 +189,7 @@ class Batches:
             return self.log.run(_as_text(cap, before), params).fetchall()
         except psycopg.Error as exc:
             raise map_error(exc, self.log.where) from exc
-        return _with_not_finite(rows, [4 + i for i in temporal]) if temporal else rows
+        return with_not_finite(rows, [4 + i for i in temporal]) if temporal else rows
 
     def prune(self, durable: int, chunk: int = PRUNE_CHUNK) -> int:
         """Delete the changes of every batch wholly at or below ``durable``, in chunks (each
@@ -274,7 +274,7 @@ def select_expr(name: str, arrow: pa.DataType, alias: str = "r") -> sql.Composab
     return col
 
 
-def _not_finite(names: list[str]) -> sql.Composable:
+def not_finite(names: list[str]) -> sql.Composable:
     """One extra column: NULL, or the texts of the row's non-finite dates and times."""
     cols = [sql.SQL("r.{}").format(sql.Identifier(n)) for n in names]
     return sql.SQL("CASE WHEN NOT ({all}) THEN ARRAY[{texts}] END").format(
@@ -285,7 +285,7 @@ def _not_finite(names: list[str]) -> sql.Composable:
     )
 
 
-def _with_not_finite(rows: list[tuple[Any, ...]], indexes: list[int]) -> list[tuple[Any, ...]]:
+def with_not_finite(rows: list[tuple[Any, ...]], indexes: list[int]) -> list[tuple[Any, ...]]:
     """Put ``infinity`` and ``-infinity`` (selected as text in the extra last column) in
     their columns: bronze keeps such a value exactly in ``_unfit``."""
     out = []

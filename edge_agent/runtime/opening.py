@@ -32,7 +32,9 @@ class Spec:
 
     @property
     def mode(self) -> str:
-        return "trigger" if self.table is None else "timestamp"
+        if self.table is not None:
+            return "timestamp"
+        return "logical" if self.source.mode == "logical" else "trigger"
 
 
 Opener = Callable[[Spec, Parts, int], Pipeline]
@@ -104,6 +106,25 @@ def _postgres_trigger(spec: Spec, parts: Parts, now_ms: int) -> Pipeline:
     from edge_agent.capture.pg_trigger import PgTriggerCapture  # psycopg only when needed
 
     return _open_triggers(PgTriggerCapture(spec.source), parts, now_ms)
+
+
+@opener("postgres", "logical")
+def _postgres_logical(spec: Spec, parts: Parts, now_ms: int) -> Pipeline:
+    from edge_agent.capture.pg_logical import PgLogicalCapture  # psycopg only when needed
+    from edge_agent.runtime.logical_pipeline import LogicalPipeline
+
+    capture = PgLogicalCapture(spec.source)
+    saved = LogicalPipeline.saved(parts, capture.name)
+    durable, _ = parts.state.source_position(capture.name)
+    try:
+        checkpoint = capture.open(saved, durable)
+        pipeline = LogicalPipeline(capture, parts)
+        if checkpoint != saved:
+            pipeline.store(checkpoint)
+    except BaseException:
+        capture.close()
+        raise
+    return pipeline
 
 
 def _open_triggers(

@@ -173,7 +173,11 @@ def table_spec(con: Con, name: str, key: tuple[str, ...] = ()) -> TableSpec:
         spec = _with_key(spec, key)
     if not spec.key:
         raise _refuse(qualified, "no primary key", "ALTER TABLE ... ADD PRIMARY KEY (...)")
-    reserved = sorted(c.name for c in columns if c.name in RESERVED_COLUMNS | {"_tx", "_before"})
+    reserved = sorted(
+        c.name
+        for c in columns
+        if c.name in RESERVED_COLUMNS | {"_tx", "_before", "_lsn", "_unchanged"}
+    )
     if reserved:
         raise _refuse(qualified, f"column(s) {reserved} clash with envelope columns", "rename them")
     return spec

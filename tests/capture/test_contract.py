@@ -73,12 +73,19 @@ def _pg_write(dsn: str, sql: str, args: tuple[Any, ...]) -> None:
         con.execute(sql.replace("?", "%s"), args or None)
 
 
+def _logical_config(tmp: Path, db: str, tables: list[Any], **kw: Any) -> Config:
+    from tests.capture.test_pg_logical import logical_config
+
+    return logical_config(tmp, db, tables, **kw)
+
+
 RIGS: dict[tuple[str, str], Rig] = {
     ("sqlite", "trigger"): Rig(lambda: ["items"], _sqlite_db, _sqlite_write),
     ("sqlite", "timestamp"): Rig(
         lambda: [{"name": "items", "mode": "timestamp", "cursor": "updated_at", "lag": "0s"}],
         _sqlite_db, _sqlite_write),
     ("postgres", "trigger"): Rig(lambda: ["items"], _pg_db, _pg_write, pg_config),
+    ("postgres", "logical"): Rig(lambda: ["items"], _pg_db, _pg_write, _logical_config),
     ("postgres", "timestamp"): Rig(
         lambda: [{"name": "items", "mode": "timestamp", "cursor": "updated_at", "lag": "0s"}],
         _pg_db, _pg_write, pg_config),
@@ -147,7 +154,7 @@ def test_an_unknown_table_is_named_and_the_rest_goes_on(
         request: pytest.FixtureRequest) -> None:
     (_, mode), r = rig
     db = r.make(tmp_path, request)
-    missing: Any = "nope" if mode == "trigger" else {**r.tables()[0], "name": "nope"}
+    missing: Any = "nope" if mode in ("trigger", "logical") else {**r.tables()[0], "name": "nope"}
     h = harness_factory(r.config(tmp_path, db, [*r.tables(), missing]))
     r.write(db, INSERT, (1, "a", 1))
     summary = h.step(0.1)

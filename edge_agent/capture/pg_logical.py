@@ -1,0 +1,289 @@
+"""Log-based capture of one PostgreSQL source: peek → write and seal → record → advance.
+
+The loop (ARCHITECTURE invariant 1). Changes are peeked from the slot, never
+consumed; the runtime writes and seals them; the state database records the
+files and, with them, a *checkpoint*: a transaction boundary (end LSN, last
+position) whose changes are all durable. Only then is the slot advanced to that
+LSN. After a kill anywhere, the next start reads the checkpoint, moves the slot
+up to it if the kill came before the advance, and peeks from there with the
+checkpoint's position: the same changes get the same positions, and those
+already in sealed files are skipped by position (capture/pg_stream.py).
+
+Gaps are said, never glossed over: a slot that is missing while a checkpoint
+exists (dropped), or whose confirmed position is beyond the checkpoint
+(recreated, or moved by someone else), is a gap in the stream. The agent
+says so (log, ``status``), takes a new slot position, and snapshots every
+table again, each starting over with a ``t`` marker.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+import psycopg
+
+from edge_agent.bronze.schema import Envelope
+from edge_agent.capture.pages import ChangeBatch
+from edge_agent.capture.pg_logical_snapshot import SnapshotReader
+from edge_agent.capture.pg_slot import Slot, SlotState, table_names
+from edge_agent.capture.pg_stream import Stream, StreamPage
+from edge_agent.capture.pg_values import SESSION
+from edge_agent.config_sources import SourceConfig, dsn_parts
+from edge_agent.errors import SourceError
+from edge_agent.sources.postgres import Con, connect, execute, map_error
+
+CHECKPOINT = "@slot"  # the state database's cursor row of a logical source
+REREAD_SEAL = 50_000  # re-decoded messages per peek above which open files are sealed
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    lsn: int  # the slot may be advanced to here: every change before it is durable
+    pos: int  # the last position at or before ``lsn``
+    snapshot: list[str] = field(default_factory=list)  # tables still to snapshot, at lsn
+    restart: bool = False  # the snapshot starts its tables over ("t" markers)
+    tables: list[str] = field(default_factory=list)  # the tables captured so far
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def loads(text: str | None) -> Checkpoint | None:
+        if not text:
+            return None
+        data = json.loads(text)
+        return Checkpoint(
+            int(data["lsn"]),
+            int(data["pos"]),
+            list(data.get("snapshot", [])),
+            bool(data.get("restart", False)),
+            list(data.get("tables", [])),
+        )
+
+
+class PgLogicalCapture:
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.cfg = cfg
+        self.table_errors: dict[str, str] = {}
+        self.actions: dict[str, str] = {}
+        self.gap: str | None = None  # why the stream had a gap, when it had one
+        self.checkpoint: Checkpoint | None = None
+        self.stream: Stream | None = None
+        self.snapshot: SnapshotReader | None = None
+        self._catalog: Con | None = None
+        self._peek: Con | None = None
+        self._slot: Slot | None = None
+        self._exported: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    # -- connections ----------------------------------------------------------
+    def _connect(self) -> Con:
+        con = connect(self.cfg.dsn, self.cfg.password or None, self.cfg.connect_timeout)
+        try:
+            for statement in SESSION:
+                con.execute(statement)
+        except psycopg.Error as exc:
+            con.close()
+            raise map_error(exc, self.cfg.dsn) from exc
+        return con
+
+    @property
+    def slot(self) -> Slot:
+        if self._slot is None or self._catalog is None or self._catalog.closed:
+            raise SourceError(f"source {self.name!r} is not open")
+        return self._slot
+
+    def close(self) -> None:
+        if self.snapshot is not None:
+            self.snapshot.close()
+        self.snapshot = None
+        if self.stream is not None:
+            self.stream.close()
+        self.stream = None
+        for con in (self._peek, self._catalog):
+            if con is not None:
+                con.close()
+        self._peek = self._catalog = None
+        if self._slot is not None:
+            self._slot.release()
+
+    # -- opening --------------------------------------------------------------
+    def open(self, saved: Checkpoint | None, durable: int) -> Checkpoint:
+        """Check the server, the publication and the slot; returns the checkpoint to
+        store before reading (it may plan a snapshot)."""
+        self.close()
+        self._catalog = self._connect()
+        self._slot = Slot(self._catalog, self.cfg.dsn, self.cfg.slot, self.cfg.publication)
+        self.slot.check_server()
+        present = self._present_tables()
+        added = self.slot.ensure_publication(table_names(present))
+        if added:
+            self.actions.update({t: "added to the publication" for t in added})
+        state = self.slot.state()
+        if state is not None:
+            self.slot.check_owned(state, dsn_parts(self.cfg.dsn).get("dbname", ""))
+        cp = self._resume(saved, state, durable)
+        cp = self._new_tables(cp, present)
+        self.checkpoint = cp
+        return cp
+
+    def _present_tables(self) -> list[str]:
+        found = {
+            str(r[0])
+            for r in execute(
+                self._catalog_con(),
+                "SELECT n FROM unnest(%s::text[]) n WHERE to_regclass(n) IS NOT NULL",
+                (list(self.cfg.tables),),
+            )
+        }
+        self.table_errors = {
+            t: f"postgres table {t!r}: no such table: check sources.tables (bare name = public.)"
+            for t in self.cfg.tables
+            if t not in found
+        }
+        return [t for t in self.cfg.tables if t in found]
+
+    def _catalog_con(self) -> Con:
+        if self._catalog is None:
+            raise SourceError(f"source {self.name!r} is not open")
+        return self._catalog
+
+    def _resume(
+        self, saved: Checkpoint | None, state: SlotState | None, durable: int
+    ) -> Checkpoint:
+        base = max(durable, saved.pos if saved else 0)
+        if state is None:
+            point, self._exported = self.slot.create(
+                self.cfg.dsn, self.cfg.password or None, self.cfg.connect_timeout
+            )
+            if saved is not None:
+                self._say_gap(f"slot {self.cfg.slot!r} was missing (dropped?)", "created it again")
+            first = self.cfg.snapshot == "initial" or saved is not None
+            tables = list(self.cfg.tables) if first else []
+            return Checkpoint(point, base, tables, saved is not None, list(self.cfg.tables))
+        if saved is None:
+            # A slot from before this state database: where its stream stands against
+            # the lake is unknown, so every table starts over from a snapshot.
+            self._say_gap(f"slot {self.cfg.slot!r} exists but this agent has no record of it", "")
+            return Checkpoint(
+                state.confirmed, base, list(self.cfg.tables), True, list(self.cfg.tables)
+            )
+        if state.confirmed > saved.lsn:
+            self._say_gap(
+                f"slot {self.cfg.slot!r} is at {state.confirmed:X}, beyond this agent's "
+                f"checkpoint {saved.lsn:X} (recreated or advanced by someone else)",
+                "",
+            )
+            return replace(
+                saved, lsn=state.confirmed, pos=base, snapshot=list(self.cfg.tables), restart=True
+            )
+        if state.confirmed < saved.lsn:
+            self.slot.advance(saved.lsn)  # the kill came between the checkpoint and the advance
+        if saved.snapshot:  # interrupted: the exported snapshot is gone; start those over
+            return replace(saved, pos=base, restart=True)
+        return saved
+
+    def _say_gap(self, what: str, done: str) -> None:
+        self.gap = (
+            f"{what}: changes may be missing from the stream; every table is snapshotted "
+            "again (each starts over with a t marker)" + (f"; {done}" if done else "")
+        )
+
+    def _new_tables(self, cp: Checkpoint, present: list[str]) -> Checkpoint:
+        """A table added to the source since the checkpoint gets a snapshot of its own."""
+        new = [t for t in present if t not in cp.tables and t not in cp.snapshot]
+        if not new:
+            return cp
+        self.actions.update({t: "snapshot (new table)" for t in new})
+        return replace(cp, snapshot=cp.snapshot + new, tables=cp.tables + new)
+
+    # -- reading --------------------------------------------------------------
+    def snapshot_page(self, env: Envelope) -> list[ChangeBatch]:
+        """The next page of a planned snapshot; [] and ``snapshot_done`` once finished."""
+        cp = self._current()
+        if self.snapshot is None:
+            self.snapshot = SnapshotReader(
+                self.cfg, self._connect(), cp.snapshot, cp.pos, cp.lsn, self._exported, cp.restart
+            )
+            self.slot.release()  # the exported snapshot is imported (or was not used)
+            self._exported = None
+        batches = self.snapshot.page(env)
+        self.table_errors.update(self.snapshot.table_errors)
+        return batches
+
+    @property
+    def snapshot_pos(self) -> int:
+        return self.snapshot.pos if self.snapshot is not None else self._current().pos
+
+    @property
+    def snapshot_done(self) -> bool:
+        return self.snapshot is not None and self.snapshot.done
+
+    def finish_snapshot(self, pos: int) -> Checkpoint:
+        """The snapshot is sealed and recorded up to ``pos``: the stream starts there."""
+        if self.snapshot is not None:
+            self.snapshot.close()
+        self.snapshot = None
+        cp = replace(self._current(), pos=pos, snapshot=[], restart=False)
+        self.checkpoint = cp
+        return cp
+
+    def read(self, max_bytes: int, sealed: dict[str, int], env: Envelope) -> StreamPage:
+        return self._stream().read(max_bytes, sealed, env)
+
+    def _stream(self) -> Stream:
+        if self.stream is None:
+            cp = self._current()
+            if self._peek is None or self._peek.closed or self._peek.broken:
+                self._peek = self._connect()
+                self._peek.autocommit = False
+            self.stream = Stream(
+                self.cfg, self.slot, self._peek, self._catalog_con(), cp.lsn, cp.pos
+            )
+        return self.stream
+
+    def _current(self) -> Checkpoint:
+        if self.checkpoint is None:
+            raise SourceError(f"source {self.name!r} is not open")
+        return self.checkpoint
+
+    def rewind(self, durable: int) -> None:
+        """Forget what was read: the stream restarts at the checkpoint; an unfinished
+        snapshot starts its tables over."""
+        if self.stream is not None:
+            self.stream.close()
+        self.stream = None
+        if self.snapshot is not None:
+            self.snapshot.close()
+            self.snapshot = None
+            cp = self._current()
+            self.checkpoint = replace(cp, pos=max(cp.pos, durable), restart=True)
+
+    # -- confirming -----------------------------------------------------------
+    def boundary(self, durable: int) -> Checkpoint | None:
+        """The newest transaction boundary whose changes are all durable, as the next
+        checkpoint; None when it would not move."""
+        stream, cp = self.stream, self._current()
+        if stream is None or cp.snapshot:
+            return None
+        found: tuple[int, int] | None = None
+        while stream.boundaries and stream.boundaries[0][1] <= durable:
+            found = stream.boundaries.pop(0)
+        if found is None or found[0] <= cp.lsn:
+            return None
+        return replace(cp, lsn=found[0], pos=found[1])
+
+    def confirm(self, cp: Checkpoint) -> None:
+        """After ``cp`` is stored: let the server recycle the WAL before it."""
+        self.checkpoint = cp
+        self.slot.advance(cp.lsn)
+
+    def heartbeat(self) -> None:
+        self.slot.heartbeat()
+
+    def lag(self) -> SlotState | None:
+        return self.slot.state()

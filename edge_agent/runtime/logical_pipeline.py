@@ -1,0 +1,122 @@
+"""The logical-mode pipeline of one source: slot -> sealed, recorded files -> advance.
+
+Position rules (ARCHITECTURE invariant 1), as in trigger mode:
+- ``read_pos``: the last position read into the writer (memory).
+- ``sealed[table]``: the last position of the table's last sealed file (state DB).
+- ``durable = min(read_pos, first position of each open file - 1)``.
+and one more: the *checkpoint* (capture/pg_logical.py), the newest transaction
+boundary at or below ``durable``, stored in the state database before the slot
+is advanced to it. A snapshot is read at a boundary with the stream stopped;
+its end seals every open file and stores the checkpoint the stream starts from.
+"""
+
+from __future__ import annotations
+
+import time
+
+from edge_agent.capture.pg_logical import CHECKPOINT, REREAD_SEAL, Checkpoint, PgLogicalCapture
+from edge_agent.runtime.pipeline import FilePipeline, PageResult, Parts
+from edge_agent.spool.state import FileRecord
+
+
+class LogicalPipeline(FilePipeline):
+    def __init__(self, capture: PgLogicalCapture, parts: Parts) -> None:
+        super().__init__(capture.name, parts)
+        self.capture = capture
+        self.durable, _ = parts.state.source_position(capture.name)
+        self.sealed = parts.state.table_positions(capture.name)
+        self.read_pos = self.durable
+        self._last_heartbeat = time.monotonic()
+
+    @staticmethod
+    def saved(parts: Parts, source: str) -> Checkpoint | None:
+        return Checkpoint.loads(parts.state.cursor(source, CHECKPOINT))
+
+    def store(self, cp: Checkpoint) -> None:
+        self.state.set_cursor(self.source, CHECKPOINT, cp.dumps())
+
+    @property
+    def key(self) -> str:
+        return self.source
+
+    def table_errors(self) -> dict[str, str]:
+        errors = dict(self.capture.table_errors)
+        if self.capture.gap:
+            errors["*"] = self.capture.gap
+        return errors
+
+    def actions(self) -> dict[str, str]:
+        return self.capture.actions
+
+    def owns(self, table: str) -> bool:
+        return table in self.capture.cfg.tables
+
+    def prepare(self, now_ms: int) -> dict[str, str]:
+        return {}  # column changes arrive in the stream (Relation messages)
+
+    def rewind(self) -> None:
+        self.abort_open()
+        self.capture.rewind(self.durable)
+        self.read_pos = self.durable
+
+    def idle_work(self, now_ms: int) -> int:
+        """Caught up: a heartbeat now and then, so the slot moves on an idle database."""
+        if time.monotonic() - self._last_heartbeat >= self.capture.cfg.heartbeat:
+            self.capture.heartbeat()
+            self._last_heartbeat = time.monotonic()
+        return 0
+
+    def capture_page(self, max_bytes: int) -> PageResult:
+        if self.capture.checkpoint is not None and self.capture.checkpoint.snapshot:
+            return self._snapshot_page()
+        page = self.capture.read(max_bytes, self.sealed, self.envelope())
+        result = PageResult(rows=page.changes_read, caught_up=page.done and not page.changes_read)
+        result.sealed = sum(self.write_batch(b) for b in page.batches)
+        result.changes = sum(b.batch.num_rows for b in page.batches)
+        stream = self.capture.stream
+        if stream is not None:
+            self.read_pos = stream.pos
+            if stream.reread > REREAD_SEAL:
+                # Each peek decodes again what is not yet confirmed: seal, so it can be.
+                result.sealed += self.seal_all()
+                stream.reread = 0
+        return result
+
+    def _snapshot_page(self) -> PageResult:
+        batches = self.capture.snapshot_page(self.envelope())
+        result = PageResult(caught_up=False)
+        result.sealed = sum(self.write_batch(b) for b in batches)
+        result.changes = result.rows = sum(b.batch.num_rows for b in batches)
+        self.read_pos = self.capture.snapshot_pos
+        if self.capture.snapshot_done:
+            result.sealed += self.seal_all()
+            cp = self.capture.finish_snapshot(self.read_pos)
+            self.store(cp)
+            self.durable = max(self.durable, self.read_pos)
+            self.state.set_durable(self.source, self.durable)
+        return result
+
+    def durable_now(self) -> int:
+        return min([self.read_pos] + [p - 1 for p in self.first_open_positions()])
+
+    def record(self, rec: FileRecord) -> None:
+        durable = max(self.durable, self.durable_now())
+        self.state.record_sealed(rec, durable)
+        self.durable = durable
+        self.sealed[rec.table] = rec.last_pos
+
+    def advance(self) -> int:
+        """Persist the durable position, then the checkpoint, then advance the slot."""
+        durable = self.durable_now()
+        if durable > self.durable:
+            self.state.set_durable(self.source, durable)
+            self.durable = durable
+        cp = self.capture.boundary(self.durable)
+        if cp is None:
+            return 0
+        self.store(cp)
+        self.capture.confirm(cp)
+        return 1
+
+    def close(self) -> None:
+        self.capture.close()
