@@ -337,7 +337,7 @@ class Postgres:
     def start(self) -> None:
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} "
                 f"-c fsync={'on' if self.fsync else 'off'} "
-                "-c wal_level=logical -c max_replication_slots=10")
+                "-c wal_level=logical -c max_replication_slots=200 -c max_wal_senders=20")
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts,
                   "-w", "start")
 

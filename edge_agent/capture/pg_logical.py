@@ -18,8 +18,7 @@ table again, each starting over with a ``t`` marker.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 
 import psycopg
 
@@ -29,37 +28,12 @@ from edge_agent.capture.pg_logical_snapshot import SnapshotReader
 from edge_agent.capture.pg_slot import Slot, SlotState, table_names
 from edge_agent.capture.pg_stream import Stream, StreamPage
 from edge_agent.capture.pg_values import SESSION
+from edge_agent.capture.slot_checkpoint import Checkpoint
 from edge_agent.config_sources import SourceConfig, dsn_parts
 from edge_agent.errors import SourceError
 from edge_agent.sources.postgres import Con, connect, execute, map_error
 
-CHECKPOINT = "@slot"  # the state database's cursor row of a logical source
 REREAD_SEAL = 50_000  # re-decoded messages per peek above which open files are sealed
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    lsn: int  # the slot may be advanced to here: every change before it is durable
-    pos: int  # the last position at or before ``lsn``
-    snapshot: list[str] = field(default_factory=list)  # tables still to snapshot, at lsn
-    restart: bool = False  # the snapshot starts its tables over ("t" markers)
-    tables: list[str] = field(default_factory=list)  # the tables captured so far
-
-    def dumps(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @staticmethod
-    def loads(text: str | None) -> Checkpoint | None:
-        if not text:
-            return None
-        data = json.loads(text)
-        return Checkpoint(
-            int(data["lsn"]),
-            int(data["pos"]),
-            list(data.get("snapshot", [])),
-            bool(data.get("restart", False)),
-            list(data.get("tables", [])),
-        )
 
 
 class PgLogicalCapture:
@@ -93,8 +67,15 @@ class PgLogicalCapture:
 
     @property
     def slot(self) -> Slot:
-        if self._slot is None or self._catalog is None or self._catalog.closed:
+        """The slot, on a live catalog connection (connected again after a server restart:
+        a lost connection surfaced as a TransientError and the stream was rewound)."""
+        if self._slot is None:
             raise SourceError(f"source {self.name!r} is not open")
+        if self._catalog is None or self._catalog.closed or self._catalog.broken:
+            if self._catalog is not None:
+                self._catalog.close()
+            self._catalog = self._connect()
+            self._slot.con = self._catalog
         return self._slot
 
     def close(self) -> None:
@@ -148,9 +129,7 @@ class PgLogicalCapture:
         return [t for t in self.cfg.tables if t in found]
 
     def _catalog_con(self) -> Con:
-        if self._catalog is None:
-            raise SourceError(f"source {self.name!r} is not open")
-        return self._catalog
+        return self.slot.con
 
     def _resume(
         self, saved: Checkpoint | None, state: SlotState | None, durable: int
@@ -262,6 +241,25 @@ class PgLogicalCapture:
             self.snapshot = None
             cp = self._current()
             self.checkpoint = replace(cp, pos=max(cp.pos, durable), restart=True)
+
+    def busy(self) -> bool:
+        """Inside a transaction or a snapshot: not at a boundary where a snapshot may start."""
+        running = self.checkpoint is not None and bool(self.checkpoint.snapshot)
+        return running or (self.stream is not None and self.stream.in_transaction)
+
+    def plan_snapshot(self, tables: list[str], durable: int) -> Checkpoint | None:
+        """A snapshot of ``tables`` at the checkpoint, when everything read is durable
+        and confirmed (else None: later). The stream restarts after it."""
+        cp = self._current()
+        if self.stream is not None and (self.stream.boundaries or self.stream.pos != cp.pos):
+            return None
+        if durable < cp.pos:
+            return None
+        if self.stream is not None:
+            self.stream.close()
+        self.stream = None
+        self.checkpoint = replace(cp, pos=durable, snapshot=list(tables), restart=True)
+        return self.checkpoint
 
     # -- confirming -----------------------------------------------------------
     def boundary(self, durable: int) -> Checkpoint | None:

@@ -66,8 +66,10 @@ class SnapshotReader:
         return not self.pending
 
     def close(self) -> None:
-        if not self.con.closed:
-            self.con.close()
+        self.con.close()  # first: closing a cursor on a lost connection would raise
+        if self._cursor is not None:
+            self._cursor.close()
+        self._cursor = None
 
     def page(self, env: Envelope) -> list[ChangeBatch]:
         """The next page of the current table (its ``t`` marker first, on a restart)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_agent.capture import pg_snapshot
+from edge_agent.capture import pg_logical_ops, pg_snapshot
 from edge_agent.capture.pg_batches import Batches
 from edge_agent.capture.pg_log import PgChangeLog
 from edge_agent.capture.pg_timestamp import PgTimestampCapture
@@ -18,6 +18,8 @@ from edge_agent.sources.postgres import table_spec
 
 class PostgresOps:
     def backlog(self, source: SourceConfig, after: int) -> Backlog:
+        if source.mode == "logical":
+            return pg_logical_ops.backlog(source)
         try:
             con = open_connection(source)
         except EdgeAgentError as exc:
@@ -33,6 +35,8 @@ class PostgresOps:
             con.close()
 
     def triggers(self, source: SourceConfig, req: TriggerRequest) -> tuple[list[str], bool]:
+        if source.mode == "logical":
+            return pg_logical_ops.triggers(source, req)
         con = open_connection(source)
         try:
             return trigger_action(PgChangeLog(con, source.dsn, source.before_image), source, req)
@@ -40,6 +44,8 @@ class PostgresOps:
             con.close()
 
     def check(self, source: SourceConfig) -> list[str]:
+        if source.mode == "logical":
+            return pg_logical_ops.check(source)
         try:
             con = open_connection(source)
         except EdgeAgentError as exc:

@@ -175,7 +175,9 @@ class Slot:
         """Confirm everything before ``to`` (a transaction's end): the server may recycle
         its WAL. Never past what is durable (the caller's rule)."""
         execute(
-            self.con, "SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.name, _text(to))
+            self.con,
+            "SELECT pg_replication_slot_advance(%s, %s::pg_lsn)",
+            (self.name, lsn_text(to)),
         )
 
     def heartbeat(self) -> None:
@@ -204,7 +206,8 @@ class Slot:
         ).format(sql.Literal(self.name), sql.Literal(self.publication))
 
 
-def _text(value: int) -> str:
+def lsn_text(value: int) -> str:
+    """A number as PostgreSQL writes an LSN (``16/B374D848``)."""
     return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
 
 

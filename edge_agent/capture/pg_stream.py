@@ -87,21 +87,21 @@ class Stream:
     def _open(self) -> psycopg.Cursor[tuple[Any, ...]]:
         if self._cursor is None:
             self.reread = 0
-            cur = self.peek.cursor(name="edge_agent_peek")
-            cur.itersize = FETCH
-            cur.execute(self.slot.peek_sql())
-            self._cursor = cur
+            self._cursor = self.peek.cursor(name="edge_agent_peek")
+            self._cursor.execute(self.slot.peek_sql())
         return self._cursor
 
     def close(self) -> None:
         """End the peek (its transaction); a transaction half read is read again."""
         cur, self._cursor = self._cursor, None
-        if cur is not None and not self.peek.closed:
-            try:
-                cur.close()
-                self.peek.rollback()
-            except psycopg.Error:
-                pass
+        if cur is None:
+            return
+        try:
+            cur.close()
+            self.peek.rollback()
+        except psycopg.Error:
+            self.peek.close()  # a lost connection: the cursor closes with it
+            cur.close()
 
     def _messages(self, max_bytes: int, page: StreamPage) -> Iterator[po.Decoded]:
         try:

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import time
 
-from edge_agent.capture.pg_logical import CHECKPOINT, REREAD_SEAL, Checkpoint, PgLogicalCapture
+from edge_agent.capture.pg_logical import REREAD_SEAL, PgLogicalCapture
+from edge_agent.capture.slot_checkpoint import CHECKPOINT, Checkpoint
 from edge_agent.runtime.pipeline import FilePipeline, PageResult, Parts
-from edge_agent.spool.state import FileRecord
+from edge_agent.spool.state import FileRecord, snapshot_request
 
 
 class LogicalPipeline(FilePipeline):
@@ -52,7 +53,21 @@ class LogicalPipeline(FilePipeline):
         return table in self.capture.cfg.tables
 
     def prepare(self, now_ms: int) -> dict[str, str]:
-        return {}  # column changes arrive in the stream (Relation messages)
+        """`edge-agent snapshot` asked for tables: taken at the next transaction boundary
+        (column changes need nothing here: they arrive in the stream)."""
+        notes = self.state.notes()
+        asked = [t for t in self.capture.cfg.tables if snapshot_request(self.source, t) in notes]
+        if not asked or self.capture.busy():
+            return {}
+        self.seal_all()  # everything read so far durable: the checkpoint reaches it
+        self.advance()
+        cp = self.capture.plan_snapshot(asked, self.durable)
+        if cp is None:
+            return {}
+        self.store(cp)
+        for table in asked:
+            self.state.set_note(snapshot_request(self.source, table), None, now_ms)
+        return {t: "snapshot started" for t in asked}
 
     def rewind(self) -> None:
         self.abort_open()

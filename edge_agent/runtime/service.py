@@ -8,6 +8,8 @@ from typing import Any
 
 from edge_agent.capture.cursor import Checkpoint
 from edge_agent.capture.registry import TriggerRequest, ops_for
+from edge_agent.capture.slot_checkpoint import CHECKPOINT
+from edge_agent.capture.slot_checkpoint import Checkpoint as SlotCheckpoint
 from edge_agent.clock import SystemClock
 from edge_agent.config import Config
 from edge_agent.control.socket import send_request
@@ -152,7 +154,9 @@ def _request_snapshots(cfg: Config, table: str | None) -> list[str]:
             if table is None or table in (t.name, _bare(t.name, src.kind))
         ]
         asked += len(tables) + len(stamped)
-        if tables:
+        if tables and src.mode == "logical":
+            _request_rereads(cfg, src.name, tables, now_ms)  # taken at a transaction boundary
+        elif tables:
             refused += ops_for(src).request_snapshot(src, tables, now_ms).values()
         if stamped:
             _request_rereads(cfg, src.name, stamped, now_ms)
@@ -248,15 +252,20 @@ def _reread_jobs(cfg: Config) -> dict[str, Any]:
     re-read's end is in sealed files (the checkpoint's snapshot bound is cleared)."""
     path = StateDir(cfg.agent.state_dir).db_path
     stamped = [(s.name, t.name) for s in cfg.sources for t in s.timestamp_tables]
-    if not stamped or not path.exists():
+    logical = [(s.name, t) for s in cfg.sources if s.mode == "logical" for t in s.tables]
+    if not (stamped or logical) or not path.exists():
         return {}
     state = StateDB(path)
     try:
         notes = state.notes()
         jobs = {}
-        for source, table in stamped:
+        for source, table in stamped + logical:
             asked = snapshot_request(source, table) in notes
-            running = Checkpoint.from_json(state.cursor(source, table)).snapshot
+            if (source, table) in logical:
+                slot = SlotCheckpoint.loads(state.cursor(source, CHECKPOINT))
+                running = slot is not None and table in slot.snapshot
+            else:
+                running = Checkpoint.from_json(state.cursor(source, table)).snapshot
             if asked or running:
                 jobs[f"{source}.{table}"] = {
                     "finished": False,

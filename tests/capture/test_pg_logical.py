@@ -54,3 +54,335 @@ def test_snapshot_then_stream_rebuild_the_table(tmp_path: Path, pg_db: str,
     assert len({c["_tx"] for c in changes[2:]}) == 4
     assert all(c["_lsn"] > 0 for c in changes)
     assert lake_state(tmp_path, "public.items") == rows_of(pg_db, "items")
+
+
+def _ids(tmp: Path) -> list[int]:
+    return [c["values"]["id"] for c in read_changes(tmp / "lake") if c["_op"] in "cr"]
+
+
+def test_rows_of_one_statement_share_an_lsn_and_survive_a_restart_mid_read(
+        tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    """A multi-row INSERT (one LSN for many rows) half sealed, then a crash: the re-read
+    numbers it the same, skips what is sealed and writes the rest once."""
+    sql(pg_db, ITEMS)
+    cfg = logical_config(tmp_path, pg_db, ["items"],
+                         buffer={"max_file_age": "1h", "max_file_bytes": "16KiB"})
+    h = harness_factory(cfg)
+    h.step(0.1)
+    sql(pg_db, "INSERT INTO items SELECT g, repeat('x', 200), g FROM generate_series(1, 3000) g")
+    h.step(0.1)  # some files sealed (16 KiB each), the tail still open
+    assert 0 < len(h.agent.state.files("ready") + h.agent.state.files("shipped")) < 40
+    h.restart()  # the open file is lost; the slot was not advanced past the transaction
+    sql(pg_db, "INSERT INTO items VALUES (3001, 'after', 1)")
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    changes = read_changes(tmp_path / "lake")
+    assert sorted(_ids(tmp_path)) == list(range(1, 3002))
+    assert [c["_pos"] for c in changes] == list(range(1, 3002))
+    assert len({c["_lsn"] for c in changes}) == 2
+
+
+def test_a_kill_between_checkpoint_and_advance_doubles_nothing(
+        tmp_path: Path, pg_db: str, harness_factory: Any, monkeypatch: Any) -> None:
+    from edge_agent.capture.pg_slot import Slot
+
+    sql(pg_db, ITEMS)
+    h = harness_factory(logical_config(tmp_path, pg_db, ["items"]))
+    h.step(0.1)
+    before = slot_lsn(pg_db)
+    with monkeypatch.context() as m:
+        m.setattr(Slot, "advance", lambda self, to: None)  # killed right before advancing
+        sql(pg_db, "INSERT INTO items SELECT g, 'a', g FROM generate_series(1, 50) g")
+        h.step(0.1)
+        assert h.flush().pending_files == 0
+        assert slot_lsn(pg_db) == before
+        h.restart()
+    h.step(0.1)  # opening moves the slot up to the stored checkpoint
+    assert slot_lsn(pg_db) != before
+    sql(pg_db, "INSERT INTO items VALUES (51, 'b', 51)")
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    assert sorted(_ids(tmp_path)) == list(range(1, 52))
+
+
+def test_a_dropped_slot_is_a_gap_that_is_said_and_repaired(
+        tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    sql(pg_db, ITEMS, "INSERT INTO items VALUES (1, 'a', 1)")
+    h = harness_factory(logical_config(tmp_path, pg_db, ["items"]))
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    h.close()
+    sql(pg_db, f"SELECT pg_drop_replication_slot('{slot_of(pg_db)}')",
+        "UPDATE items SET qty = 2 WHERE id = 1",  # lost with the slot
+        "INSERT INTO items VALUES (2, 'b', 2)")
+    h = harness_factory(logical_config(tmp_path, pg_db, ["items"]))
+    summary = h.step(0.1)
+    notes = " ".join(str(v) for v in h.agent.state.notes().values())
+    assert "was missing" in notes + " ".join(summary.errors)
+    assert h.flush().pending_files == 0
+    ops = [c["_op"] for c in read_changes(tmp_path / "lake")]
+    assert ops == ["r", "t", "r", "r"]
+    assert lake_state(tmp_path, "public.items") == rows_of(pg_db, "items")
+
+
+def test_truncate_is_a_marker_and_the_table_goes_on(
+        tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    sql(pg_db, ITEMS, "INSERT INTO items VALUES (1, 'a', 1), (2, 'b', 2)")
+    h = harness_factory(logical_config(tmp_path, pg_db, ["items"]))
+    h.step(0.1)
+    sql(pg_db, "TRUNCATE items", "INSERT INTO items VALUES (3, 'c', 3)")
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    assert [c["_op"] for c in read_changes(tmp_path / "lake")] == ["r", "r", "t", "c"]
+    assert lake_state(tmp_path, "public.items") == rows_of(pg_db, "items")
+
+
+def test_an_added_column_rotates_the_file_and_appears(
+        tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    sql(pg_db, ITEMS)
+    h = harness_factory(logical_config(tmp_path, pg_db, ["items"]))
+    h.step(0.1)
+    sql(pg_db, "INSERT INTO items VALUES (1, 'a', 1)",
+        "ALTER TABLE items ADD COLUMN note text", "INSERT INTO items VALUES (2, 'b', 2, 'hi')",
+        "ALTER TABLE items DROP COLUMN qty", "INSERT INTO items VALUES (3, 'c', 'x')")
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    assert len(h.agent.state.files("shipped")) == 3  # one schema per file
+    changes = read_changes(tmp_path / "lake")
+    assert [sorted(c["values"]) for c in changes] == [
+        ["id", "name", "qty"], ["id", "name", "note", "qty"], ["id", "name", "note"]]
+
+
+BIG = "(SELECT string_agg(md5(g::text || random()::text), '') FROM generate_series(1, 400) g)"
+
+
+def test_an_unchanged_toasted_value_is_marked_or_taken_from_the_old_row(
+        tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    sql(pg_db, "CREATE TABLE docs (id int PRIMARY KEY, body text, n int)",
+        "CREATE TABLE full_docs (id int PRIMARY KEY, body text, n int)",
+        "ALTER TABLE full_docs REPLICA IDENTITY FULL",
+        f"INSERT INTO docs VALUES (1, {BIG}, 0)", f"INSERT INTO full_docs VALUES (1, {BIG}, 0)")
+    cfg = logical_config(tmp_path, pg_db, ["docs", "full_docs"], {"before_image": True})
+    h = harness_factory(cfg)
+    h.step(0.1)
+    sql(pg_db, "UPDATE docs SET n = 1", "UPDATE full_docs SET n = 1")
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    updates = {c["_table"]: c for c in read_changes(tmp_path / "lake") if c["_op"] == "u"}
+    plain, full = updates["public.docs"], updates["public.full_docs"]
+    assert plain["values"]["body"] is None and plain["_unchanged"] == ["body"]
+    assert plain["_before"] is None  # REPLICA IDENTITY DEFAULT: no old row in the log
+    body = rows_of(pg_db, "full_docs")[(1,)]["body"]
+    assert len(body) == 12800 and full["values"]["body"] == body
+    assert full["_unchanged"] is None and '"n": 0' in full["_before"]
+
+
+def test_a_huge_transaction_streams_through_pages(tmp_path: Path, pg_db: str,
+                                                  harness_factory: Any) -> None:
+    """One 60,000-row UPDATE is read a page at a time (the page ends inside the
+    transaction), never held whole."""
+    sql(pg_db, ITEMS, "INSERT INTO items SELECT g, 'a', 0 FROM generate_series(1, 60000) g")
+    h = harness_factory(logical_config(tmp_path, pg_db, ["items"], buffer={"max_memory": "1MiB"}))
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    sql(pg_db, "UPDATE items SET qty = qty + 1")
+    pipe = h.agent.pipelines["app"]
+    page = pipe.capture_page(h.agent.page_bytes)
+    assert pipe.capture.stream.in_transaction
+    assert 0 < page.changes < 60000
+    assert h.flush().pending_files == 0
+    updates = [c for c in read_changes(tmp_path / "lake") if c["_op"] == "u"]
+    assert len(updates) == 60000 and {c["values"]["qty"] for c in updates} == {1}
+    assert len({c["_pos"] for c in updates}) == 60000
+
+
+def test_an_idle_database_still_moves_the_slot(tmp_path: Path, pg_db: str,
+                                               harness_factory: Any) -> None:
+    sql(pg_db, ITEMS)
+    h = harness_factory(logical_config(tmp_path, pg_db, ["items"], {"heartbeat": 0.0}))
+    h.step(0.1)
+    first = slot_lsn(pg_db)
+    h.step(0.1)  # caught up: a heartbeat goes into the log
+    h.step(0.1)  # ... is read, and the slot confirmed past it
+    assert slot_lsn(pg_db) != first
+    assert read_changes(tmp_path / "lake") == []
+
+
+def _role(pg_db: str, name: str, options: str) -> str:
+    db = pg_db.rsplit("/", 1)[1]
+    sql(pg_db, f"DO $$ BEGIN CREATE ROLE {name} LOGIN {options}; EXCEPTION WHEN "
+               "duplicate_object THEN NULL; END $$",
+        f"GRANT SELECT ON items TO {name}", f'GRANT CREATE ON DATABASE "{db}" TO {name}')
+    return pg_db.replace("postgres@", f"{name}@")
+
+
+def test_a_role_that_may_not_replicate_gets_the_fix(tmp_path: Path, pg_db: str,
+                                                    harness_factory: Any) -> None:
+    sql(pg_db, ITEMS)
+    dsn = _role(pg_db, "plain", "")
+    h = harness_factory(logical_config(tmp_path, dsn, ["items"]))
+    errors = " ".join(h.step(0.1).errors)
+    assert "may not replicate" in errors and "ALTER ROLE" in errors and "REPLICATION" in errors
+
+
+def test_a_role_that_does_not_own_the_tables_gets_the_publication_sql(
+        tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    sql(pg_db, ITEMS)
+    dsn = _role(pg_db, "replicator", "REPLICATION")
+    h = harness_factory(logical_config(tmp_path, dsn, ["items"]))
+    errors = " ".join(h.step(0.1).errors)
+    assert "as the tables' owner, run: CREATE PUBLICATION" in errors
+    sql(pg_db, 'CREATE PUBLICATION edge_agent FOR TABLE items')  # the owner does it
+    h.step(5.0)
+    sql(pg_db, "INSERT INTO items VALUES (1, 'a', 1)")
+    h.step(5.0)
+    assert h.flush().pending_files == 0
+    assert _ids(tmp_path) == [1]
+
+
+def test_a_slot_in_use_by_another_consumer_is_refused(tmp_path: Path, pg_db: str,
+                                                      harness_factory: Any) -> None:
+    import subprocess
+    import time
+
+    sql(pg_db, ITEMS)
+    h = harness_factory(logical_config(tmp_path, pg_db, ["items"]))
+    h.step(0.1)
+    h.close()
+    other = subprocess.Popen(["pg_recvlogical", "-d", pg_db, "--slot", slot_of(pg_db), "--start",
+                              "-o", "proto_version=1", "-o", "publication_names=edge_agent",
+                              "-f", "/dev/null"], stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            with psycopg.connect(pg_db) as con:
+                if con.execute("SELECT active FROM pg_replication_slots").fetchone() == (True,):
+                    break
+            time.sleep(0.05)
+        h = harness_factory(logical_config(tmp_path, pg_db, ["items"]))
+        errors = " ".join(h.step(0.1).errors)
+        assert "is in use by process" in errors and "sources.slot" in errors
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_server_restart_is_retried_and_loses_nothing(tmp_path: Path,
+                                                       harness_factory: Any) -> None:
+    from tests.servers import Postgres
+
+    server = Postgres()
+    try:
+        dsn = server.create_database("app")
+        sql(dsn, ITEMS)
+        h = harness_factory(logical_config(tmp_path, dsn, ["items"],
+                                           buffer={"max_file_age": "1h"}))
+        h.step(0.1)
+        sql(dsn, "INSERT INTO items SELECT g, 'a', g FROM generate_series(1, 20) g")
+        h.step(0.1)
+        server.stop()
+        down = h.step(0.1)
+        assert any("unreachable, will retry" in e for e in down.errors)
+        server.start()
+        sql(dsn, "INSERT INTO items SELECT g, 'b', g FROM generate_series(21, 30) g")
+        h.step(1.0)
+        h.step(1.0)
+        assert h.flush().pending_files == 0
+        changes = read_changes(tmp_path / "lake")
+        assert [c["values"]["id"] for c in changes] == list(range(1, 31))
+        assert [c["_pos"] for c in changes] == list(range(1, 31))
+    finally:
+        server.remove()
+
+
+def test_triggers_commands_manage_the_publication_and_the_slot(
+        tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    from edge_agent.runtime.service import triggers
+
+    sql(pg_db, ITEMS, "INSERT INTO items VALUES (1, 'a', 1)")
+    cfg = logical_config(tmp_path, pg_db, ["items"])
+    lines, ok = triggers(cfg, "install", False, False)
+    text = "\n".join(line for line, _ in lines)
+    assert ok and "added public.items" in text and "not created yet" in text
+    h = harness_factory(cfg)
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    h.close()
+    lines, ok = triggers(cfg, "verify", False, False)
+    assert ok and "confirmed" in "\n".join(line for line, _ in lines)
+    lines, ok = triggers(cfg, "uninstall", True, False)
+    text = "\n".join(line for line, _ in lines)
+    assert ok and "dropped (" in text and "publication 'edge_agent': dropped" in text
+    assert slot_lsn(pg_db) is None
+    with psycopg.connect(pg_db) as con:
+        assert con.execute("SELECT count(*) FROM pg_publication").fetchone() == (0,)
+    h = harness_factory(cfg)  # starts over: a gap it says, then a snapshot
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    assert [c["_op"] for c in read_changes(tmp_path / "lake")] == ["r", "t", "r"]
+
+
+def test_status_shows_the_slot_lag_and_warns_above_the_limit(
+        tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    from edge_agent.runtime.status import source_backlog
+
+    sql(pg_db, ITEMS)
+    cfg = logical_config(tmp_path, pg_db, ["items"], {"max_slot_lag": 1024})
+    h = harness_factory(cfg)
+    h.step(0.1)
+    h.close()
+    sql(pg_db, "INSERT INTO items SELECT g, repeat('x', 100), g FROM generate_series(1, 500) g")
+    details = source_backlog(cfg.sources[0], 0).details
+    assert details["slot_lag_bytes"] > 1024
+    assert "above max_slot_lag" in details["slot_warning"]
+
+
+def test_a_requested_snapshot_starts_the_table_over_at_a_boundary(
+        tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    from edge_agent.spool.state import snapshot_request
+
+    sql(pg_db, ITEMS, "INSERT INTO items VALUES (1, 'a', 1)")
+    h = harness_factory(logical_config(tmp_path, pg_db, ["items"]))
+    h.step(0.1)
+    sql(pg_db, "INSERT INTO items VALUES (2, 'b', 2)")
+    h.step(0.1)
+    h.agent.state.set_note(snapshot_request("app", "public.items"), "1", 1)
+    sql(pg_db, "UPDATE items SET qty = 3 WHERE id = 2")
+    h.step(0.1)
+    sql(pg_db, "INSERT INTO items VALUES (4, 'd', 4)")
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    changes = read_changes(tmp_path / "lake")
+    assert [c["_op"] for c in changes] == ["r", "c", "t", "r", "r", "u", "c"]
+    assert [c["_pos"] for c in changes] == list(range(1, 8))
+    assert lake_state(tmp_path, "public.items") == rows_of(pg_db, "items")
+    assert snapshot_request("app", "public.items") not in h.agent.state.notes()
+
+
+class _Settings:
+    """A connection that answers the server check's one query (a unit test: the real
+    server here always runs with wal_level = logical)."""
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        self.row = row
+        self.description = True
+
+    def execute(self, query: str, params: Any = None) -> _Settings:
+        return self
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return [self.row]
+
+
+def test_wal_level_not_logical_names_the_setting_and_the_restart() -> None:
+    import pytest
+
+    from edge_agent.capture.pg_slot import Slot
+    from edge_agent.errors import SourceError
+
+    slot = Slot(_Settings(("replica", 150000, True)), "db", "s", "p")  # type: ignore[arg-type]
+    with pytest.raises(SourceError, match=r"wal_level = logical in postgresql\.conf") as err:
+        slot.check_server()
+    assert "restart PostgreSQL" in str(err.value)
+    old = Slot(_Settings(("logical", 130000, True)), "db", "s", "p")  # type: ignore[arg-type]
+    with pytest.raises(SourceError, match="older than 14"):
+        old.check_server()
