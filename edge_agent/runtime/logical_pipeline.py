@@ -15,9 +15,14 @@ from __future__ import annotations
 import time
 
 from edge_agent.capture.pg_logical import REREAD_SEAL, PgLogicalCapture
+from edge_agent.capture.pg_logical_ops import lag_warning
 from edge_agent.capture.slot_checkpoint import CHECKPOINT, Checkpoint
+from edge_agent.log import get_logger
 from edge_agent.runtime.pipeline import FilePipeline, PageResult, Parts
 from edge_agent.spool.state import FileRecord, snapshot_request
+
+log = get_logger("edge_agent.logical")
+LAG_CHECK = 30.0  # seconds between looks at the slot's lag
 
 
 class LogicalPipeline(FilePipeline):
@@ -28,6 +33,7 @@ class LogicalPipeline(FilePipeline):
         self.sealed = parts.state.table_positions(capture.name)
         self.read_pos = self.durable
         self._last_heartbeat = time.monotonic()
+        self._lag_checked = 0.0
 
     @staticmethod
     def saved(parts: Parts, source: str) -> Checkpoint | None:
@@ -122,6 +128,7 @@ class LogicalPipeline(FilePipeline):
 
     def advance(self) -> int:
         """Persist the durable position, then the checkpoint, then advance the slot."""
+        self._watch_lag()
         durable = self.durable_now()
         if durable > self.durable:
             self.state.set_durable(self.source, durable)
@@ -132,6 +139,21 @@ class LogicalPipeline(FilePipeline):
         self.store(cp)
         self.capture.confirm(cp)
         return 1
+
+    def _watch_lag(self) -> None:
+        """Every LAG_CHECK seconds: the WAL the slot holds; above max_slot_lag, a warning in
+        the log and in the state database's notes (`status` shows it)."""
+        now = time.monotonic()
+        if now - self._lag_checked < LAG_CHECK:
+            return
+        self._lag_checked = now
+        state = self.capture.lag()
+        cfg = self.capture.cfg
+        warning = None
+        if state is not None and state.lag_bytes > cfg.max_slot_lag:
+            warning = lag_warning(cfg, state.lag_bytes)
+            log.warning("slot.lag", source=self.source, slot=cfg.slot, lag_bytes=state.lag_bytes)
+        self.state.set_note(f"source.{self.source}.slot_lag", warning, self.clock.wall_ms())
 
     def close(self) -> None:
         self.capture.close()

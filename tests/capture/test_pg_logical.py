@@ -334,6 +334,10 @@ def test_status_shows_the_slot_lag_and_warns_above_the_limit(
     details = source_backlog(cfg.sources[0], 0).details
     assert details["slot_lag_bytes"] > 1024
     assert "above max_slot_lag" in details["slot_warning"]
+    h = harness_factory(cfg)  # the daemon says it too, in its log and notes
+    h.step(0.1)
+    note, _ = h.agent.state.notes()["source.app.slot_lag"]
+    assert "above max_slot_lag 1.0KiB" in note
 
 
 def test_a_requested_snapshot_starts_the_table_over_at_a_boundary(
