@@ -120,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
         "action",
         choices=("install", "verify", "uninstall"),
         help="install (or regenerate) the triggers and change log; verify that they are "
-        "current; uninstall them (the log stays unless --drop-log)",
+        "current; uninstall them (the log stays unless --drop-log). PostgreSQL logical mode: "
+        "install checks the server and creates the publication, verify reports the slot, "
+        "uninstall drops the slot (and the publication with --drop-log)",
     )
     _config_arg(p)
     p.add_argument(
