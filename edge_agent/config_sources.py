@@ -63,6 +63,11 @@ class SourceConfig:
         return self.dsn if self.kind == "postgres" else str(self.path)
 
     @property
+    def mode_of_tables(self) -> str:
+        """The mode of the short-form ``tables``: trigger, or logical for such a source."""
+        return "logical" if self.mode == "logical" else "trigger"
+
+    @property
     def all_tables(self) -> tuple[str, ...]:
         return self.tables + tuple(t.name for t in self.timestamp_tables)
 

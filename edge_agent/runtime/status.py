@@ -47,7 +47,7 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
                     "last_shipped_file": last.relpath if last else None,
                     "last_shipped_ms": last.shipped_ms if last else None,
                     "snapshot": snapshots.get(table),
-                    "mode": "timestamp" if table in stamped else "trigger",
+                    "mode": "timestamp" if table in stamped else src.mode_of_tables,
                     "cursor": _cursor(state, src, table) if table in stamped else None,
                     "last_error": _note(notes, f"source.{src.name}/{table}.last_error"),
                 }
@@ -113,6 +113,9 @@ def problems(status: dict[str, Any]) -> list[str]:
         for key in ("last_error", "table_errors"):
             if src[key]:
                 found.append(f"source {src['source']}: {src[key]}")
+        slot_warning = (src.get("database") or {}).get("slot_warning")
+        if slot_warning:
+            found.append(f"source {src['source']}: {slot_warning}")
         found += [
             f"table {src['source']}/{t['table']}: {t['last_error']}"
             for t in src["tables"]
@@ -195,7 +198,7 @@ def _source_lines(src: dict[str, Any], now_ms: int) -> list[str]:
 
 
 def _database_lines(details: dict[str, Any]) -> list[str]:
-    lines = []
+    lines = _slot_lines(details)
     if "change_log_bytes" in details:
         lines.append(f"  change log {format_size(details['change_log_bytes'])} on disk")
     oldest = details.get("oldest_transaction")
@@ -205,6 +208,22 @@ def _database_lines(details: dict[str, Any]) -> list[str]:
             f"{oldest['application'] or 'no application name'}, {oldest['state']}); "
             "capture cannot pass it until it ends"
         )
+    return lines
+
+
+def _slot_lines(details: dict[str, Any]) -> list[str]:
+    """Logical mode: the replication slot, the WAL it holds, the warning above the limit."""
+    if "slot" not in details:
+        return []
+    if not details.get("slot_exists"):
+        return [f"  slot {details['slot']}: not created yet (the agent creates it on start)"]
+    lines = [
+        f"  slot {details['slot']}: confirmed {details['slot_confirmed_lsn']}, holds "
+        f"{format_size(details['slot_lag_bytes'])} of WAL"
+        + (f", in use by pid {details['slot_active_pid']}" if details["slot_active_pid"] else "")
+    ]
+    if details.get("slot_warning"):
+        lines.append(f"  ! {details['slot_warning']}")
     return lines
 
 

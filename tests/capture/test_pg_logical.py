@@ -346,6 +346,15 @@ def test_status_shows_the_slot_lag_and_warns_above_the_limit(
     h.step(0.1)
     note, _ = h.agent.state.notes()["source.app.slot_lag"]
     assert "above max_slot_lag 1.0KiB" in note
+    h.close()
+    from edge_agent.runtime.service import status
+    from edge_agent.runtime.status import problems, render_text
+
+    sql(pg_db, "INSERT INTO items SELECT g, 'y', g FROM generate_series(501, 600) g")
+    report = status(cfg)
+    text = render_text(report)
+    assert f"slot {slot_of(pg_db)}: confirmed " in text and "of WAL" in text
+    assert any("above max_slot_lag" in p for p in problems(report))
 
 
 def test_a_requested_snapshot_starts_the_table_over_at_a_boundary(
