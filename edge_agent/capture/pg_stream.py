@@ -35,6 +35,7 @@ from edge_agent.errors import SourceError
 from edge_agent.sources.postgres import Con, map_error
 
 FETCH = 2000
+_STILL_READ = (b"C", b"R")  # in a transaction read before: its end, and table descriptions
 _OPS = {po.Insert: "c", po.Update: "u", po.Delete: "d"}
 
 
@@ -103,7 +104,7 @@ class Stream:
             self.peek.close()  # a lost connection: the cursor closes with it
             cur.close()
 
-    def _messages(self, max_bytes: int, page: StreamPage) -> Iterator[po.Decoded]:
+    def _messages(self, max_bytes: int, page: StreamPage) -> Iterator[bytes]:
         try:
             cur = self._open()
             while page.bytes_read < max_bytes:
@@ -115,7 +116,7 @@ class Stream:
                 for (data,) in rows:
                     raw = bytes(data)
                     page.bytes_read += len(raw)
-                    yield po.decode(raw)
+                    yield raw
         except psycopg.Error as exc:
             self.close()
             raise map_error(exc, self.slot.where) from exc
@@ -123,8 +124,11 @@ class Stream:
     # -- reading --------------------------------------------------------------
     def read(self, max_bytes: int, sealed: dict[str, int], env: Envelope) -> StreamPage:
         page = StreamPage()
-        for msg in self._messages(max_bytes, page):
-            self._take(msg, sealed, page)
+        for raw in self._messages(max_bytes, page):
+            if self._tx is not None and self._tx.skip and raw[:1] not in _STILL_READ:
+                self.reread += 1  # read before: not decoded again
+                continue
+            self._take(po.decode(raw), sealed, page)
         page.batches = [ChangeBatch.of(s, rows, env) for s, rows in self._buffers if rows]
         self._buffers = []
         return page
@@ -140,9 +144,10 @@ class Stream:
                 f"slot {self.slot.name!r}: a {type(msg).__name__} outside a transaction"
             )
         if tx.skip:
-            self.reread += 1
             if isinstance(msg, po.Commit):
                 self._tx = None
+            elif isinstance(msg, po.Relation):
+                self._relation(msg)  # sent once per peek: a later transaction relies on it
             return
         if isinstance(msg, po.Commit):
             self.read_end = msg.end_lsn

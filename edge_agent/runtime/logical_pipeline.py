@@ -91,7 +91,9 @@ class LogicalPipeline(FilePipeline):
         if self.capture.checkpoint is not None and self.capture.checkpoint.snapshot:
             return self._snapshot_page()
         page = self.capture.read(max_bytes, self.sealed, self.envelope())
-        result = PageResult(rows=page.changes_read, caught_up=page.done and not page.changes_read)
+        # An exhausted peek is caught up (to the WAL's end when it started): the next one,
+        # a poll later, decodes again what is not yet confirmed, so not at once.
+        result = PageResult(rows=page.changes_read, caught_up=page.done)
         result.sealed = sum(self.write_batch(b) for b in page.batches)
         result.changes = sum(b.batch.num_rows for b in page.batches)
         stream = self.capture.stream
