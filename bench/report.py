@@ -334,40 +334,9 @@ def _s8(s: dict[str, Any]) -> list[str]:
     return out
 
 
-def _s9(s: dict[str, Any]) -> list[str]:
-    z = s["sizes"]
-    out = ["### 9. PostgreSQL trigger capture", "",
-           f"(a) The application's writes on PostgreSQL (fsync on) without and with the "
-           f"agent's triggers: {n(z['rows'])} rows per operation in 1,000-row transactions, "
-           f"{n(z['single'])} single-row commits per operation. Ratio = with / without.", ""]
-    out += table(["shape and op", "without (rows/s)", "with triggers (rows/s)", "ratio"],
-                 [[k, spread(v["plain"]), spread(v["triggers"]),
-                   spread(v["ratio"], lambda x: n(x, 2))] for k, v in s["writes"].items()])
-    c = s["capture"]
-    out += [f"(b) Capture of a {n(c['changes'])}-change backlog by a one-shot flush, against "
-            "the floor script (psycopg reading the same change log with the same decoding "
-            "query into Parquet, no positions or durability). CPU of the reading process "
-            "only; the server's work is not counted.", ""]
-    out += table(["program", "changes/s", "CPU s per 1M changes"],
-                 [["agent", spread(c["agent_changes_s"]),
-                   spread(c["agent_cpu_s_per_1m"], lambda x: n(x, 2))],
-                  ["floor script", spread(c["floor_changes_s"]),
-                   spread(c["floor_cpu_s_per_1m"], lambda x: n(x, 2))]])
-    out += [f"CPU ratio agent / floor: {spread(c['cpu_ratio'], lambda x: n(x, 2))}.", ""]
-    p = s["snapshot"]
-    out += [f"(c) Snapshot of a {n(p['rows'])}-row table (op `r`, through the change log) "
-            "against ADBC's binary COPY of the table into Parquet; wall time, the server's "
-            "work included.", ""]
-    out += table(["program", "rows/s", "client CPU s"],
-                 [["agent snapshot", spread(p["agent_rows_s"]),
-                   spread(p["agent_cpu"], lambda x: n(x, 2))],
-                  ["ADBC COPY → Parquet", spread(p["adbc_rows_s"]),
-                   spread(p["adbc_cpu"], lambda x: n(x, 2))]])
-    out += [f"Ratio agent / ADBC: {spread(p['ratio'], lambda x: n(x, 2))}.", ""]
-    return out
-
-
 def markdown(r: dict[str, Any]) -> str:
+    from bench import report_pg  # scenarios 9 and 10; it imports this module's helpers
+
     sc = r["scenarios"]
     out = [f"## Results ({r['mode']} mode)", ""]
     out += _machine(r)
@@ -391,8 +360,7 @@ def markdown(r: dict[str, Any]) -> str:
         out += _s7(sc["7"])
     if "8" in sc:
         out += _s8(sc["8"])
-    if "9" in sc:
-        out += _s9(sc["9"])
+    out += report_pg.markdown(sc)
     if r.get("errors"):
         out += ["### Scenarios that failed in this run", ""]
         out += [f"- {k}: {v}" for k, v in r["errors"].items()] + [""]
@@ -605,17 +573,9 @@ def _console_peer_transports(sc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _console_postgres(sc: dict[str, Any]) -> list[str]:
-    if "9" not in sc:
-        return []
-    s = sc["9"]
-    ratios = ", ".join(f"{k} x{v['ratio']['median']:.2f}" for k, v in s["writes"].items())
-    return [f"  9 postgres writes with triggers: {ratios}",
-            f"  9 postgres capture: CPU x{s['capture']['cpu_ratio']['median']:.2f} "
-            f"of the floor; snapshot x{s['snapshot']['ratio']['median']:.2f} of ADBC"]
-
-
 def console(r: dict[str, Any]) -> str:
+    from bench import report_pg  # scenarios 9 and 10; it imports this module's helpers
+
     sc = r["scenarios"]
     lines = [f"edge-agent bench ({r['mode']}), medians:"]
     if "1" in sc:
@@ -662,7 +622,7 @@ def console(r: dict[str, Any]) -> str:
                      f"{s['default']['sched_cpu_s']['median']:.4f} s, tuned "
                      f"{s['tuned']['sched_cpu_s']['median']:.4f} s, sleep "
                      f"{s['sleep']['sched_cpu_s']['median']:.4f} s")
-    lines += _console_postgres(sc)
+    lines += report_pg.console(sc)
     for k, v in r.get("errors", {}).items():
         lines.append(f"  scenario {k} FAILED: {v}")
     return "\n".join(lines)

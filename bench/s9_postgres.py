@@ -65,7 +65,7 @@ def _params(op: str, n: int, rng: random.Random) -> list[tuple[Any, ...]]:
     return [(i,) for i in ids]
 
 
-def _fresh(server: Any, name: str, triggers: bool) -> str:
+def fresh(server: Any, name: str, triggers: bool) -> str:
     import psycopg
 
     from edge_agent.capture.pg_log import PgChangeLog
@@ -80,9 +80,13 @@ def _fresh(server: Any, name: str, triggers: bool) -> str:
 
 def writes(server: Any, name: str, n: int, single: bool, triggers: bool) -> dict[str, float]:
     """Rows per second of each op: 1,000-row transactions, or one commit per row."""
+    return workload(fresh(server, name, triggers), n, single)
+
+
+def workload(dsn: str, n: int, single: bool) -> dict[str, float]:
+    """The inserts, updates and deletes of ``writes`` on a prepared database."""
     import psycopg
 
-    dsn = _fresh(server, name, triggers)
     rng = random.Random(1)
     rates: dict[str, float] = {}
     with psycopg.connect(dsn, autocommit=single) as con:
@@ -105,9 +109,13 @@ def writes(server: Any, name: str, n: int, single: bool, triggers: bool) -> dict
 def _backlog(server: Any, name: str, n: int) -> str:
     """A database whose change log holds n changes (80 % inserts, 15 % updates, 5 %
     deletes, 1,000-change transactions)."""
+    return fill(fresh(server, name, triggers=True), n)
+
+
+def fill(dsn: str, n: int) -> str:
+    """The backlog's changes of ``_backlog``, made on a prepared database."""
     import psycopg
 
-    dsn = _fresh(server, name, triggers=True)
     rng = random.Random(2)
     inserts = int(n * 0.8)
     with psycopg.connect(dsn) as con, con.cursor() as cur:
@@ -133,7 +141,7 @@ def _config(work: Path, dsn: str, snapshot: str) -> Path:
     return write_config(work, data)
 
 
-def _timed(what: str, cmd: list[str]) -> Any:
+def timed(what: str, cmd: list[str]) -> Any:
     done = run_timed(cmd)
     if done.returncode:
         raise RuntimeError(f"{what} failed: {done.stderr[-500:]}")
@@ -143,16 +151,16 @@ def _timed(what: str, cmd: list[str]) -> Any:
 def _agent_flush(run_dir: Path, dsn: str, snapshot: str) -> Any:
     """A one-shot `edge-agent flush` of the database into its own state and lake."""
     run_dir.mkdir()
-    return _timed("agent flush", agent_cmd("flush", "--config",
-                                           str(_config(run_dir, dsn, snapshot))))
+    return timed("agent flush", agent_cmd("flush", "--config",
+                                          str(_config(run_dir, dsn, snapshot))))
 
 
 def capture(server: Any, work: Path, run_no: int, n: int) -> dict[str, float]:
     import sys
 
     dsn = _backlog(server, f"cap{run_no}", n)
-    floor = _timed("floor script", [sys.executable, "-c", FLOOR, dsn,
-                                     str(work / f"floor{run_no}.parquet")])
+    floor = timed("floor script", [sys.executable, "-c", FLOOR, dsn,
+                                    str(work / f"floor{run_no}.parquet")])
     agent = _agent_flush(work / f"cap{run_no}", dsn, "never")
     return {"agent_cpu": agent.cpu, "agent_wall": agent.wall,
             "floor_cpu": floor.cpu, "floor_wall": floor.wall}
@@ -171,14 +179,14 @@ def snapshot(server: Any, work: Path, run_no: int, n: int) -> dict[str, float]:
 
     import psycopg
 
-    dsn = _fresh(server, f"snap{run_no}", triggers=False)
+    dsn = fresh(server, f"snap{run_no}", triggers=False)
     with psycopg.connect(dsn) as con, con.cursor() as cur:
         rows = _params("insert", n, random.Random(3))
         for start in range(0, n, 1000):
             cur.executemany(INSERT, rows[start:start + 1000])
         con.commit()
-    adbc = _timed("ADBC baseline", [sys.executable, "-c", ADBC, dsn,
-                                     str(work / f"adbc{run_no}.parquet")])
+    adbc = timed("ADBC baseline", [sys.executable, "-c", ADBC, dsn,
+                                    str(work / f"adbc{run_no}.parquet")])
     agent = _agent_flush(work / f"snap{run_no}", dsn, "initial")
     return {"agent_rows_s": n / agent.wall, "adbc_rows_s": n / adbc.wall,
             "agent_cpu": agent.cpu, "adbc_cpu": adbc.cpu}
