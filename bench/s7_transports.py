@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -49,6 +50,7 @@ c.loop_forever()
 
 def _files(work: Path, count: int, size: int, base: int = 0) -> list[tuple[Path, Path, Any]]:
     from edge_agent.bronze.layout import FileKey
+    from edge_agent.spool.manifest import build as build_manifest
     from edge_agent.spool.state import FileRecord
 
     out = []
@@ -58,12 +60,13 @@ def _files(work: Path, count: int, size: int, base: int = 0) -> list[tuple[Path,
         data = b"PAR1" + os.urandom(size - 8) + b"PAR1"
         local = spool / f"f{i}.parquet"
         local.write_bytes(data)
-        manifest = spool / f"f{i}.manifest.json"
-        manifest.write_text(f'{{"id": "f{i}", "rows": 1000}}\n')
         first = (base + i) * 1000 + 1
         key = FileKey(DEVICE, "src", "t", "2025-11-24", first, first + 999)
         rec = FileRecord(key.file_id, "src", "t", 1, first, first + 999, 1000, len(data),
                          hashlib.sha256(data).hexdigest(), key.relpath, key.manifest_relpath, 0)
+        # A real manifest: the collector checks it against the file's headers.
+        manifest = spool / f"f{i}.manifest.json"
+        manifest.write_text(json.dumps(build_manifest(rec, DEVICE, "0" * 16, 0)) + "\n")
         out.append((local, manifest, rec))
     return out
 
