@@ -445,3 +445,44 @@ def test_every_common_type_reads_the_same_from_the_log_as_from_the_table(
     w = changes[12]["values"]
     assert (w["at"], w["day"]) == ("infinity", "-infinity")
     assert str(w["at_tz"]) == "2024-06-01 07:30:00.500000+00:00"
+
+
+def test_snapshot_never_starts_with_the_stream(tmp_path: Path, pg_db: str,
+                                               harness_factory: Any) -> None:
+    sql(pg_db, ITEMS, "INSERT INTO items VALUES (1, 'old', 1)")
+    h = harness_factory(logical_config(tmp_path, pg_db, ["items"], {"snapshot": "never"}))
+    h.step(0.1)
+    sql(pg_db, "INSERT INTO items VALUES (2, 'new', 2)")
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    assert [(c["_op"], c["values"]["id"]) for c in read_changes(tmp_path / "lake")] == [("c", 2)]
+
+
+def test_a_lost_state_database_is_a_gap_that_is_said(tmp_path: Path, pg_db: str,
+                                                     harness_factory: Any) -> None:
+    import shutil
+
+    sql(pg_db, ITEMS, "INSERT INTO items VALUES (1, 'a', 1)")
+    cfg = logical_config(tmp_path, pg_db, ["items"])
+    h = harness_factory(cfg)
+    h.step(0.1)
+    assert h.flush().pending_files == 0
+    h.close()
+    shutil.rmtree(cfg.agent.state_dir)  # the slot stays on the server
+    sql(pg_db, "INSERT INTO items VALUES (2, 'b', 2)")
+    h = harness_factory(cfg)
+    summary = h.step(0.1)
+    notes = " ".join(str(v) for v in h.agent.state.notes().values())
+    assert "has no record of it" in notes + " ".join(summary.errors)
+    assert h.flush().pending_files == 0
+    assert lake_state(tmp_path, "public.items") == rows_of(pg_db, "items")
+
+
+def test_config_check_finds_a_missing_table_of_a_logical_source(tmp_path: Path,
+                                                               pg_db: str) -> None:
+    from edge_agent.capture.registry import ops_for
+
+    sql(pg_db, ITEMS)
+    cfg = logical_config(tmp_path, pg_db, ["items", "nope"])
+    problems = ops_for(cfg.sources[0]).check(cfg.sources[0])
+    assert len(problems) == 1 and "public.nope" in problems[0] and "no such table" in problems[0]
