@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_agent import __version__
+from edge_agent import __version__, cli_remote
 from edge_agent.config import Config, load_config
 from edge_agent.errors import (
     EXIT_FAILURE,
@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(p)
 
     _config_arg(_sub(subs, "collect", "Lake side: receive files over MQTT into the lake."))
+    cli_remote.add_parsers(subs, _sub)
 
     p = _sub(subs, "demo", "Run a demo app and the agent on embedded defaults; show the lake.")
     p.add_argument(
@@ -170,7 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(path: Path) -> Config:
-    cfg = load_config(path, os.environ)
+    from edge_agent.control.effective import load_effective
+
+    cfg = load_effective(path, os.environ)
     from edge_agent.log import configure_logging
 
     configure_logging(cfg.agent.log_format, cfg.agent.log_level)
@@ -181,7 +184,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_agent.runtime.service import run_daemon
 
     cfg = _load(args.config)
-    return run_daemon(cfg, lambda: _load(args.config), os.environ)
+    return run_daemon(
+        cfg,
+        lambda: _load(args.config),
+        os.environ,
+        lambda remote: load_config(args.config, os.environ, remote=remote),
+    )
 
 
 def cmd_flush(args: argparse.Namespace) -> int:
@@ -350,6 +358,8 @@ COMMANDS = {
     "demo": cmd_demo,
     "snapshot": cmd_snapshot,
     "collect": cmd_collect,
+    "keys": cli_remote.cmd_keys,
+    "remote": cli_remote.cmd_remote,
 }
 
 

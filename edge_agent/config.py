@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from edge_agent import config_mqtt as mq
+from edge_agent.config_control import ControlConfig, merge_remote, parse_control, read_keys_file
 from edge_agent.config_fields import DURATION_FIX, NAME_FIX, NAME_RE, SIZE_FIX
 from edge_agent.config_fields import Section as _Section
 from edge_agent.config_fields import choice as _choice
@@ -125,6 +126,7 @@ class Config:
     sources: tuple[SourceConfig, ...] = ()
     sink: SinkConfig = field(default_factory=SinkConfig)
     collector: CollectorConfig | None = None  # only `edge-agent collect` needs it
+    control: ControlConfig | None = None  # remote configuration and commands (docs/remote.md)
 
     @property
     def device_id(self) -> str:
@@ -267,11 +269,11 @@ def _sink(data: object, errors: list[ConfigError]) -> SinkConfig:
             "max_inflight", d.max_inflight, _int(1, 65535), "use an integer from 1 to 65535"
         ),
         ack_timeout=s.get("ack_timeout", d.ack_timeout, _positive_duration, DURATION_FIX),
-        **_broker_keys(s, d),
+        **mq.broker_keys(s, d),
     )
     s.finish(
         "kind, path, create, retry_min, retry_max, max_bandwidth, bucket, prefix, region, "
-        "endpoint_url, addressing_style, chunk_bytes, max_inflight, ack_timeout, " + BROKER_KEYS
+        "endpoint_url, addressing_style, chunk_bytes, max_inflight, ack_timeout, " + mq.BROKER_KEYS
     )
     _check_sink(cfg, errors)
     return cfg
@@ -296,45 +298,6 @@ def _check_sink(cfg: SinkConfig, errors: list[ConfigError]) -> None:
             )
         mq.check_broker(cfg, "sink", errors)
         mq.check_chunk_bytes(cfg.chunk_bytes, errors)
-
-
-BROKER_KEYS = (
-    "host, port, tls, ca_file, cert_file, key_file, username, password, "
-    "password_file, client_id, topic_prefix"
-)
-
-
-def _broker_keys(s: _Section, d: mq.HasBroker) -> dict[str, Any]:
-    """The broker keys, read the same way in [sink] and [collector]."""
-    pem = 'give the path of a PEM file, or "" for none'
-    return {
-        "host": s.get("host", d.host, mq.host, "use a host name or an IP address"),
-        "port": s.get(
-            "port",
-            d.port,
-            _int(0, 65535),
-            "use a TCP port from 1 to 65535 (0 = 1883, or 8883 with tls)",
-        ),
-        "tls": s.get("tls", d.tls, mq.boolean, "use true or false"),
-        "ca_file": s.get(
-            "ca_file",
-            d.ca_file,
-            mq.optional_path,
-            pem + " (the CA that signed the broker's certificate; \"\" = the system's CAs)",
-        ),
-        "cert_file": s.get("cert_file", d.cert_file, mq.optional_path, pem),
-        "key_file": s.get("key_file", d.key_file, mq.optional_path, pem),
-        "username": s.get("username", d.username, _text, 'use the broker user name, or ""'),
-        "password": s.get("password", d.password, _text, "use a string"),
-        "password_file": s.get(
-            "password_file",
-            d.password_file,
-            mq.optional_path,
-            "give the path of a file that holds the password",
-        ),
-        "client_id": s.get("client_id", d.client_id, mq.client_id, mq.CLIENT_ID_FIX),
-        "topic_prefix": s.get("topic_prefix", d.topic_prefix, mq.topic_prefix, mq.TOPIC_PREFIX_FIX),
-    }
 
 
 def _collector(data: object, errors: list[ConfigError]) -> CollectorConfig | None:
@@ -367,11 +330,11 @@ def _collector(data: object, errors: list[ConfigError]) -> CollectorConfig | Non
             _choice(("debug", "info", "warning", "error")),
             'use "debug", "info", "warning" or "error"',
         ),
-        **_broker_keys(s, d),
+        **mq.broker_keys(s, d),
     )
     s.finish(
         "lake, share_group, staging_dir, max_file_bytes, max_chunk_bytes, "
-        "max_staging_bytes, staging_ttl, log_format, log_level, " + BROKER_KEYS
+        "max_staging_bytes, staging_ttl, log_format, log_level, " + mq.BROKER_KEYS
     )
     mq.check_collector(cfg, errors)
     return cfg
@@ -397,7 +360,7 @@ def _endpoint(raw: Any) -> str:
 def config_from_dict(data: Mapping[str, Any]) -> Config:
     """Validate a parsed TOML document; raises ConfigErrors listing every problem."""
     errors: list[ConfigError] = []
-    known = {"agent", "buffer", "clock", "sources", "sink", "collector"}
+    known = {"agent", "buffer", "clock", "sources", "sink", "collector", "control"}
     for key in sorted(set(data) - known):
         errors.append(
             ConfigError(
@@ -411,6 +374,7 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
         sources=parse_sources(data.get("sources"), errors),
         sink=_sink(data.get("sink"), errors),
         collector=_collector(data.get("collector"), errors),
+        control=parse_control(data.get("control"), errors),
     )
     if errors:
         raise ConfigErrors(errors)
@@ -460,8 +424,9 @@ def _env_value(key: str, value: str) -> Any:
     return value
 
 
-def load_config(path: Path, environ: Mapping[str, str]) -> Config:
-    """Read a TOML file, apply environment overrides and validate."""
+def load_config(path: Path, environ: Mapping[str, str], remote: str | None = None) -> Config:
+    """Read a TOML file, apply environment overrides and validate. ``remote``: a remote
+    config's TOML text, which replaces every section but the local-only ones."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -472,9 +437,25 @@ def load_config(path: Path, environ: Mapping[str, str]) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigErrors([ConfigError("--config", str(path), f"not valid TOML: {exc}")]) from exc
+    if remote is not None:
+        data = merge_remote(data, remote)
     mq.refuse_inline_passwords(data)
     cfg = config_from_dict(apply_env(data, environ))
     return mq.read_password_files(_resolve_relative(cfg, path.parent))
+
+
+def _control_files(control: ControlConfig, fix: Callable[[Path], Path]) -> ControlConfig:
+    control = mq.resolve_files(control, fix)
+    if control.trusted_keys_file is None:
+        return control
+    path = fix(control.trusted_keys_file)
+    try:
+        keys = read_keys_file(path)
+    except ValueError as exc:
+        raise ConfigErrors(
+            [ConfigError("control.trusted_keys_file", str(path), f"{exc}: one key per line")]
+        ) from exc
+    return replace(control, trusted_keys_file=path, trusted_keys=control.trusted_keys + keys)
 
 
 def _resolve_relative(cfg: Config, base: Path) -> Config:
@@ -506,4 +487,5 @@ def _resolve_relative(cfg: Config, base: Path) -> Config:
             ),
             fix,
         ),
+        control=None if cfg.control is None else _control_files(cfg.control, fix),
     )

@@ -1,8 +1,8 @@
 """Config types and checks of the MQTT side: the broker connection shared by the
 ``mqtt`` sink and the lake-side collector, and the [collector] section.
 
-The TOML reading itself (``_Section.get`` calls) stays in config.py, the one
-loader; this module holds what is specific to MQTT so config.py stays small.
+The broker keys are read here (``broker_keys``) the same way for [sink],
+[collector] and [control]; the rest of the loading stays in config.py.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from edge_agent.config_fields import Section, integer, text
 from edge_agent.errors import ConfigError, ConfigErrors
 
 if TYPE_CHECKING:
@@ -271,7 +272,7 @@ def refuse_inline_passwords(data: Mapping[str, Any]) -> None:
             f"do not put the password in the config file: set the environment "
             f"variable EDGE_AGENT__{section.upper()}__PASSWORD or {section}.password_file",
         )
-        for section in ("sink", "collector")
+        for section in ("sink", "collector", "control")
         if isinstance(data.get(section), dict) and "password" in data[section]
     ]
     sources = data.get("sources")
@@ -298,8 +299,14 @@ def read_password_files(cfg: Config) -> Config:
     """Fill ``password`` from ``password_file`` (first line, without the newline)."""
     sink = _with_password(cfg.sink, "sink")
     collector = None if cfg.collector is None else _with_password(cfg.collector, "collector")
+    control = None if cfg.control is None else _with_password(cfg.control, "control")
     sources = tuple(_with_password(s, f"sources[{s.name}]") for s in cfg.sources)
-    return replace(cfg, sink=sink, collector=collector, sources=sources)
+    return replace(cfg, sink=sink, collector=collector, control=control, sources=sources)
+
+
+def read_password_files_of(cfg: P, section: str) -> P:
+    """One section's ``password_file`` read into ``password``."""
+    return _with_password(cfg, section)
 
 
 def _with_password(cfg: P, section: str) -> P:
@@ -330,3 +337,42 @@ def _with_password(cfg: P, section: str) -> P:
             ]
         )
     return replace(cfg, password=password)  # type: ignore[type-var]
+
+
+BROKER_KEYS = (
+    "host, port, tls, ca_file, cert_file, key_file, username, password, "
+    "password_file, client_id, topic_prefix"
+)
+
+
+def broker_keys(s: Section, d: HasBroker) -> dict[str, Any]:
+    """The broker keys, read the same way in [sink] and [collector]."""
+    pem = 'give the path of a PEM file, or "" for none'
+    return {
+        "host": s.get("host", d.host, host, "use a host name or an IP address"),
+        "port": s.get(
+            "port",
+            d.port,
+            integer(0, 65535),
+            "use a TCP port from 1 to 65535 (0 = 1883, or 8883 with tls)",
+        ),
+        "tls": s.get("tls", d.tls, boolean, "use true or false"),
+        "ca_file": s.get(
+            "ca_file",
+            d.ca_file,
+            optional_path,
+            pem + " (the CA that signed the broker's certificate; \"\" = the system's CAs)",
+        ),
+        "cert_file": s.get("cert_file", d.cert_file, optional_path, pem),
+        "key_file": s.get("key_file", d.key_file, optional_path, pem),
+        "username": s.get("username", d.username, text, 'use the broker user name, or ""'),
+        "password": s.get("password", d.password, text, "use a string"),
+        "password_file": s.get(
+            "password_file",
+            d.password_file,
+            optional_path,
+            "give the path of a file that holds the password",
+        ),
+        "client_id": s.get("client_id", d.client_id, client_id, CLIENT_ID_FIX),
+        "topic_prefix": s.get("topic_prefix", d.topic_prefix, topic_prefix, TOPIC_PREFIX_FIX),
+    }

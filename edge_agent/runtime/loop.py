@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import queue
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.clock import Clock
 from edge_agent.config import Config
@@ -18,7 +19,19 @@ from edge_agent.runtime.status import build_status
 from edge_agent.runtime.systemd import Notifier
 from edge_agent.runtime.watch import DatabaseWatcher, Waker
 
+if TYPE_CHECKING:
+    from edge_agent.runtime.remote_runtime import RemoteControl
+
 log = get_logger("edge_agent.daemon")
+
+
+@dataclass(frozen=True)
+class RemoteSupport:
+    """What remote control needs from the service layer: a config built from a remote
+    document (None: the local file alone), and snapshot requests."""
+
+    load: Callable[[str | None], Config]
+    request_snapshot: Callable[[Config, str | None], list[str]]
 
 
 class Daemon:
@@ -29,6 +42,7 @@ class Daemon:
         reload_config: Callable[[], Config],
         notifier: Notifier,
         clock: Clock,
+        remote: RemoteSupport | None = None,
     ) -> None:
         self.cfg = cfg
         self.build_agent = build_agent
@@ -40,6 +54,8 @@ class Daemon:
         self.requests: queue.Queue[Request] = queue.Queue()
         self.agent: Agent | None = None
         self.watcher: DatabaseWatcher | None = None
+        self.support = remote
+        self.remote: RemoteControl | None = None
 
     def run(self) -> int:
         self.flags.install(self.waker.write_fd)
@@ -47,6 +63,7 @@ class Daemon:
         self._start_watcher()
         server = ControlServer(agent.statedir.socket_path, self.requests, self.waker.wake)
         server.start()
+        self._start_remote()
         log.info(
             "started",
             device=self.cfg.device_id,
@@ -61,8 +78,18 @@ class Daemon:
             self._loop()
         finally:
             server.close()
+            if self.remote is not None:
+                self.remote.close()
             self._shutdown()
         return 0
+
+    def _start_remote(self) -> None:
+        if self.cfg.control is None or self.support is None:
+            return
+        from edge_agent.runtime.remote_runtime import RemoteControl  # paho, cryptography
+
+        self.remote = RemoteControl(self.cfg, self, self.support.load, self.waker.wake)
+        self.remote.start()
 
     def _loop(self) -> None:
         while not self.flags.stop:
@@ -70,6 +97,10 @@ class Daemon:
             now = self.clock.monotonic()
             summary = agent.step(now)
             self._serve_requests()
+            if self.remote is not None:
+                self.remote.poll()
+                if self.agent is not agent:
+                    continue  # a remote config switched agents: the next cycle runs the new one
             if self.flags.reload:
                 self.reload()
                 continue  # the old agent is closed: the next cycle runs on the new one
@@ -166,22 +197,22 @@ class Daemon:
             log.error("reload.rejected", error=str(exc), hint="keeping the running config")
             self.notifier.ready("capturing (reload rejected)")
             return
-        if new_cfg.agent.state_dir != self.cfg.agent.state_dir:
-            log.error(
-                "reload.rejected",
-                error="agent.state_dir cannot change on reload",
-                hint="restart the service to move the state directory",
-            )
+        failed = self.switch(new_cfg)
+        if failed is not None:
+            log.error("reload.rejected", error=failed, hint="keeping the running config")
             self.notifier.ready("capturing (reload rejected)")
-            return
+
+    def switch(self, new_cfg: Config) -> str | None:
+        """Run ``new_cfg`` from now on (SIGHUP, or a remote config); returns why not, and
+        the running agent keeps going."""
+        if new_cfg.agent.state_dir != self.cfg.agent.state_dir:
+            return "agent.state_dir cannot change on reload: restart the service to move it"
         old = self._current()
         old.seal_all()  # nothing open: the new agent's start-up repair finds no temp files
         try:
             new = self._build(new_cfg)
         except Exception as exc:  # any failure to build keeps the running agent
-            log.error("reload.rejected", error=str(exc), hint="keeping the running config")
-            self.notifier.ready("capturing (reload rejected)")
-            return
+            return str(exc) or type(exc).__name__
         old.close()
         self._stop_watcher()
         self.cfg = new_cfg
@@ -190,6 +221,20 @@ class Daemon:
         summary = self.agent.step(self.clock.monotonic())  # open sources, install triggers
         log.info("reloaded", sources=[s.name for s in new_cfg.sources])
         self.notifier.ready(self._status_line(summary))
+        return None
+
+    # -- what remote commands reach ---------------------------------------------
+    def flush(self, timeout: float) -> dict[str, Any]:
+        return self._answer(Request("flush", {"timeout": timeout}, queue.Queue()))
+
+    def status(self) -> dict[str, Any]:
+        agent = self._current()
+        return build_status(agent.cfg, agent.state, live_figures(agent))
+
+    def request_snapshot(self, table: str | None) -> list[str]:
+        if self.support is None:
+            return ["snapshot requests need the service layer"]
+        return self.support.request_snapshot(self.cfg, table)
 
     def _start_watcher(self) -> None:
         paths = [s.path for s in self.cfg.sources if s.kind == "sqlite"]

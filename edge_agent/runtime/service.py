@@ -16,7 +16,7 @@ from edge_agent.control.socket import send_request
 from edge_agent.errors import EdgeAgentError, PendingError
 from edge_agent.log import configure_logging
 from edge_agent.runtime.agent import Agent, FlushResult
-from edge_agent.runtime.loop import Daemon
+from edge_agent.runtime.loop import Daemon, RemoteSupport
 from edge_agent.runtime.status import build_status, source_backlog
 from edge_agent.runtime.systemd import Notifier
 from edge_agent.shippers.factory import build_shipper
@@ -28,14 +28,22 @@ def open_agent(cfg: Config, statedir: StateDir) -> Agent:
     return Agent(cfg, SystemClock(), build_shipper(cfg.sink), statedir)
 
 
-def run_daemon(cfg: Config, reload_config: Callable[[], Config], environ: Mapping[str, str]) -> int:
+def run_daemon(
+    cfg: Config,
+    reload_config: Callable[[], Config],
+    environ: Mapping[str, str],
+    load_remote: Callable[[str | None], Config] | None = None,
+) -> int:
+    """``load_remote``: a config from a remote document's text (None: the local file);
+    remote control runs when it is given and the config has [control]."""
     configure_logging(cfg.agent.log_format, cfg.agent.log_level)
     statedir = StateDir(cfg.agent.state_dir)
     statedir.lock()
     try:
         notifier = Notifier(environ.get("NOTIFY_SOCKET"), environ.get("WATCHDOG_USEC"))
+        support = None if load_remote is None else RemoteSupport(load_remote, _request_snapshots)
         daemon = Daemon(
-            cfg, lambda c: open_agent(c, statedir), reload_config, notifier, SystemClock()
+            cfg, lambda c: open_agent(c, statedir), reload_config, notifier, SystemClock(), support
         )
         return daemon.run()
     finally:

@@ -39,4 +39,9 @@ class Shipper(Protocol):
         """Deliver one sealed file and its manifest; see the module contract."""
         ...
 
+    def probe(self, device: str) -> None:
+        """Reach the sink without writing a file (remote config's health check); raises
+        the same errors as ``put``."""
+        ...
+
     def close(self) -> None: ...

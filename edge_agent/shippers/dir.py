@@ -14,7 +14,7 @@ import errno
 from pathlib import Path
 
 from edge_agent.errors import CorruptFileError, TerminalError, TransientError
-from edge_agent.fsutil import ChecksumMismatch, copy_atomic, sha256_file, write_atomic
+from edge_agent.fsutil import ChecksumMismatch, copy_atomic, sha256_file, unwritable, write_atomic
 from edge_agent.shippers.base import Receipt
 from edge_agent.spool.state import FileRecord
 
@@ -54,6 +54,12 @@ class DirShipper:
         except OSError as exc:
             raise self._map(exc) from exc
         return Receipt(str(dest), rec.bytes, already)
+
+    def probe(self, device: str) -> None:
+        self._check_root()
+        why = unwritable(self.root)
+        if why is not None:
+            raise TransientError(f"lake directory {str(self.root)!r}: {why}")
 
     def _check_root(self) -> None:
         where = f"lake directory {str(self.root)!r}"

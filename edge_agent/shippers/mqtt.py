@@ -80,6 +80,9 @@ class MqttShipper:
             ack.existed,
         )
 
+    def probe(self, device: str) -> None:
+        self._link(device)
+
     def close(self) -> None:
         self._drop_link()
 

@@ -32,13 +32,16 @@ PACKET_TOO_LARGE = 149
 SHARED_SUBSCRIPTIONS_NOT_SUPPORTED = 158
 
 
-def new_client(broker: BrokerConfig, client_id: str, manual_ack: bool = False) -> mqtt.Client:
-    """An MQTT 5 client that never reconnects by itself: the caller decides when."""
+def new_client(
+    broker: BrokerConfig, client_id: str, manual_ack: bool = False, reconnect: bool = False
+) -> mqtt.Client:
+    """An MQTT 5 client that never reconnects by itself (the caller decides when), unless
+    ``reconnect``: then paho's network thread does, with its backoff."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=MQTTProtocolVersion.MQTTv5,
-        reconnect_on_failure=False,
+        reconnect_on_failure=reconnect,
         manual_ack=manual_ack,
     )
     if broker.username:

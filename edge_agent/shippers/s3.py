@@ -195,6 +195,12 @@ class S3Shipper:
             return TransientError(f"s3 sink: {self.where} answered {code or exc}: will retry")
         return TransientError(f"s3 sink: {type(exc).__name__}: {exc}: will retry")
 
+    def probe(self, device: str) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.cfg.bucket)
+        except Exception as exc:  # botocore's errors: mapped like put's
+            raise self._map(exc) from exc
+
     def close(self) -> None:
         close = getattr(self.client, "close", None)
         if close is not None:
