@@ -25,6 +25,7 @@ import psycopg
 from edge_agent.bronze.schema import Envelope
 from edge_agent.capture.pages import ChangeBatch
 from edge_agent.capture.pg_logical_snapshot import SnapshotReader
+from edge_agent.capture.pg_rows import KeyBook
 from edge_agent.capture.pg_slot import Slot, SlotState, table_names
 from edge_agent.capture.pg_stream import Stream, StreamPage
 from edge_agent.capture.pg_values import SESSION
@@ -33,7 +34,11 @@ from edge_agent.config_sources import SourceConfig, dsn_parts
 from edge_agent.errors import SourceError
 from edge_agent.sources.postgres import Con, connect, execute, map_error
 
-REREAD_SEAL = 50_000  # re-decoded messages per peek above which open files are sealed
+REREAD_SEAL = 50_000  # messages decoded again since the slot moved: then seal, to move it
+_IDENTITY = """
+SELECT n, c.relreplident, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid
+                                   AND i.indisprimary)
+FROM unnest(%s::text[]) n JOIN pg_class c ON c.oid = to_regclass(n)"""
 
 
 class PgLogicalCapture:
@@ -49,6 +54,7 @@ class PgLogicalCapture:
         self._peek: Con | None = None
         self._slot: Slot | None = None
         self._exported: str | None = None
+        self.keys = KeyBook()
 
     @property
     def name(self) -> str:
@@ -107,33 +113,49 @@ class PgLogicalCapture:
         state = self.slot.state()
         if state is not None:
             self.slot.check_owned(state, dsn_parts(self.cfg.dsn).get("dbname", ""))
-        cp = self._resume(saved, state, durable)
+        cp = self._resume(saved, state, durable, present)
         cp = self._new_tables(cp, present)
+        if not cp.snapshot:
+            self.slot.release()  # no snapshot to import: the exporter must not linger
+        self.keys = KeyBook({int(k): v for k, v in cp.keys.items()})
         self.checkpoint = cp
         return cp
 
     def _present_tables(self) -> list[str]:
+        """The configured tables that exist and can be published: a table without a
+        replica identity (no primary key, REPLICA IDENTITY DEFAULT or NOTHING) in a
+        publication makes PostgreSQL refuse the application's UPDATE and DELETE on it."""
         found = {
-            str(r[0])
+            str(r[0]): (str(r[1]), bool(r[2]))
             for r in execute(
                 self._catalog_con(),
-                "SELECT n FROM unnest(%s::text[]) n WHERE to_regclass(n) IS NOT NULL",
+                _IDENTITY,
                 (list(self.cfg.tables),),
             )
         }
-        self.table_errors = {
-            t: f"postgres table {t!r}: no such table: check sources.tables (bare name = public.)"
-            for t in self.cfg.tables
-            if t not in found
-        }
-        return [t for t in self.cfg.tables if t in found]
+        self.table_errors = {}
+        for t in self.cfg.tables:
+            if t not in found:
+                self.table_errors[t] = (
+                    f"postgres table {t!r}: no such table: check sources.tables (bare name = "
+                    "public.); a table created later is captured from the next start or reload"
+                )
+            elif found[t][0] == "n" or (found[t][0] == "d" and not found[t][1]):
+                self.table_errors[t] = (
+                    f"postgres table {t!r}: no replica identity (no primary key): published, "
+                    "the application's UPDATE and DELETE on it would fail; add a primary key "
+                    f"or run ALTER TABLE {t} REPLICA IDENTITY FULL"
+                )
+        return [t for t in self.cfg.tables if t in found and t not in self.table_errors]
 
     def _catalog_con(self) -> Con:
         return self.slot.con
 
     def _resume(
-        self, saved: Checkpoint | None, state: SlotState | None, durable: int
+        self, saved: Checkpoint | None, state: SlotState | None, durable: int, present: list[str]
     ) -> Checkpoint:
+        """``durable``: at least every sealed position (a snapshot started over numbers
+        its rows above them)."""
         base = max(durable, saved.pos if saved else 0)
         if state is None:
             point, self._exported = self.slot.create(
@@ -142,15 +164,12 @@ class PgLogicalCapture:
             if saved is not None:
                 self._say_gap(f"slot {self.cfg.slot!r} was missing (dropped?)", "created it again")
             first = self.cfg.snapshot == "initial" or saved is not None
-            tables = list(self.cfg.tables) if first else []
-            return Checkpoint(point, base, tables, saved is not None, list(self.cfg.tables))
+            return Checkpoint(point, base, present if first else [], saved is not None, present)
         if saved is None:
             # A slot from before this state database: where its stream stands against
             # the lake is unknown, so every table starts over from a snapshot.
             self._say_gap(f"slot {self.cfg.slot!r} exists but this agent has no record of it", "")
-            return Checkpoint(
-                state.confirmed, base, list(self.cfg.tables), True, list(self.cfg.tables)
-            )
+            return Checkpoint(state.confirmed, base, present, True, present)
         if state.confirmed > saved.lsn:
             self._say_gap(
                 f"slot {self.cfg.slot!r} is at {state.confirmed:X}, beyond this agent's "
@@ -158,7 +177,7 @@ class PgLogicalCapture:
                 "",
             )
             return replace(
-                saved, lsn=state.confirmed, pos=base, snapshot=list(self.cfg.tables), restart=True
+                saved, lsn=state.confirmed, pos=base, snapshot=present, restart=True, tables=present
             )
         if state.confirmed < saved.lsn:
             self.slot.advance(saved.lsn)  # the kill came between the checkpoint and the advance
@@ -173,12 +192,15 @@ class PgLogicalCapture:
         )
 
     def _new_tables(self, cp: Checkpoint, present: list[str]) -> Checkpoint:
-        """A table added to the source since the checkpoint gets a snapshot of its own."""
-        new = [t for t in present if t not in cp.tables and t not in cp.snapshot]
+        """A table that is now captured and was not (new in the config, created since,
+        or back after being removed) gets a snapshot that starts it over."""
+        kept = [t for t in cp.tables if t in present]
+        new = [t for t in present if t not in kept and t not in cp.snapshot]
         if not new:
-            return cp
-        self.actions.update({t: "snapshot (new table)" for t in new})
-        return replace(cp, snapshot=cp.snapshot + new, tables=cp.tables + new)
+            return replace(cp, tables=kept) if kept != cp.tables else cp
+        self.actions.update({t: "snapshot (newly captured)" for t in new})
+        restart = cp.restart or bool(kept)  # not the first snapshot: "t" markers first
+        return replace(cp, snapshot=cp.snapshot + new, tables=kept + new, restart=restart)
 
     # -- reading --------------------------------------------------------------
     def snapshot_page(self, env: Envelope) -> list[ChangeBatch]:
@@ -221,7 +243,7 @@ class PgLogicalCapture:
                 self._peek = self._connect()
                 self._peek.autocommit = False
             self.stream = Stream(
-                self.cfg, self.slot, self._peek, self._catalog_con(), cp.lsn, cp.pos
+                self.cfg, self.slot, self._peek, self._catalog_con(), (cp.lsn, cp.pos), self.keys
             )
         return self.stream
 
@@ -270,7 +292,7 @@ class PgLogicalCapture:
             return None
         found: tuple[int, int] | None = None
         while stream.boundaries and stream.boundaries[0][1] <= durable:
-            found = stream.boundaries.pop(0)
+            found = stream.boundaries.popleft()
         if found is None or found[0] <= cp.lsn:
             return None
         return replace(cp, lsn=found[0], pos=found[1])
@@ -279,6 +301,19 @@ class PgLogicalCapture:
         """After ``cp`` is stored: let the server recycle the WAL before it."""
         self.checkpoint = cp
         self.slot.advance(cp.lsn)
+        if self.stream is not None:
+            self.stream.peek.confirmed = cp.lsn
+            self.stream.reread = 0
+
+    def keys_learned(self) -> Checkpoint | None:
+        """The checkpoint with keys learned since it was stored (None: nothing new). Stored
+        before any row of such a relation is written."""
+        if not self.keys.dirty or self.checkpoint is None:
+            return None
+        self.keys.dirty = False
+        keys = {str(k): v for k, v in self.keys.keys.items()}
+        self.checkpoint = replace(self.checkpoint, keys=keys)
+        return self.checkpoint
 
     def heartbeat(self) -> None:
         self.slot.heartbeat()

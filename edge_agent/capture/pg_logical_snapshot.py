@@ -59,6 +59,7 @@ class SnapshotReader:
             if exported:
                 con.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(exported)))
         except psycopg.Error as exc:
+            con.close()
             raise map_error(exc, cfg.dsn) from exc
 
     @property

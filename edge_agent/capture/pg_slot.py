@@ -198,12 +198,12 @@ class Slot:
         drop = sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(self.publication))
         execute(self.con, drop.as_string(self.con))
 
-    def peek_sql(self) -> sql.Composed:
-        """Every change after the confirmed position, up to the WAL's end now."""
+    def peek_sql(self, changes: int) -> sql.Composed:
+        """The changes after the confirmed position, whole transactions up to ``changes``."""
         return sql.SQL(
-            "SELECT data FROM pg_logical_slot_peek_binary_changes({}, NULL, NULL,"
+            "SELECT data FROM pg_logical_slot_peek_binary_changes({}, NULL, {},"
             " 'proto_version', '1', 'publication_names', {}, 'messages', 'true')"
-        ).format(sql.Literal(self.name), sql.Literal(self.publication))
+        ).format(sql.Literal(self.name), sql.Literal(changes), sql.Literal(self.publication))
 
 
 def lsn_text(value: int) -> str:

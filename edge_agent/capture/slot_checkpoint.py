@@ -20,6 +20,9 @@ class Checkpoint:
     snapshot: list[str] = field(default_factory=list)  # tables still to snapshot, at lsn
     restart: bool = False  # the snapshot starts its tables over ("t" markers)
     tables: list[str] = field(default_factory=list)  # the tables captured so far
+    # The key columns of each relation (by oid) as first seen: whether an update moved
+    # its key decides one position or two, so a re-read must decide the same way.
+    keys: dict[str, list[str]] = field(default_factory=dict)
 
     def dumps(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -35,4 +38,5 @@ class Checkpoint:
             list(data.get("snapshot", [])),
             bool(data.get("restart", False)),
             list(data.get("tables", [])),
+            {str(k): list(v) for k, v in data.get("keys", {}).items()},
         )

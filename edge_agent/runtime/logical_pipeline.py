@@ -77,8 +77,13 @@ class LogicalPipeline(FilePipeline):
 
     def rewind(self) -> None:
         self.abort_open()
-        self.capture.rewind(self.durable)
+        self.capture.rewind(self.floor())
         self.read_pos = self.durable
+
+    def floor(self) -> int:
+        """Above every recorded position: where a snapshot started over numbers from (a
+        table's sealed files may reach past ``durable`` while another's file is open)."""
+        return max([self.durable, *self.sealed.values()])
 
     def idle_work(self, now_ms: int) -> int:
         """Caught up: a heartbeat now and then, so the slot moves on an idle database."""
@@ -91,9 +96,12 @@ class LogicalPipeline(FilePipeline):
         if self.capture.checkpoint is not None and self.capture.checkpoint.snapshot:
             return self._snapshot_page()
         page = self.capture.read(max_bytes, self.sealed, self.envelope())
-        # An exhausted peek is caught up (to the WAL's end when it started): the next one,
-        # a poll later, decodes again what is not yet confirmed, so not at once.
-        result = PageResult(rows=page.changes_read, caught_up=page.done)
+        learned = self.capture.keys_learned()
+        if learned is not None:
+            self.store(learned)  # before any row numbered with those keys is written
+        # An exhausted peek is caught up (to the WAL's end when it started), unless it
+        # stopped at its change limit: the next one decodes again what is not confirmed.
+        result = PageResult(rows=page.changes_read, caught_up=page.done and not page.more)
         result.sealed = sum(self.write_batch(b) for b in page.batches)
         result.changes = sum(b.batch.num_rows for b in page.batches)
         stream = self.capture.stream

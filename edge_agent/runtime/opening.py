@@ -116,8 +116,9 @@ def _postgres_logical(spec: Spec, parts: Parts, now_ms: int) -> Pipeline:
     capture = PgLogicalCapture(spec.source)
     saved = LogicalPipeline.saved(parts, capture.name)
     durable, _ = parts.state.source_position(capture.name)
+    sealed = parts.state.table_positions(capture.name).values()
     try:
-        checkpoint = capture.open(saved, durable)
+        checkpoint = capture.open(saved, max([durable, *sealed]))
         pipeline = LogicalPipeline(capture, parts)
         if checkpoint != saved:
             pipeline.store(checkpoint)
