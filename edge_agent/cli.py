@@ -88,7 +88,8 @@ def _sub(
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-agent",
-        description="Capture SQLite changes into bronze Parquet and ship them to a lake.",
+        description="Capture SQLite and PostgreSQL changes into bronze Parquet and ship them "
+        "to a lake.",
         epilog="Run `edge-agent COMMAND --help` for a command's options and an example.",
     )
     parser.add_argument("--version", action="version", version=f"edge-agent {__version__}")

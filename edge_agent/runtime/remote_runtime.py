@@ -90,6 +90,8 @@ class RemoteControl:
 
     def _handle(self, topic: str, payload: bytes, now_ms: int) -> None:
         topics = self.link.topics
+        if not payload:
+            return  # a retained document cleared by the operator
         try:
             document, kid = open_message(payload, self.verifier, self.control.max_message_bytes)
             if topic == topics.cmd:
@@ -169,8 +171,17 @@ class RemoteControl:
         if agent is None:
             return {}
         running = self.applier.running
+        status = self.hooks.status()
         return {
             "device": self.device,
+            "sources": {
+                s["source"]: {
+                    "durable_pos": s["durable_pos"],
+                    "waiting": s["waiting_in_source_log"],
+                    **{k: v for k, v in (s.get("database") or {}).items() if k.startswith("slot_")},
+                }
+                for s in status.get("sources", [])
+            },
             "counters": agent.state.counters(),
             "spool_bytes": agent.state.ready_bytes(),
             "buffered_bytes": agent.writer.buffered_bytes,
