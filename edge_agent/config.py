@@ -61,6 +61,7 @@ class AgentConfig:
     shutdown_timeout: float = 20.0
     log_format: str = "auto"
     log_level: str = "info"
+    metrics_port: int = 0  # a Prometheus endpoint on 127.0.0.1:<port>; 0 = off
 
 
 @dataclass(frozen=True)
@@ -162,9 +163,13 @@ def _agent(data: object, errors: list[ConfigError]) -> AgentConfig:
             _choice(("debug", "info", "warning", "error")),
             'use "debug", "info", "warning" or "error"',
         ),
+        metrics_port=s.get(
+            "metrics_port", d.metrics_port, _int(0, 65535), "use a TCP port, or 0 for off"
+        ),
     )
     s.finish(
-        "device_id, state_dir, poll_interval, debounce, shutdown_timeout, log_format, log_level"
+        "device_id, state_dir, poll_interval, debounce, shutdown_timeout, log_format, "
+        "log_level, metrics_port"
     )
     return cfg
 

@@ -14,6 +14,7 @@ from edge_agent.control.socket import ControlServer, Request
 from edge_agent.errors import EdgeAgentError
 from edge_agent.log import get_logger
 from edge_agent.runtime.agent import Agent, StepSummary
+from edge_agent.runtime.metrics import Endpoint, Tally, figures
 from edge_agent.runtime.signals import SignalFlags
 from edge_agent.runtime.status import build_status
 from edge_agent.runtime.systemd import Notifier
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from edge_agent.runtime.remote_runtime import RemoteControl
 
 log = get_logger("edge_agent.daemon")
+FIGURES_EVERY = 5.0  # seconds between updates of the Prometheus figures
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class Daemon:
         self.watcher: DatabaseWatcher | None = None
         self.support = remote
         self.remote: RemoteControl | None = None
+        self.tally = Tally()
+        self.endpoint: Endpoint | None = None
+        self._figures_at = 0.0
 
     def run(self) -> int:
         self.flags.install(self.waker.write_fd)
@@ -63,6 +68,7 @@ class Daemon:
         self._start_watcher()
         server = ControlServer(agent.statedir.socket_path, self.requests, self.waker.wake)
         server.start()
+        self._start_metrics()
         self._start_remote()
         log.info(
             "started",
@@ -74,14 +80,44 @@ class Daemon:
         try:
             # READY only once a first cycle has opened the sources and installed triggers.
             summary = agent.step(self.clock.monotonic())
+            self._count(summary)
             self.notifier.ready(self._status_line(summary))
             self._loop()
         finally:
             server.close()
             if self.remote is not None:
                 self.remote.close()
+            if self.endpoint is not None:
+                self.endpoint.close()
             self._shutdown()
         return 0
+
+    def _start_metrics(self) -> None:
+        port = self.cfg.agent.metrics_port
+        if not port:
+            return
+        try:
+            self.endpoint = Endpoint(port)
+        except OSError as exc:
+            log.error(
+                "metrics.unavailable",
+                port=port,
+                error=str(exc),
+                hint="choose a free agent.metrics_port, or 0 for off",
+            )
+            return
+        log.info("metrics.serving", address=f"127.0.0.1:{port}")
+
+    def figures(self) -> dict[str, float]:
+        version = self.remote.config_version() if self.remote is not None else 0
+        return figures(self._current(), self.tally, version)
+
+    def _count(self, summary: StepSummary) -> None:
+        self.tally.add(summary)
+        now = self.clock.monotonic()
+        if self.endpoint is not None and now - self._figures_at >= FIGURES_EVERY:
+            self._figures_at = now
+            self.endpoint.update(self.figures())
 
     def _start_remote(self) -> None:
         if self.cfg.control is None or self.support is None:
@@ -96,6 +132,7 @@ class Daemon:
             agent = self._current()
             now = self.clock.monotonic()
             summary = agent.step(now)
+            self._count(summary)
             self._serve_requests()
             if self.remote is not None:
                 self.remote.poll()

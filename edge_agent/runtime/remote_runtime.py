@@ -167,13 +167,12 @@ class RemoteControl:
         }
 
     def _metrics(self) -> dict[str, Any]:
-        agent = self.hooks.agent
-        if agent is None:
-            return {}
-        running = self.applier.running
+        """The Prometheus endpoint's figures, and per source its backlog (and a logical
+        source's slot lag)."""
         status = self.hooks.status()
         return {
             "device": self.device,
+            "figures": self.hooks.figures(),
             "sources": {
                 s["source"]: {
                     "durable_pos": s["durable_pos"],
@@ -182,12 +181,12 @@ class RemoteControl:
                 }
                 for s in status.get("sources", [])
             },
-            "counters": agent.state.counters(),
-            "spool_bytes": agent.state.ready_bytes(),
-            "buffered_bytes": agent.writer.buffered_bytes,
-            "config_version": running.version if running else 0,
             "at_ms": int(time.time() * 1000),
         }
+
+    def config_version(self) -> int:
+        running = self.applier.running
+        return running.version if running else 0
 
 
 def _last_shipped(status: dict[str, Any]) -> str | None:
