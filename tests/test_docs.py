@@ -21,6 +21,7 @@ from edge_agent.config import (
     TimestampTable,
     config_from_dict,
 )
+from edge_agent.config_control import ControlConfig
 from edge_agent.errors import ConfigErrors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,6 +38,7 @@ SECTIONS = {
     "[[sources]]": SourceConfig,
     "[[sources.tables]]": TimestampTable,
     "[sink]": SinkConfig,
+    "[control]": ControlConfig,
 }
 # The example config shows the short form of `tables`; its long form is in the docs.
 EXAMPLE_SECTIONS = [s for s in SECTIONS if s != "[[sources.tables]]"]
