@@ -50,6 +50,7 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
                     "mode": "timestamp" if table in stamped else src.mode_of_tables,
                     "cursor": _cursor(state, src, table) if table in stamped else None,
                     "last_error": _note(notes, f"source.{src.name}/{table}.last_error"),
+                    "warning": _note(notes, f"source.{src.name}/{table}.clock"),
                 }
             )
         sources.append(
@@ -117,9 +118,10 @@ def problems(status: dict[str, Any]) -> list[str]:
         if slot_warning:
             found.append(f"source {src['source']}: {slot_warning}")
         found += [
-            f"table {src['source']}/{t['table']}: {t['last_error']}"
+            f"table {src['source']}/{t['table']}: {t[key]}"
             for t in src["tables"]
-            if t["last_error"]
+            for key in ("last_error", "warning")
+            if t.get(key)
         ]
     spool = status["spool"]
     for key in ("full", "last_error"):
@@ -179,8 +181,9 @@ def _source_lines(src: dict[str, Any], now_ms: int) -> list[str]:
     lines += [f"  ! {src[key]}" for key in ("last_error", "table_errors") if src[key]]
     lines += _database_lines(src.get("database") or {})
     for t in src["tables"]:
-        if t["last_error"]:
-            lines.append(f"  ! {t['table']}: {t['last_error']}")
+        for key in ("last_error", "warning"):
+            if t.get(key):
+                lines.append(f"  ! {t['table']}: {t[key]}")
         position = t["last_captured_pos"]
         shipped = t["last_shipped_file"] or "nothing yet"
         lines.append(

@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING, Any
 from edge_agent.capture.cursor import Checkpoint, CursorState
 from edge_agent.capture.pages import ChangeBatch
 from edge_agent.capture.timestamp import TimestampCapture
-from edge_agent.spool.state import snapshot_request
+from edge_agent.log import get_logger
+from edge_agent.runtime.pipeline import FilePipeline, PageResult, Parts
+from edge_agent.spool.state import FileRecord, snapshot_request
 
 if TYPE_CHECKING:
     from edge_agent.capture.pg_timestamp import PgTimestampCapture
-from edge_agent.runtime.pipeline import FilePipeline, PageResult, Parts
-from edge_agent.spool.state import FileRecord
+
+log = get_logger("edge_agent.timestamp")
+CLOCK_MARGIN_S = 60  # a watermark this far (beyond the lag) ahead of the clock: a warning
 
 
 class TimestampPipeline(FilePipeline):
@@ -32,6 +35,7 @@ class TimestampPipeline(FilePipeline):
             int(self.table.lag * 1000 * self.scale), Checkpoint.from_json(saved)
         )
         self.after: tuple[Any, ...] | None = None  # paging inside one poll
+        self.clock_warning: str | None = parts.state.notes().get(self.clock_note, (None, 0))[0]
 
     @property
     def key(self) -> str:
@@ -96,8 +100,37 @@ class TimestampPipeline(FilePipeline):
             rows=len(polled.rows), changes=len(rows), sealed=sealed, caught_up=not polled.full
         )
 
+    @property
+    def clock_note(self) -> str:
+        return f"source.{self.key}.clock"
+
+    def _check_clock(self) -> None:
+        """A watermark ahead of the clock means the application's clock stepped back (or it
+        writes future times): rows written now get cursor values below the watermark and
+        are not captured. Never silent: a warning in the log and in `status`."""
+        watermark = self.cursor.top  # the largest cursor captured (sealed or not)
+        now_ms = self.clock.wall_ms()
+        if watermark is None or now_ms < self.parts.min_valid_ms:
+            return  # no watermark yet, or the device clock itself is not synced
+        ahead_s = (watermark / self.scale - now_ms) / 1000
+        warning = None
+        if ahead_s > self.table.lag + CLOCK_MARGIN_S:
+            warning = (
+                f"table {self.table.name!r}: captured cursor values reach {ahead_s:.0f} s "
+                "ahead of the clock: the application's clock stepped back (or it writes "
+                "future times); rows written now sort below what was captured and are not "
+                "captured until the clock passes it. Once the clock is right, run `edge-agent "
+                f"snapshot --table {self.table.name}` to read the table again"
+            )
+        if warning != self.clock_warning:
+            self.clock_warning = warning
+            self.state.set_note(self.clock_note, warning, now_ms)
+            if warning:
+                log.warning("timestamp.clock_behind", source=self.source, ahead_s=round(ahead_s))
+
     def _end_of_table(self) -> None:
         """A poll reached the end: a running snapshot has read everything it must."""
+        self._check_clock()
         if self.cursor.durable.snapshot and self.cursor.snapshot_end is None:
             self.cursor.snapshot_end = self.cursor.next_pos - 1
 

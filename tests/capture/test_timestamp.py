@@ -174,3 +174,29 @@ def test_snapshot_of_a_timestamp_table_reads_it_again_as_op_r(tmp_path: Path) ->
 
     status = json.loads(run_cli("status", "--json", "--config", str(config)).stdout)
     assert status["sources"][0]["tables"][0]["cursor"]["watermark_ms"] == 1735776000000
+
+
+def test_a_clock_that_stepped_back_is_said_in_status_not_silent(
+        tmp_path: Path, items_db: Path, harness_factory) -> None:
+    """Issue 13 item 10: rows captured with cursor values ahead of the clock mean the
+    application's clock stepped back; rows written now would sort below the watermark.
+    `status` says so, with the remedy, and the warning clears once the clock passes it."""
+    from datetime import UTC, datetime
+
+    from edge_agent.runtime.status import build_status, problems
+    from tests.conftest import NOW_MS
+
+    ahead = datetime.fromtimestamp((NOW_MS + 3_600_000) / 1000, UTC)  # an hour ahead
+    con = sqlite3.connect(items_db)
+    with con:
+        con.execute("INSERT INTO items (id, name, qty, updated_at, is_deleted) "
+                    "VALUES (1, 'a', 1, ?, 0)", (ahead.strftime("%Y-%m-%dT%H:%M:%S.000Z"),))
+    con.close()
+    h = harness_factory(ts_config(tmp_path, items_db))
+    h.step(0.1)
+    found = problems(build_status(h.cfg, h.agent.state))
+    assert any("ahead of the clock" in p and "edge-agent snapshot --table items" in p
+               for p in found), found
+    h.clock.advance(2 * 3600)  # the clock is right again and has passed the watermark
+    h.step(0.1)
+    assert not any("ahead of the clock" in p for p in problems(build_status(h.cfg, h.agent.state)))
