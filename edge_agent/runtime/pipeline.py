@@ -184,8 +184,9 @@ class FilePipeline:
             key.manifest_relpath,
             now_ms,
         )
+        dropped = self.state.drops_to_report(self.source, rec.id)
         manifest = build_manifest(
-            rec, self.parts.device, sealed.fingerprint, self.parts.min_valid_ms
+            rec, self.parts.device, sealed.fingerprint, self.parts.min_valid_ms, dropped
         )
         try:
             self.parts.spool.publish(sealed, key, manifest)
@@ -194,6 +195,7 @@ class FilePipeline:
             # Not recorded, so not sealed: drop the bytes; the changes are read again.
             self.parts.spool.discard(sealed, key)
             raise
+        self.state.drops_reported(self.source, [d["ordinal"] for d in dropped], rec.id)
         return rec
 
     def record(self, rec: FileRecord) -> None:

@@ -54,7 +54,9 @@ class ShipStage:
         self.next_attempt = 0.0
 
     def _check_manifest(self, rec: FileRecord) -> None:
-        wrong = self.spool.repair_manifest(rec, self.device, self.min_valid_ms)
+        wrong = self.spool.repair_manifest(
+            rec, self.device, self.min_valid_ms, self.state.drops_to_report(rec.source, rec.id)
+        )
         if wrong is not None:
             self.state.add_counter("manifests_rebuilt", 1)
             log.warning("manifest.rebuilt", file=rec.id, problem=wrong)

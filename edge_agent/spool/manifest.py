@@ -27,8 +27,18 @@ _LEDGER_FIELDS = (
 )
 
 
-def build(rec: FileRecord, device: str, fingerprint: str, min_valid_ms: int) -> dict[str, Any]:
+def build(
+    rec: FileRecord,
+    device: str,
+    fingerprint: str,
+    min_valid_ms: int,
+    dropped: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """``dropped``: files of this source that `when_full = "drop_oldest"` removed before
+    they shipped (ordinal, id, table, positions, rows), so the lake knows the gaps in
+    its ordinals are known drops, not losses."""
     partition = partition_of(rec.relpath)
+    extra = {"dropped": dropped} if dropped else {}
     return {
         "format": FORMAT_VERSION,
         "id": rec.id,
@@ -50,6 +60,7 @@ def build(rec: FileRecord, device: str, fingerprint: str, min_valid_ms: int) -> 
             if partition == UNSYNCED_PARTITION
             else "change_time_or_capture_time",
         },
+        **extra,
     }
 
 

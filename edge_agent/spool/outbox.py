@@ -66,7 +66,13 @@ class Spool:
             path.unlink(missing_ok=True)
 
     # -- before shipping --------------------------------------------------
-    def repair_manifest(self, rec: FileRecord, device: str, min_valid_ms: int) -> str | None:
+    def repair_manifest(
+        self,
+        rec: FileRecord,
+        device: str,
+        min_valid_ms: int,
+        dropped: list[dict[str, Any]] | None = None,
+    ) -> str | None:
         """Check the manifest beside a ready file against the ledger; rebuild a missing or
         damaged one from the ledger and the file. Returns what was wrong (None: it was
         fine). A file that no longer matches the ledger is a CorruptFileError."""
@@ -86,7 +92,7 @@ class Spool:
             raise CorruptFileError(f"spooled file {rec.id} is unreadable: {exc}") from exc
         if not whole:
             raise CorruptFileError(f"spooled file {rec.id} no longer matches its record")
-        rebuilt = manifest.build(rec, device, fingerprint.decode(), min_valid_ms)
+        rebuilt = manifest.build(rec, device, fingerprint.decode(), min_valid_ms, dropped)
         write_atomic(path, manifest_bytes(rebuilt))
         return wrong
 

@@ -15,7 +15,7 @@ from edge_agent.clock import Clock
 from edge_agent.config import BufferConfig
 from edge_agent.log import get_logger
 from edge_agent.spool.outbox import Spool
-from edge_agent.spool.state import DROPPED, READY, StateDB
+from edge_agent.spool.state import DROPPED, READY, FileRecord, StateDB
 
 log = get_logger("edge_agent.quota")
 NOTE = "spool.full"
@@ -48,7 +48,7 @@ class Quota:
         dropped = 0
         if used + incoming > self.cfg.spool_quota and self.cfg.when_full == "drop_oldest":
             for rec in self.state.files(READY):
-                self._drop(rec.id, rec.rows)
+                self._drop(rec)
                 self.spool.remove(rec)
                 used -= rec.bytes
                 dropped += 1
@@ -58,12 +58,14 @@ class Quota:
         self._set_blocked(not ok, used)
         return Room(ok, dropped)
 
-    def _drop(self, file_id: str, rows: int) -> None:
+    def _drop(self, rec: FileRecord) -> None:
+        """Counted here, and told to the lake: the source's next manifest lists it."""
         now_ms = self.clock.wall_ms()
-        self.state.set_status(file_id, DROPPED, now_ms, "dropped: spool full (drop_oldest)")
+        self.state.record_drop(rec, now_ms)
+        self.state.set_status(rec.id, DROPPED, now_ms, "dropped: spool full (drop_oldest)")
         self.state.add_counter("dropped_files", 1)
-        self.state.add_counter("dropped_changes", rows)
-        log.warning("spool.dropped", file=file_id, changes=rows)
+        self.state.add_counter("dropped_changes", rec.rows)
+        log.warning("spool.dropped", file=rec.id, changes=rec.rows)
 
     def _set_blocked(self, blocked: bool, used: int) -> None:
         if blocked == self.blocked:

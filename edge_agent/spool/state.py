@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_agent.errors import StateError
 
@@ -33,6 +34,10 @@ CREATE TABLE IF NOT EXISTS cursors (
     source TEXT NOT NULL, tbl TEXT NOT NULL, checkpoint TEXT NOT NULL,
     PRIMARY KEY (source, tbl));
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS drops (
+    source TEXT NOT NULL, ordinal INTEGER NOT NULL, id TEXT NOT NULL, tbl TEXT NOT NULL,
+    first_pos INTEGER NOT NULL, last_pos INTEGER NOT NULL, rows INTEGER NOT NULL,
+    dropped_ms INTEGER NOT NULL, reported_in TEXT, PRIMARY KEY (source, ordinal));
 CREATE TABLE IF NOT EXISTS notes (
     name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_ms INTEGER NOT NULL);
 """
@@ -233,6 +238,47 @@ class StateDB:
         return FileRecord(*row) if row else None
 
     # -- counters and notes (for status) ---------------------------------
+    # -- drop_oldest drops, told to the lake in the next manifest ------------
+    def record_drop(self, rec: FileRecord, now_ms: int) -> None:
+        """The drops a dropped file's manifest told are to be told again by a later one."""
+        with self.transaction() as con:
+            con.execute("UPDATE drops SET reported_in = NULL WHERE reported_in = ?", (rec.id,))
+            con.execute(
+                "INSERT OR IGNORE INTO drops (source, ordinal, id, tbl, first_pos, last_pos,"
+                " rows, dropped_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    rec.source,
+                    rec.ordinal,
+                    rec.id,
+                    rec.table,
+                    rec.first_pos,
+                    rec.last_pos,
+                    rec.rows,
+                    now_ms,
+                ),
+            )
+
+    def drops_to_report(self, source: str, file_id: str) -> list[dict[str, Any]]:
+        """The source's drops not yet in a manifest, and those already in ``file_id``'s
+        (a rebuilt manifest says the same)."""
+        rows = self.con.execute(
+            "SELECT ordinal, id, tbl, first_pos, last_pos, rows FROM drops WHERE source = ?"
+            " AND (reported_in IS NULL OR reported_in = ?) ORDER BY ordinal",
+            (source, file_id),
+        ).fetchall()
+        names = ("ordinal", "id", "table", "first_pos", "last_pos", "rows")
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def drops_reported(self, source: str, ordinals: list[int], file_id: str) -> None:
+        if not ordinals:
+            return
+        with self.transaction() as con:
+            con.executemany(
+                "UPDATE drops SET reported_in = ? WHERE source = ? AND ordinal = ?"
+                " AND reported_in IS NULL",
+                [(file_id, source, o) for o in ordinals],
+            )
+
     def add_counter(self, name: str, delta: int) -> None:
         self.con.execute(
             "INSERT INTO counters (name, value) VALUES (?, ?) "

@@ -76,3 +76,13 @@ def test_drop_oldest_drops_whole_files_and_counts_them(tmp_path: Path, app_db: P
     assert len(landed) == expected - counters["dropped_changes"]
     positions = [c["_pos"] for c in landed]
     assert len(positions) == len(set(positions))
+    # The lake sees the drops (issue 13 item 4): each missing ordinal is listed, with
+    # its rows, in a later manifest of the source.
+    import json
+
+    manifests = [json.loads(p.read_text()) for p in Path(cfg.sink.path).rglob("*.manifest.json")]
+    landed_ordinals = {m["ordinal"] for m in manifests}
+    told = {d["ordinal"]: d for m in manifests for d in m.get("dropped", [])}
+    missing = set(range(1, max(landed_ordinals) + 1)) - landed_ordinals
+    assert missing and set(told) == missing
+    assert sum(d["rows"] for d in told.values()) == counters["dropped_changes"]
