@@ -105,8 +105,10 @@ def _details(log: PgChangeLog) -> dict[str, Any]:
     capture standing still."""
     size = log.run("SELECT pg_total_relation_size(to_regclass('edge_cdc.log'))").fetchone()
     oldest = log.run(_OLDEST).fetchone()
+    waiting = log.run("SELECT min(ts_ms) FROM edge_cdc.log").fetchone()
     return {
         "change_log_bytes": int(str(size[0])) if size and size[0] is not None else 0,
+        "oldest_waiting_ms": waiting[0] if waiting else None,
         "oldest_transaction": None
         if oldest is None
         else {

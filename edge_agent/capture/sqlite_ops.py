@@ -24,14 +24,16 @@ class SqliteOps:
             con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)
             try:
                 row = con.execute(
-                    f"SELECT count(*) FROM {LOG} WHERE seq > ? AND tid != 0", (after,)
+                    f"SELECT count(*), min(ts_ms) FROM {LOG} WHERE seq > ? AND tid != 0",
+                    (after,),
                 ).fetchone()
                 progress = _snapshots(con)
+                details = {"change_log_bytes": _log_bytes(con), "oldest_waiting_ms": row[1]}
             finally:
                 con.close()
         except sqlite3.Error as exc:
             return Backlog(f"unreadable: {exc}")
-        return Backlog(int(row[0]), progress)
+        return Backlog(int(row[0]), progress, details)
 
     def triggers(self, source: SourceConfig, req: TriggerRequest) -> tuple[list[str], bool]:
         con = connect(source.path, source.busy_timeout)
@@ -121,3 +123,14 @@ def _snapshots(con: sqlite3.Connection) -> dict[str, Any]:
         }
         for name, done, total, finished in rows
     }
+
+
+def _log_bytes(con: sqlite3.Connection) -> int | None:
+    """The change log's pages on disk (SQLite's dbstat table; None where it is missing)."""
+    try:
+        row = con.execute(
+            "SELECT sum(pgsize) FROM dbstat WHERE name = ? AND aggregate = TRUE", (LOG,)
+        ).fetchone()
+    except sqlite3.Error:
+        return None
+    return int(row[0]) if row and row[0] is not None else 0

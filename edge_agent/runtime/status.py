@@ -179,7 +179,7 @@ def _source_lines(src: dict[str, Any], now_ms: int) -> list[str]:
         f"waiting in change log: {src['waiting_in_source_log']}"
     ]
     lines += [f"  ! {src[key]}" for key in ("last_error", "table_errors") if src[key]]
-    lines += _database_lines(src.get("database") or {})
+    lines += _database_lines(src.get("database") or {}, src["waiting_in_source_log"], now_ms)
     for t in src["tables"]:
         for key in ("last_error", "warning"):
             if t.get(key):
@@ -200,10 +200,18 @@ def _source_lines(src: dict[str, Any], now_ms: int) -> list[str]:
     return lines
 
 
-def _database_lines(details: dict[str, Any]) -> list[str]:
+def _database_lines(details: dict[str, Any], waiting: Any, now_ms: int) -> list[str]:
     lines = _slot_lines(details)
-    if "change_log_bytes" in details:
-        lines.append(f"  change log {format_size(details['change_log_bytes'])} on disk")
+    if details.get("change_log_bytes") is not None:
+        line = f"  change log {format_size(details['change_log_bytes'])} on disk"
+        oldest = details.get("oldest_waiting_ms")
+        if isinstance(waiting, int) and waiting and oldest and now_ms > oldest:
+            age_s = (now_ms - oldest) / 1000
+            line += (
+                f"; oldest waiting change {age_s:.0f} s old "
+                f"({waiting / max(age_s, 1):.1f} changes/s accumulate while capture waits)"
+            )
+        lines.append(line)
     oldest = details.get("oldest_transaction")
     if oldest:
         lines.append(

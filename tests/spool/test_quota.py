@@ -86,3 +86,24 @@ def test_drop_oldest_drops_whole_files_and_counts_them(tmp_path: Path, app_db: P
     missing = set(range(1, max(landed_ordinals) + 1)) - landed_ordinals
     assert missing and set(told) == missing
     assert sum(d["rows"] for d in told.values()) == counters["dropped_changes"]
+
+
+def test_status_shows_the_change_log_growing_while_capture_waits(tmp_path: Path,
+                                                                app_db: Path,
+                                                                harness_factory) -> None:
+    """Issue 13 item 2: while capture is blocked the application's change log grows;
+    `status` says how big it is and how fast it grows."""
+    import time
+
+    from edge_agent.runtime.service import status, triggers
+    from edge_agent.runtime.status import render_text
+
+    cfg = make_config(tmp_path, app_db, list(WORKLOAD_TABLES))
+    harness_factory(cfg).close()  # the agent has run once: a state directory exists
+    assert triggers(cfg, "install", False, False)[1]
+    run_workload(app_db, seed=5, transactions=50)
+    report = status(cfg)
+    details = report["sources"][0]["database"]
+    assert details["change_log_bytes"] > 0 and details["oldest_waiting_ms"] > 0
+    text = render_text(report, int(time.time() * 1000) + 60_000)
+    assert "change log" in text and "changes/s accumulate while capture waits" in text
