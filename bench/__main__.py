@@ -23,7 +23,7 @@ from bench import report
 from bench.common import FULL, QUICK, RESULTS, ROOT, code_version, log, machine
 from bench.session import Session
 
-SCENARIOS = ("1", "2", "6", "3", "4", "5", "7", "8", "9", "10")  # 6 reads what 2 shipped
+SCENARIOS = ("1", "2", "6", "3", "4", "5", "7", "8", "9", "10", "11")  # 6 reads what 2 shipped
 
 
 def _runners(session: Session) -> dict[str, Callable[[], dict[str, Any]]]:
@@ -38,6 +38,7 @@ def _runners(session: Session) -> dict[str, Callable[[], dict[str, Any]]]:
         s8_idle,
         s9_postgres,
         s10_pg_logical,
+        s11_verify,
     )
 
     mode = session.mode
@@ -52,6 +53,7 @@ def _runners(session: Session) -> dict[str, Callable[[], dict[str, Any]]]:
         "8": lambda: s8_idle.run(session),
         "9": lambda: s9_postgres.run(mode),
         "10": lambda: s10_pg_logical.run(mode),
+        "11": lambda: s11_verify.run(mode),
     }
 
 

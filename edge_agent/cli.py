@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_agent import __version__, cli_remote
+from edge_agent import __version__, cli_lake, cli_remote
 from edge_agent.config import Config, load_config
 from edge_agent.errors import (
     EXIT_FAILURE,
@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _config_arg(_sub(subs, "collect", "Lake side: receive files over MQTT into the lake."))
     cli_remote.add_parsers(subs, _sub)
+    cli_lake.add_parsers(subs, _sub)
 
     p = _sub(subs, "demo", "Run a demo app and the agent on embedded defaults; show the lake.")
     p.add_argument(
@@ -361,6 +362,7 @@ COMMANDS = {
     "collect": cmd_collect,
     "keys": cli_remote.cmd_keys,
     "remote": cli_remote.cmd_remote,
+    "lake": cli_lake.cmd_lake,
 }
 
 

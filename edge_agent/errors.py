@@ -16,6 +16,8 @@ EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_PENDING = 4
 EXIT_SOURCE_FAILING = 5
+EXIT_INCOMPLETE = 6  # lake verify: ordinals missing
+EXIT_CORRUPT = 7  # lake verify: files or manifests that disagree, stray files
 
 
 class EdgeAgentError(Exception):
