@@ -18,20 +18,17 @@ from edge_agent.capture.pg_logical import REREAD_SEAL, PgLogicalCapture
 from edge_agent.capture.pg_logical_ops import lag_warning
 from edge_agent.capture.slot_checkpoint import CHECKPOINT, Checkpoint
 from edge_agent.log import get_logger
-from edge_agent.runtime.pipeline import FilePipeline, PageResult, Parts
-from edge_agent.spool.state import FileRecord, snapshot_request
+from edge_agent.runtime.pipeline import PageResult, Parts, StreamPipeline
+from edge_agent.spool.state import snapshot_request
 
 log = get_logger("edge_agent.logical")
 LAG_CHECK = 30.0  # seconds between looks at the slot's lag
 
 
-class LogicalPipeline(FilePipeline):
+class LogicalPipeline(StreamPipeline):
     def __init__(self, capture: PgLogicalCapture, parts: Parts) -> None:
         super().__init__(capture.name, parts)
         self.capture = capture
-        self.durable, _ = parts.state.source_position(capture.name)
-        self.sealed = parts.state.table_positions(capture.name)
-        self.read_pos = self.durable
         self._last_heartbeat = time.monotonic()
         self._lag_checked = 0.0
 
@@ -126,15 +123,6 @@ class LogicalPipeline(FilePipeline):
             self.durable = max(self.durable, self.read_pos)
             self.state.set_durable(self.source, self.durable)
         return result
-
-    def durable_now(self) -> int:
-        return min([self.read_pos] + [p - 1 for p in self.first_open_positions()])
-
-    def record(self, rec: FileRecord) -> None:
-        durable = max(self.durable, self.durable_now())
-        self.state.record_sealed(rec, durable)
-        self.durable = durable
-        self.sealed[rec.table] = rec.last_pos
 
     def advance(self) -> int:
         """Persist the durable position, then the checkpoint, then advance the slot."""

@@ -201,3 +201,28 @@ class FilePipeline:
     def record(self, rec: FileRecord) -> None:
         """Record the file and advance this mode's positions, in one transaction."""
         raise NotImplementedError
+
+
+class StreamPipeline(FilePipeline):
+    """A source read as one stream of positions (a change log, a replication slot).
+
+    - ``read_pos``: the last position read into the writer (memory).
+    - ``sealed[table]``: the last position of the table's last sealed file (state DB).
+    - ``durable = min(read_pos, first position of each open file - 1)``: every change at
+      or below it is in a sealed, recorded file (ARCHITECTURE invariant 1).
+    """
+
+    def __init__(self, source: str, parts: Parts) -> None:
+        super().__init__(source, parts)
+        self.durable, _ = parts.state.source_position(source)
+        self.read_pos = self.durable
+        self.sealed = parts.state.table_positions(source)
+
+    def durable_now(self) -> int:
+        return min([self.read_pos] + [p - 1 for p in self.first_open_positions()])
+
+    def record(self, rec: FileRecord) -> None:
+        durable = max(self.durable, self.durable_now())
+        self.state.record_sealed(rec, durable)
+        self.durable = durable
+        self.sealed[rec.table] = rec.last_pos

@@ -13,17 +13,13 @@ Position rules (ARCHITECTURE invariant 1):
 from __future__ import annotations
 
 from edge_agent.capture.pages import LogCapture
-from edge_agent.runtime.pipeline import FilePipeline, PageResult, Parts
-from edge_agent.spool.state import FileRecord
+from edge_agent.runtime.pipeline import PageResult, Parts, StreamPipeline
 
 
-class TriggerPipeline(FilePipeline):
+class TriggerPipeline(StreamPipeline):
     def __init__(self, capture: LogCapture, parts: Parts) -> None:
         super().__init__(capture.name, parts)
         self.capture = capture
-        self.durable, _ = parts.state.source_position(capture.name)
-        self.read_pos = self.durable
-        self.sealed = parts.state.table_positions(capture.name)
         self.pruned_to = -1
 
     @property
@@ -63,15 +59,6 @@ class TriggerPipeline(FilePipeline):
             result.changes = sum(b.batch.num_rows for b in page.batches)
             self.read_pos = page.last_seq
         return result
-
-    def durable_now(self) -> int:
-        return min([self.read_pos] + [p - 1 for p in self.first_open_positions()])
-
-    def record(self, rec: FileRecord) -> None:
-        durable = max(self.durable, self.durable_now())
-        self.state.record_sealed(rec, durable)
-        self.durable = durable
-        self.sealed[rec.table] = rec.last_pos
 
     def advance(self) -> int:
         """Persist the durable position when it moved, then prune the change log."""

@@ -276,30 +276,9 @@ def test_a_slot_in_use_by_another_consumer_is_refused(tmp_path: Path, pg_db: str
 
 def test_a_server_restart_is_retried_and_loses_nothing(tmp_path: Path,
                                                        harness_factory: Any) -> None:
-    from tests.servers import Postgres
+    from tests.capture.test_pg_trigger import server_restart_case
 
-    server = Postgres()
-    try:
-        dsn = server.create_database("app")
-        sql(dsn, ITEMS)
-        h = harness_factory(logical_config(tmp_path, dsn, ["items"],
-                                           buffer={"max_file_age": "1h"}))
-        h.step(0.1)
-        sql(dsn, "INSERT INTO items SELECT g, 'a', g FROM generate_series(1, 20) g")
-        h.step(0.1)
-        server.stop()
-        down = h.step(0.1)
-        assert any("unreachable, will retry" in e for e in down.errors)
-        server.start()
-        sql(dsn, "INSERT INTO items SELECT g, 'b', g FROM generate_series(21, 30) g")
-        h.step(1.0)
-        h.step(1.0)
-        assert h.flush().pending_files == 0
-        changes = read_changes(tmp_path / "lake")
-        assert [c["values"]["id"] for c in changes] == list(range(1, 31))
-        assert [c["_pos"] for c in changes] == list(range(1, 31))
-    finally:
-        server.remove()
+    server_restart_case(tmp_path, harness_factory, logical_config)
 
 
 def test_triggers_commands_manage_the_publication_and_the_slot(

@@ -224,13 +224,19 @@ def test_truncate_is_a_marker_that_empties_the_table_in_the_lake(
 
 def test_a_server_restart_is_retried_and_loses_nothing(tmp_path: Path,
                                                        harness_factory: Any) -> None:
+    server_restart_case(tmp_path, harness_factory, pg_config)
+
+
+def server_restart_case(tmp_path: Path, harness_factory: Any, config_of: Any) -> None:
+    """The server stops under a running capture and comes back: the error is a retried
+    one, and every change lands once, positions 1..N (both PostgreSQL capture modes)."""
     from tests.servers import Postgres
 
     server = Postgres()
     try:
         dsn = server.create_database("app")
         sql(dsn, ITEMS)
-        h = harness_factory(pg_config(tmp_path, dsn, ["items"], buffer={"max_file_age": "1h"}))
+        h = harness_factory(config_of(tmp_path, dsn, ["items"], buffer={"max_file_age": "1h"}))
         h.step(0.1)
         sql(dsn, "INSERT INTO items SELECT g, 'a', g FROM generate_series(1, 20) g")
         h.step(0.1)
