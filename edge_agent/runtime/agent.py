@@ -17,12 +17,13 @@ from typing import Any
 from edge_agent.bronze.writer import BronzeWriter
 from edge_agent.clock import Clock
 from edge_agent.config import Config
-from edge_agent.errors import EdgeAgentError, SourceError, TransientError
+from edge_agent.errors import EdgeAgentError, SourceError, StateError, TransientError
 from edge_agent.log import ErrorReporter, get_logger
 from edge_agent.runtime.opening import Spec, open_pipeline, specs
 from edge_agent.runtime.pipeline import Parts, Pipeline
 from edge_agent.runtime.shipping import ShipStage
 from edge_agent.shippers.base import Shipper
+from edge_agent.spool.adopt import seed_from_lake
 from edge_agent.spool.outbox import Recovery, Spool
 from edge_agent.spool.quota import Quota
 from edge_agent.spool.state import READY, StateDB
@@ -72,9 +73,13 @@ class Agent:
         self.clock = clock
         self.statedir = statedir
         statedir.prepare()
-        self.state = StateDB(statedir.db_path)
+        self.state, damaged = _open_state(statedir, clock.wall_ms())
         self.spool = Spool(statedir.spool, self.state)
-        self.recovery: Recovery = self.spool.recover(clock.wall_ms())
+        seeded = _seed_from_lake(cfg, self.state)
+        self.recovery: Recovery = self.spool.recover(
+            clock.wall_ms(), cfg.device_id, _stream_tables(cfg)
+        )
+        _say_rebuilt(self.state, self.recovery, damaged, seeded, clock.wall_ms())
         self.writer = BronzeWriter(self.spool.tmp, cfg.buffer)
         self.quota = Quota(cfg.buffer, self.state, self.spool, self.writer, clock)
         self.shipping = ShipStage(
@@ -307,3 +312,55 @@ class Agent:
         self.writer.abort()
         self.shipping.shipper.close()
         self.state.close()
+
+
+_DAMAGED = ("malformed", "not a database", "file is encrypted")
+
+
+def _open_state(statedir: StateDir, now_ms: int) -> tuple[StateDB, str | None]:
+    """The state database; a damaged one is moved aside and the ledger rebuilt from the
+    spool (never for other failures, e.g. a full disk: those stop the agent)."""
+    try:
+        return StateDB(statedir.db_path), None
+    except StateError as exc:
+        if not any(word in str(exc) for word in _DAMAGED):
+            raise
+        moved = statedir.move_db_aside(now_ms)
+        log.error("state.damaged", error=str(exc), moved_to=str(moved))
+        return StateDB(statedir.db_path), f"the state database was damaged (kept as {moved})"
+
+
+def _stream_tables(cfg: Config) -> Callable[[str, str], bool]:
+    """Tables captured by a change log or a slot: their files can be adopted back."""
+    tables = {(s.name, t) for s in cfg.sources for t in s.tables}
+    return lambda source, table: (source, table) in tables
+
+
+def _seed_from_lake(cfg: Config, state: StateDB) -> dict[str, int]:
+    if cfg.sink.kind != "dir" or not cfg.sink.path.is_dir():
+        return {}
+    names = [s.name for s in cfg.sources if s.tables]
+    return seed_from_lake(state, cfg.sink.path, cfg.device_id, names)
+
+
+def _say_rebuilt(
+    state: StateDB, rec: Recovery, damaged: str | None, seeded: dict[str, int], now_ms: int
+) -> None:
+    """Log and note (for `status`) what the start-up rebuilt, if anything."""
+    parts = [damaged] if damaged else []
+    if rec.older_ledger:
+        parts.append("the state database was older than the spool (restored or emptied)")
+    if rec.adopted:
+        parts.append(f"{rec.adopted} spooled file(s) taken back into the ledger")
+    if seeded:
+        parts.append(
+            "ordinals continued after the lake's newest files: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(seeded.items()))
+        )
+    if not (damaged or rec.older_ledger or seeded):
+        if rec.adopted:  # the usual crash between a file's publication and its record
+            log.info("state.adopted", files=rec.adopted)
+        return
+    text = "; ".join(parts)
+    log.warning("state.rebuilt", what=text)
+    state.set_note("state.rebuilt", text, now_ms)

@@ -132,10 +132,13 @@ def _open_triggers(
     capture: TriggerCapture | PgTriggerCapture, parts: Parts, now_ms: int
 ) -> Pipeline:
     """Install the triggers (seeded at the durable position), then the pipeline."""
-    capture.captured_before = set(parts.state.table_positions(capture.name))
+    sealed = parts.state.table_positions(capture.name)
+    capture.captured_before = set(sealed)
     durable, _ = parts.state.source_position(capture.name)
     try:
-        capture.open(durable, now_ms)
+        # A new change log starts above every recorded position (a ledger rebuilt from
+        # the spool or the lake may hold sealed positions beyond ``durable``).
+        capture.open(max([durable, *sealed.values()]), now_ms)
     except BaseException:
         capture.close()
         raise

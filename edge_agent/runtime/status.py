@@ -67,6 +67,7 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
             }
         )
     return {
+        "state_rebuilt": _note(notes, "state.rebuilt"),
         "device_id": cfg.device_id,
         "state_dir": str(cfg.agent.state_dir),
         "daemon_running": live is not None,
@@ -152,6 +153,8 @@ def render_text(status: dict[str, Any], now_ms: int | None = None) -> str:
         f"device {status['device_id']}  state {status['state_dir']}  "
         f"daemon {'running' if status['daemon_running'] else 'not running'}"
     ]
+    if status.get("state_rebuilt"):
+        lines.append(f"  rebuilt at start: {status['state_rebuilt']}")
     for src in status["sources"]:
         lines += _source_lines(src, now)
     lines += _spool_lines(status["spool"])

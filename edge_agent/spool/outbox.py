@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from edge_agent.fsutil import (
     write_atomic,
 )
 from edge_agent.spool import manifest
+from edge_agent.spool.adopt import adopt
 from edge_agent.spool.state import FAILED, READY, SHIPPED, FileRecord, StateDB
 
 
@@ -39,6 +41,8 @@ class Recovery:
     unrecorded_removed: int = 0
     shipped_removed: int = 0
     missing: int = 0
+    adopted: int = 0  # unrecorded but whole files taken back into the ledger
+    older_ledger: bool = False  # the spool held files beyond the ledger: an older DB
 
 
 class Spool:
@@ -113,7 +117,16 @@ class Spool:
         self.state.set_status(rec.id, FAILED, now_ms, reason)
 
     # -- start-up repair --------------------------------------------------
-    def recover(self, now_ms: int) -> Recovery:
+    def recover(
+        self,
+        now_ms: int,
+        device: str = "",
+        adoptable: Callable[[str, str], bool] = lambda source, table: False,
+    ) -> Recovery:
+        """Start-up repair: temp files removed; sealed files the ledger does not list are
+        adopted when they verify and belong to a change-log capture (spool/adopt.py),
+        else removed (their changes are captured again); recorded files that are gone
+        are marked failed; shipped ones still on disk are removed."""
         report = Recovery()
         for tmp in list(self.tmp.iterdir()) + list(self.ready.rglob(".*.tmp")):
             if tmp.is_file():
@@ -121,6 +134,10 @@ class Spool:
                 report.temp_removed += 1
         ready = {r.relpath: r for r in self.state.files(READY)}
         on_disk = {str(p.relative_to(self.ready)) for p in self.ready.rglob("*" + PARQUET)}
+        unknown = sorted(on_disk - set(ready))
+        adoption = adopt(self.state, self.ready, unknown, device, adoptable)
+        report.adopted, report.older_ledger = adoption.adopted, adoption.newer_than_ledger
+        ready = {r.relpath: r for r in self.state.files(READY)}
         for rel in sorted(on_disk - set(ready)):
             manifest = rel[: -len(PARQUET)] + MANIFEST
             remove_durably([self.ready / rel, self.ready / manifest])

@@ -238,6 +238,65 @@ class StateDB:
         return FileRecord(*row) if row else None
 
     # -- counters and notes (for status) ---------------------------------
+    # -- rebuilding the ledger (spool/adopt.py) --------------------------------
+    def source_known(self, source: str) -> bool:
+        return (
+            self.con.execute("SELECT 1 FROM sources WHERE source = ?", (source,)).fetchone()
+            is not None
+        )
+
+    def adopt(self, rec: FileRecord) -> None:
+        """A verified spool file back into the ledger: ready, its table's sealed position
+        and the source's next ordinal raised to cover it (durable stays: a re-read skips
+        what sealed files hold)."""
+        with self.transaction() as con:
+            con.execute(
+                f"INSERT INTO files ({_FILE_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+                (
+                    rec.id,
+                    rec.source,
+                    rec.table,
+                    rec.ordinal,
+                    rec.first_pos,
+                    rec.last_pos,
+                    rec.rows,
+                    rec.bytes,
+                    rec.sha256,
+                    rec.relpath,
+                    rec.manifest_relpath,
+                    rec.created_ms,
+                    READY,
+                    None,
+                    None,
+                ),
+            )
+            self._raise_positions(con, rec.source, {rec.table: rec.last_pos}, rec.ordinal)
+
+    def seed(self, source: str, landed: list[dict[str, Any]]) -> None:
+        """A source new to the ledger whose files are already in the lake: ordinals and
+        sealed positions continue after them."""
+        tables: dict[str, int] = {}
+        for m in landed:
+            tables[str(m["table"])] = max(tables.get(str(m["table"]), 0), int(m["last_pos"]))
+        with self.transaction() as con:
+            self._raise_positions(con, source, tables, max(int(m["ordinal"]) for m in landed))
+
+    def _raise_positions(
+        self, con: sqlite3.Connection, source: str, tables: dict[str, int], ordinal: int
+    ) -> None:
+        for table, pos in tables.items():
+            con.execute(
+                "INSERT INTO tables (source, tbl, sealed_pos) VALUES (?, ?, ?) ON CONFLICT "
+                "(source, tbl) DO UPDATE SET sealed_pos = max(sealed_pos, excluded.sealed_pos)",
+                (source, table, pos),
+            )
+        con.execute(
+            "INSERT INTO sources (source, durable_pos, next_ordinal) VALUES (?, 0, ?) "
+            "ON CONFLICT (source) DO UPDATE SET "
+            "next_ordinal = max(next_ordinal, excluded.next_ordinal)",
+            (source, ordinal + 1),
+        )
+
     # -- drop_oldest drops, told to the lake in the next manifest ------------
     def record_drop(self, rec: FileRecord, now_ms: int) -> None:
         """The drops a dropped file's manifest told are to be told again by a later one."""

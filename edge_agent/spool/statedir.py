@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from edge_agent.errors import StateError, StateLockedError, toml_value
-from edge_agent.fsutil import DIR_MODE, ensure_dir, write_atomic
+from edge_agent.fsutil import DIR_MODE, ensure_dir, fsync_dir, write_atomic
 
 STORAGE_VERSION = 1
 
@@ -38,6 +38,17 @@ class StateDir:
     @property
     def spool(self) -> Path:
         return self.root / "spool"
+
+    def move_db_aside(self, now_ms: int) -> Path:
+        """A damaged state database (and its -wal, -shm) renamed out of the way; the
+        ledger is then rebuilt from the spool (spool/adopt.py)."""
+        target = self.db_path.with_name(f"{self.db_path.name}.damaged-{now_ms}")
+        for suffix in ("", "-wal", "-shm"):
+            src = self.db_path.with_name(self.db_path.name + suffix)
+            if src.exists():
+                os.replace(src, target.with_name(target.name + suffix))
+        fsync_dir(self.root)
+        return target
 
     def prepare(self) -> None:
         """Create the layout and check the storage version."""
