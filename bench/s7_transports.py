@@ -1,7 +1,8 @@
 """Scenario 7: shipping throughput of the MQTT and S3 sinks against plain clients.
 
-N sealed bronze files of random (incompressible) bytes with a matching
-FileRecord and a small manifest, shipped one after the other:
+N sealed bronze files (real Parquet of the bronze schema, 1000 rows whose payload
+column is random, incompressible bytes) with a matching FileRecord and manifest
+(the collector checks the file's footer against it), shipped one after the other:
 
 (a) MQTT, to a real Mosquitto on 127.0.0.1 (tests/servers.py): ``MqttShipper.put()``
     with a real collector process (``edge-agent collect``) writing into a lake
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -48,6 +50,35 @@ c.loop_forever()
 """
 
 
+ROWS = 1000  # per file
+
+
+def _parquet(size: int) -> tuple[bytes, str]:
+    """A bronze Parquet file of ROWS rows and about ``size`` bytes (at least ~45 KB),
+    its payload random bytes; and its schema fingerprint."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from edge_agent.bronze.schema import batch_schema
+    from edge_agent.records import ColumnSpec, TableSpec
+
+    bs = batch_schema(TableSpec("t", (ColumnSpec("id", pa.int64(), "INTEGER", 1),
+                                      ColumnSpec("payload", pa.binary(), "BLOB"))))
+
+    def build(payload: int) -> bytes:
+        per, extra = divmod(max(payload, 0), ROWS)
+        columns: dict[str, list[Any]] = {f.name: [None] * ROWS for f in bs.schema}
+        columns.update(_op=["c"] * ROWS, _pos=list(range(1, ROWS + 1)), id=list(range(ROWS)),
+                       payload=[os.urandom(per + (i < extra)) for i in range(ROWS)])
+        out = io.BytesIO()
+        pq.write_table(pa.table(columns, schema=bs.schema), out, compression="none",
+                       use_dictionary=False, write_statistics=False)
+        return out.getvalue()
+
+    overhead = len(build(0))
+    return build(size - overhead), bs.fingerprint
+
+
 def _files(work: Path, count: int, size: int, base: int = 0) -> list[tuple[Path, Path, Any]]:
     from edge_agent.bronze.layout import FileKey
     from edge_agent.spool.manifest import build as build_manifest
@@ -57,16 +88,18 @@ def _files(work: Path, count: int, size: int, base: int = 0) -> list[tuple[Path,
     spool = work / "spool"
     spool.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        data = b"PAR1" + os.urandom(size - 8) + b"PAR1"
+        data, fingerprint = _parquet(size)
         local = spool / f"f{i}.parquet"
         local.write_bytes(data)
-        first = (base + i) * 1000 + 1
-        key = FileKey(DEVICE, "src", "t", "2025-11-24", first, first + 999)
-        rec = FileRecord(key.file_id, "src", "t", 1, first, first + 999, 1000, len(data),
+        first = (base + i) * ROWS + 1
+        last = first + ROWS - 1
+        key = FileKey(DEVICE, "src", "t", "2025-11-24", first, last)
+        rec = FileRecord(key.file_id, "src", "t", 1, first, last, ROWS, len(data),
                          hashlib.sha256(data).hexdigest(), key.relpath, key.manifest_relpath, 0)
-        # A real manifest: the collector checks it against the file's headers.
+        # A real manifest: the collector checks it against the file's headers, and the
+        # file's Parquet footer against its rows and schema_fingerprint.
         manifest = spool / f"f{i}.manifest.json"
-        manifest.write_text(json.dumps(build_manifest(rec, DEVICE, "0" * 16, 0)) + "\n")
+        manifest.write_text(json.dumps(build_manifest(rec, DEVICE, fingerprint, 0)) + "\n")
         out.append((local, manifest, rec))
     return out
 

@@ -4,7 +4,9 @@ idempotent rules as the ``dir`` sink (shippers/dir.py).
 ``<lake>/<relpath>`` is written tmp -> fsync -> rename -> fsync(dir) from the
 staged chunks, streamed (one chunk in memory at a time) and verified against
 the header's size and sha256 before it becomes visible; the manifest goes
-beside it last, so its presence means the file beside it is whole. What has
+beside it last, so its presence means the file beside it is whole. (The receiver
+checks the staged file's Parquet footer against its manifest before it is
+assembled: lake/content.py.) What has
 landed is never replaced: the same bytes again are an idempotent success, other
 bytes (or another manifest) for the same file are refused.
 """
@@ -65,11 +67,9 @@ class Lake:
                     digest.update(data)
                     out.write(data)
                     size += len(data)
-            if (size, digest.hexdigest()) != (h.size, h.sha256):
-                raise AssemblyMismatch(
-                    f"assembled {size} bytes sha256 {digest.hexdigest()}, the header says "
-                    f"{h.size} bytes sha256 {h.sha256}"
-                )
+            wrong = mismatch(h, size, digest.hexdigest())
+            if wrong is not None:
+                raise AssemblyMismatch(wrong)
             publish(tmp, dest)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -82,3 +82,22 @@ class Lake:
             if path.read_bytes() == data:
                 return
         write_atomic(path, data)
+
+
+def staged_mismatch(h: FileHeader, chunks: list[Path]) -> str | None:
+    """Why the staged chunks do not add up to the header's size and sha256, or None
+    (streamed, one chunk in memory at a time)."""
+    digest, size = hashlib.sha256(), 0
+    for chunk in chunks:
+        data = chunk.read_bytes()
+        digest.update(data)
+        size += len(data)
+    return mismatch(h, size, digest.hexdigest())
+
+
+def mismatch(h: FileHeader, size: int, sha256: str) -> str | None:
+    if (size, sha256) == (h.size, h.sha256):
+        return None
+    return (
+        f"assembled {size} bytes sha256 {sha256}, the header says {h.size} bytes sha256 {h.sha256}"
+    )

@@ -2,9 +2,11 @@
 the file in the lake when it is complete, and say which acks to send.
 
 Nothing a message carries can crash this or reach the lake unverified: a
-message that breaks the protocol or the limits is counted, logged and answered
-with a negative ack when it names its file well enough (docs/protocol.md,
-"Negative acks").
+message that breaks the protocol or the limits, a manifest that contradicts its
+file's headers, and a file that is not the Parquet file its manifest describes
+(lake/content.py: read from the staged chunks, before anything is written) are
+counted, logged and answered with a negative ack when they name their file well
+enough (docs/protocol.md, "Negative acks").
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 
 from edge_agent.bronze.layout import partition_of
 from edge_agent.config_mqtt import CollectorConfig
-from edge_agent.lake.landing import AssemblyMismatch, Lake
+from edge_agent.lake.content import ChunkFile, parquet_problem
+from edge_agent.lake.landing import AssemblyMismatch, Lake, staged_mismatch
 from edge_agent.lake.staging import Staging, StagingFull
 from edge_agent.log import get_logger
 from edge_agent.shippers.mqtt_wire import (
@@ -129,18 +132,54 @@ class Receiver:
         if not existed and not complete:
             return None
         if not existed:
-            try:
-                self.lake.assemble(h, self.staging.chunk_paths(h))
-            except AssemblyMismatch as exc:
-                self.staging.discard(h)
-                self.counters["rejected.corrupt_staging"] += 1
-                log.warning("collector.assembly_mismatch", file=h.file_id, error=str(exc))
-                return _ack(h.ack_to, RETRY, f"{exc}: staged chunks discarded, send it again")
+            refused = self._check_content(h) or self._assemble(h)
+            if refused is not None:
+                return refused
         self.lake.write_manifest(h, self.staging.manifest(h))
         self.staging.discard(h)
         self.counters["files_existing" if existed else "files_landed"] += 1
         log.info("collector.landed", file=h.file_id, path=h.relpath, bytes=h.size, existed=existed)
         return Ack(h.file_id, h.sha256, OK, h.attempt, existed=existed, path=h.relpath)
+
+    def _assemble(self, h: FileHeader) -> Ack | None:
+        """Under the entry's lock: the staged chunks into the lake, or a refusal."""
+        try:
+            self.lake.assemble(h, self.staging.chunk_paths(h))
+        except AssemblyMismatch as exc:
+            return self._corrupt_staging(h, str(exc))
+        return None
+
+    def _corrupt_staging(self, h: FileHeader, error: str) -> Ack:
+        self.staging.discard(h)
+        self.counters["rejected.corrupt_staging"] += 1
+        log.warning("collector.assembly_mismatch", file=h.file_id, error=error)
+        return _ack(h.ack_to, RETRY, f"{error}: staged chunks discarded, send it again")
+
+    def _check_content(self, h: FileHeader) -> Ack | None:
+        """Under the entry's lock, a complete entry whose manifest passed: None when the
+        staged file is a readable Parquet file with the manifest's rows and schema
+        fingerprint (its footer only is read), else the entry is discarded and the
+        answer is a refusal. A file that fails because a staged chunk was damaged at
+        rest (the chunks no longer match the header's sha256) is asked for again."""
+        manifest = json.loads(self.staging.manifest(h))  # manifest_problem() passed
+        chunks = self.staging.chunk_paths(h)
+        parts = [(path, h.chunk_length(i)) for i, path in enumerate(chunks)]
+        with ChunkFile(parts) as staged:
+            problem = parquet_problem(staged, manifest["rows"], manifest["schema_fingerprint"])
+        if problem is None:
+            return None
+        damaged = staged_mismatch(h, chunks)
+        if damaged is not None:
+            return self._corrupt_staging(h, damaged)
+        self.staging.discard(h)
+        self.counters["rejected.bad_content"] += 1
+        log.warning("collector.bad_content", file=h.file_id, error=problem)
+        return _ack(
+            h.ack_to,
+            REJECTED,
+            f"content of {h.file_id}: {problem}; it was not landed (a device's files are "
+            "the Parquet files its manifests describe: check the device's spool)",
+        )
 
     def _refuse(self, topic: str, exc: WireError) -> list[Reply]:
         self.counters[f"rejected.{exc.category}"] += 1
@@ -166,11 +205,12 @@ class Receiver:
 def manifest_problem(h: FileHeader, data: bytes) -> str | None:
     """Why a manifest cannot stand beside the file its chunks' headers describe, or None:
     it must be a JSON object that names the same file, device, size, sha256 and
-    partition (a device's own topic is still untrusted input)."""
+    partition, and states the file's rows and schema fingerprint (checked against the
+    file's content before it lands); a device's own topic is still untrusted input."""
     try:
         found = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return f"not JSON ({exc})"
+    except (ValueError, RecursionError) as exc:  # also a 5,000-digit number, [[[[...
+        return f"not JSON ({str(exc)[:200]})"
     if not isinstance(found, dict):
         return "not a JSON object"
     expected = {
@@ -183,6 +223,12 @@ def manifest_problem(h: FileHeader, data: bytes) -> str | None:
     wrong = [k for k, v in expected.items() if found.get(k) != v]
     if wrong:
         return f"contradicts the file's headers on {', '.join(wrong)}"
+    rows = found.get("rows")
+    if type(rows) is not int or rows < 0:
+        return "has no rows (the file's row count, a non-negative integer)"
+    fingerprint = found.get("schema_fingerprint")
+    if not isinstance(fingerprint, str) or not fingerprint:
+        return "has no schema_fingerprint (a non-empty string)"
     return None
 
 

@@ -1,10 +1,13 @@
 """Helpers for the MQTT tests: collectors in threads or as real processes, raw
-publishing of hand-made messages, and the config sections that point at a broker."""
+publishing of hand-made messages, real Parquet payloads for them, and the config
+sections that point at a broker."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import random
 import signal
 import subprocess
 import threading
@@ -15,11 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pyarrow as pa
+import pyarrow.parquet as pq
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from edge_agent.bronze.layout import FileKey
+from edge_agent.bronze.schema import batch_schema
 from edge_agent.config_mqtt import CollectorConfig
 from edge_agent.lake.collect import Collector
+from edge_agent.records import ColumnSpec, TableSpec
 from edge_agent.shippers import mqtt_wire as wire
 from edge_agent.shippers.mqtt_conn import publish_properties
 from edge_agent.spool.state import FileRecord
@@ -119,19 +126,59 @@ def collector_section(tmp: Path, broker: Mosquitto, prefix: str, **extra: Any) -
             "lake": str(tmp / "lake"), "staging_dir": str(tmp / "staging"), **extra}
 
 
-# --- hand-made messages ----------------------------------------------------------
-def record(data: bytes, device: str = "gw", first: int = 1, last: int = 2) -> FileRecord:
+# --- hand-made files and messages ------------------------------------------------
+# The collector lands only readable Parquet whose row count and schema fingerprint
+# are the manifest's: hand-made files are real ones, of the agent's bronze schema.
+SCHEMA = batch_schema(TableSpec("t", (ColumnSpec("id", pa.int64(), "INTEGER", 1),
+                                      ColumnSpec("payload", pa.binary(), "BLOB"))))
+FINGERPRINT = SCHEMA.fingerprint
+ROWS = 2  # what record() and the default manifests say a file holds
+
+
+def parquet_bytes(size: int = 0, rows: int = ROWS, fingerprint: str = FINGERPRINT,
+                  seed: int = 0) -> bytes:
+    """A Parquet file like the agent's (the bronze envelope and schema metadata, with
+    ``fingerprint`` as edge_agent.schema_fingerprint) of ``rows`` rows and about
+    ``size`` bytes (within a few bytes, and never below the ~2.5 KB that its footer
+    alone takes). Its ``payload`` column is random bytes from ``seed``: incompressible,
+    and other seeds give other files."""
+    metadata = {**SCHEMA.schema.metadata, b"edge_agent.schema_fingerprint": fingerprint.encode()}
+    schema = SCHEMA.schema.with_metadata(metadata)
+
+    def build(payload: int) -> bytes:
+        rng = random.Random(seed)
+        per, extra = divmod(max(payload, 0), max(rows, 1))
+        columns: dict[str, list[Any]] = {f.name: [None] * rows for f in schema}
+        columns.update(_op=["c"] * rows, _pos=list(range(1, rows + 1)), _device=["gw"] * rows,
+                       _source=["src"] * rows, _table=["t"] * rows,
+                       id=list(range(1, rows + 1)),
+                       payload=[rng.randbytes(per + (i < extra)) for i in range(rows)])
+        out = io.BytesIO()
+        pq.write_table(pa.table(columns, schema=schema), out, compression="none",
+                       use_dictionary=False, write_statistics=False)
+        return out.getvalue()
+
+    empty = len(build(0))
+    if rows == 0 or size <= empty:
+        return build(0)
+    first = build(size - empty)
+    return build(size - empty + size - len(first))
+
+
+def record(data: bytes, device: str = "gw", first: int = 1, last: int = 2,
+           rows: int = ROWS) -> FileRecord:
     key = FileKey(device, "src", "t", "2025-11-24", first, last)
-    return FileRecord(key.file_id, "src", "t", 1, first, last, 2, len(data),
+    return FileRecord(key.file_id, "src", "t", 1, first, last, rows, len(data),
                       hashlib.sha256(data).hexdigest(), key.relpath, key.manifest_relpath, 0)
 
 
 def manifest_of(rec: FileRecord, **extra: object) -> bytes:
     """A manifest that tells the truth about ``rec`` (the collector checks it against the
-    chunks' headers)."""
+    chunks' headers, and a new file's Parquet footer against its rows and
+    schema_fingerprint)."""
     data = {"id": rec.id, "device": rec.id.split("/", 1)[0], "bytes": rec.bytes,
             "sha256": rec.sha256, "partition": {"date": rec.relpath.split("date=")[1][:10]},
-            "rows": rec.rows, **extra}
+            "rows": rec.rows, "schema_fingerprint": FINGERPRINT, **extra}
     return json.dumps(data, sort_keys=True).encode()
 
 
@@ -166,11 +213,11 @@ class RawClient:
 
     def send_file(self, h: wire.FileHeader, data: bytes, manifest: bytes | None = None,
                   mangle: Callable[[int, bytes], bytes] = lambda i, d: d) -> None:
-        if manifest is None:  # a truthful one for the header's file
+        if manifest is None:  # a truthful one for the header's file (of parquet_bytes())
             manifest = json.dumps({"id": h.file_id, "device": h.device, "bytes": h.size,
                                    "sha256": h.sha256,
-                                   "partition": {"date": h.relpath.split("date=")[1][:10]}
-                                   }).encode()
+                                   "partition": {"date": h.relpath.split("date=")[1][:10]},
+                                   "rows": ROWS, "schema_fingerprint": FINGERPRINT}).encode()
         for i in range(h.count):
             chunk = data[i * h.chunk_bytes:(i + 1) * h.chunk_bytes]
             sha = hashlib.sha256(chunk).hexdigest()

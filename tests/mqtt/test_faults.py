@@ -19,17 +19,19 @@ from edge_agent.spool.state import READY
 from tests.conftest import WORKLOAD_TABLES, config_dict, run_workload, write_config
 from tests.lake import assert_exact
 from tests.mqtt.support import (
+    FINGERPRINT,
     RawClient,
     collector_config,
     header_of,
     manifest_of,
     mqtt_sink,
+    parquet_bytes,
     record,
     wait_until,
 )
 from tests.servers import Mosquitto, TlsFiles
 
-DATA = bytes(range(256)) * 20  # 5120 bytes
+DATA = parquet_bytes(5120)  # real Parquet (the collector checks its footer): 5 chunks of 1024
 
 
 def spool_file(tmp: Path, data: bytes = DATA) -> tuple[Path, Path]:
@@ -118,6 +120,47 @@ def test_unknown_file_malformed_and_truncated_messages_are_refused(
     raw.close()
 
 
+@pytest.mark.parametrize(("case", "said"), [
+    ("not-parquet", "not a readable Parquet file (Parquet magic bytes not found"),
+    ("rows", "it holds 7 rows, the manifest says 2"),
+    ("fingerprint", f"its schema fingerprint is '0123456789abcdef', the manifest says "
+                    f"'{FINGERPRINT}'"),
+])
+def test_content_that_disagrees_with_its_manifest_is_refused_and_not_landed(
+        tmp_path: Path, mosquitto: Mosquitto, mqtt_prefix: str, collector_factory,
+        case: str, said: str) -> None:
+    """Issue 13 item 6 (content part): the collector landed any bytes whose headers and
+    manifest agreed. Now the staged file's Parquet footer must show the manifest's rows
+    and schema fingerprint before anything is written into the lake."""
+    col = collector_factory(collector_config(tmp_path, mosquitto, mqtt_prefix))
+    raw = RawClient(mosquitto, mqtt_prefix)
+    data = {"not-parquet": b"PAR1" + b"x" * 5000,
+            "rows": parquet_bytes(5120, rows=7),
+            "fingerprint": parquet_bytes(5120, fingerprint="0123456789abcdef")}[case]
+    rec = record(data)
+    h = header_of(rec, 1024)
+    raw.send_file(h, data, manifest_of(rec))
+    wait_until(lambda: raw.acks, "the collector's answer")
+    assert [a.status for a in raw.acks] == [wire.REJECTED]
+    assert raw.acks[0].reason.startswith(f"content of {rec.id}: ") and said in raw.acks[0].reason
+    assert col.counters["rejected.bad_content"] == 1
+    assert lake_is_empty(col.collector.cfg.lake)
+    assert not list((tmp_path / "staging" / "files").iterdir())  # the entry is discarded
+    # The agent's shipper reports the refusal with its reason; the collector goes on.
+    local, manifest = tmp_path / "bad.parquet", tmp_path / "bad.manifest.json"
+    local.write_bytes(data)
+    manifest.write_bytes(manifest_of(rec))
+    sink = shipper(mosquitto, mqtt_prefix)
+    with pytest.raises(TerminalError, match="the collector refused file .*" + said[:20]):
+        sink.put(local, manifest, rec)
+    assert lake_is_empty(col.collector.cfg.lake)
+    local, manifest = spool_file(tmp_path)
+    sink.put(local, manifest, record(DATA))
+    assert (col.collector.cfg.lake / record(DATA).relpath).read_bytes() == DATA
+    sink.close()
+    raw.close()
+
+
 # --- limits -------------------------------------------------------------------------
 
 
@@ -131,7 +174,7 @@ def test_oversized_chunks_and_files_are_refused_with_the_fix(
     sink = shipper(mosquitto, mqtt_prefix, chunk_bytes=1024)
     with pytest.raises(TerminalError, match=r"collector\.max_file_bytes"):
         sink.put(local, manifest, rec)
-    small = DATA[:4000]
+    small = parquet_bytes(4000, seed=1)
     local, manifest = spool_file(tmp_path, small)
     big_chunks = shipper(mosquitto, mqtt_prefix, chunk_bytes=3000)
     with pytest.raises(TerminalError, match=r"lower sink\.chunk_bytes.*collector"):

@@ -4,11 +4,14 @@ header round trips, refusals, and landing from chunks in any order."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,7 +21,7 @@ from edge_agent.lake.landing import Lake
 from edge_agent.lake.receiver import Receiver
 from edge_agent.lake.staging import Staging
 from edge_agent.shippers import mqtt_wire as wire
-from tests.mqtt.support import header_of, manifest_of, record
+from tests.mqtt.support import FINGERPRINT, header_of, manifest_of, parquet_bytes, record
 
 LIMITS = wire.Limits(max_file_bytes=1 << 20, max_chunk_bytes=1 << 16)
 TOPIC = "edge/gw/batch"
@@ -116,13 +119,14 @@ def messages(data: bytes, chunk_bytes: int, manifest: bytes | None = None,
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.binary(min_size=1, max_size=3000), st.integers(1, 700), st.randoms(),
+@given(st.integers(0, 4000), st.integers(0, 2**16), st.integers(50, 1200), st.randoms(),
        st.integers(0, 3))
-def test_any_order_and_any_duplicates_land_the_file_once(tmp_path_factory, data: bytes,
+def test_any_order_and_any_duplicates_land_the_file_once(tmp_path_factory, size: int, seed: int,
                                                          chunk_bytes: int, rng: random.Random,
                                                          dups: int) -> None:
     tmp = tmp_path_factory.mktemp("rx")
     rx = receiver(tmp)
+    data = parquet_bytes(size, seed=seed)
     msgs = messages(data, chunk_bytes)
     msgs += [rng.choice(msgs) for _ in range(dups)]
     rng.shuffle(msgs)
@@ -137,7 +141,7 @@ def test_any_order_and_any_duplicates_land_the_file_once(tmp_path_factory, data:
 
 def test_staged_chunks_survive_a_restart_and_a_complete_entry_lands_on_start(
         tmp_path: Path) -> None:
-    data = bytes(range(256)) * 10
+    data = parquet_bytes(2560)  # 5 chunks of 512
     msgs = messages(data, 512)
     first = receiver(tmp_path)
     for pairs, payload in msgs[:3]:
@@ -156,17 +160,23 @@ def test_staged_chunks_survive_a_restart_and_a_complete_entry_lands_on_start(
     assert (tmp_path / "lake" / record(data).relpath).read_bytes() == data
 
 
-def test_a_damaged_staged_chunk_is_discarded_and_asked_for_again(tmp_path: Path) -> None:
-    data = b"abc" * 1000
+@pytest.mark.parametrize("damaged", [0, 2], ids=["first-chunk", "footer-chunk"])
+def test_a_damaged_staged_chunk_is_discarded_and_asked_for_again(tmp_path: Path,
+                                                                 damaged: int) -> None:
+    """Damage in the footer fails the content check too: still a resend (the chunks no
+    longer match the header's sha256), not a refusal of the device's file."""
+    data = parquet_bytes(3000)  # 3 chunks of 1000, the footer in the last
     rx = receiver(tmp_path)
     msgs = messages(data, 1000)
-    rx.handle(TOPIC, *msgs[0])
-    chunk = next((tmp_path / "staging" / "files").glob("*/00000000.chunk"))
+    rx.handle(TOPIC, *msgs[damaged])
+    chunk = next((tmp_path / "staging" / "files").glob(f"*/{damaged:08d}.chunk"))
     chunk.write_bytes(b"X" * 1000)  # same size, other bytes: bit rot at rest
-    replies = [r for pairs, payload in msgs[1:] for r in rx.handle(TOPIC, pairs, payload)]
+    replies = [r for i, (pairs, payload) in enumerate(msgs) if i != damaged
+               for r in rx.handle(TOPIC, pairs, payload)]
     assert [r.ack.status for r in replies] == [wire.RETRY]
     assert "staged chunks discarded" in replies[0].ack.reason
     assert not (tmp_path / "lake" / record(data).relpath).exists()
+    assert rx.counters["rejected.corrupt_staging"] == 1 and not rx.counters["rejected.bad_content"]
     replies = [r for pairs, payload in msgs for r in rx.handle(TOPIC, pairs, payload)]
     assert [r.ack.status for r in replies] == [wire.OK]
 
@@ -189,7 +199,7 @@ def test_a_landed_file_is_immutable(tmp_path: Path) -> None:
     """Issue 13 item 7: the same bytes again is an idempotent ok; other bytes for a landed
     file id, or another manifest for it, is refused, counted and reported."""
     rx = receiver(tmp_path)
-    data = b"first bytes " * 50
+    data = parquet_bytes(2600)
     for pairs, payload in messages(data, 1000):
         rx.handle(TOPIC, pairs, payload)
     rec = record(data)
@@ -200,7 +210,8 @@ def test_a_landed_file_is_immutable(tmp_path: Path) -> None:
              for r in rx.handle(TOPIC, pairs, payload)]
     assert [(a.status, a.existed) for a in again] == [(wire.OK, True)]
 
-    other = b"other bytes " * 50  # same length, same file id and path
+    other = parquet_bytes(2600, seed=1)  # same length, same file id and path
+    assert len(other) == len(data) and other != data
     forged = [(pairs, payload) for pairs, payload in messages(other, 1000, attempt="a3")]
     replies = [r.ack for pairs, payload in forged for r in rx.handle(TOPIC, pairs, payload)]
     assert [a.status for a in replies] == [wire.REJECTED]
@@ -234,7 +245,7 @@ def test_manifests_count_against_the_staging_quota_and_a_flood_of_them_is_evicte
     on_disk = sum(p.stat().st_size for p in (tmp_path / "staging" / "files").rglob("*")
                   if p.is_file())
     assert on_disk <= 20_000 and staging.used == on_disk
-    data = b"a real file " * 300
+    data = parquet_bytes(3600)
     acks = [r.ack for pairs, payload in messages(data, 1000)
             for r in rx.handle(TOPIC, pairs, payload)]
     assert [a.status for a in acks] == [wire.OK]
@@ -247,6 +258,11 @@ def test_manifests_count_against_the_staging_quota_and_a_flood_of_them_is_evicte
     ("other-device", "contradicts the file's headers on device"),
     ("wrong-sha", "contradicts the file's headers on sha256"),
     ("wrong-partition", "contradicts the file's headers on partition"),
+    ("no-rows", "has no rows"),
+    ("negative-rows", "has no rows"),
+    ("no-fingerprint", "has no schema_fingerprint"),
+    pytest.param(b"[" * 100_000, "not JSON", id="deep-nesting"),  # RecursionError
+    pytest.param(b'{"rows": 1' + b"0" * 5000 + b"}", "not JSON", id="5000-digits"),  # ValueError
 ])
 def test_a_manifest_that_lies_about_its_file_is_rejected(tmp_path: Path, manifest: Any,
                                                           said: str) -> None:
@@ -255,7 +271,9 @@ def test_a_manifest_that_lies_about_its_file_is_rejected(tmp_path: Path, manifes
     rec = record(data)
     if isinstance(manifest, str):
         lie = {"other-device": {"device": "other"}, "wrong-sha": {"sha256": "0" * 64},
-               "wrong-partition": {"partition": {"date": "2030-01-01"}}}[manifest]
+               "wrong-partition": {"partition": {"date": "2030-01-01"}},
+               "no-rows": {"rows": None}, "negative-rows": {"rows": -1},
+               "no-fingerprint": {"schema_fingerprint": 7}}[manifest]
         manifest = manifest_of(rec, **lie)
     rx = receiver(tmp_path)
     acks = [r.ack for pairs, payload in messages(data, 1000, manifest=manifest)
@@ -274,3 +292,94 @@ def test_a_partition_that_is_no_real_date_is_rejected() -> None:
     with pytest.raises(wire.WireError, match="not a real date") as info:
         wire.parse_part(TOPIC, "edge", pairs, 10, LIMITS)
     assert info.value.to is not None  # answered "rejected"
+
+
+def plain_parquet() -> bytes:
+    """Readable Parquet, but not the agent's: no edge_agent schema metadata."""
+    out = io.BytesIO()
+    pq.write_table(pa.table({"a": [1, 2]}), out)
+    return out.getvalue()
+
+
+CONTENT_LIES = {
+    "not-parquet": (lambda: b"PAR1" + b"x" * 3000 + b"PAR1", "not a readable Parquet file"),
+    "garbage": (lambda: bytes(range(256)) * 12, "not a readable Parquet file"),
+    "more-rows": (lambda: parquet_bytes(3000, rows=3), "it holds 3 rows, the manifest says 2"),
+    "no-rows": (lambda: parquet_bytes(3000, rows=0), "it holds 0 rows, the manifest says 2"),
+    "other-fingerprint": (lambda: parquet_bytes(3000, fingerprint="f" * 16),
+                          f"its schema fingerprint is 'ffffffffffffffff', the manifest says "
+                          f"'{FINGERPRINT}'"),
+    "no-fingerprint": (plain_parquet,
+                       "its schema metadata has no edge_agent.schema_fingerprint"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONTENT_LIES))
+def test_content_that_is_not_the_manifests_parquet_file_is_rejected(tmp_path: Path,
+                                                                    case: str) -> None:
+    """Issue 13 item 6 (content part): the collector landed any bytes whose headers and
+    manifest agreed. Checked from the staged chunks' footer, before anything is written."""
+    make, said = CONTENT_LIES[case]
+    data = make()
+    rec = record(data)
+    rx = receiver(tmp_path)
+    acks = [r.ack for pairs, payload in messages(data, 1000)
+            for r in rx.handle(TOPIC, pairs, payload)]
+    assert [a.status for a in acks] == [wire.REJECTED]
+    assert acks[0].reason.startswith(f"content of {rec.id}: ") and said in acks[0].reason
+    assert rx.counters["rejected.bad_content"] == 1 and not rx.counters["files_landed"]
+    assert not (tmp_path / "lake").exists() or not any((tmp_path / "lake").rglob("*"))
+    assert not list((tmp_path / "staging" / "files").iterdir())  # the entry is discarded
+    # The true manifest for those bytes lands them (another file id: a new lake place).
+    truthful = parquet_bytes(3000, rows=5, seed=9)
+    good = record(truthful, first=3, last=4, rows=5)
+    h = header_of(good, 1000)
+    msgs = [(wire.header_properties(h, wire.CHUNK, hashlib.sha256(c).hexdigest(), i), c)
+            for i, c in enumerate(truthful[i:i + 1000] for i in range(0, len(truthful), 1000))]
+    manifest = manifest_of(good)
+    msgs.append((wire.header_properties(h, wire.MANIFEST, hashlib.sha256(manifest).hexdigest()),
+                 manifest))
+    acks = [r.ack for pairs, payload in msgs for r in rx.handle(TOPIC, pairs, payload)]
+    assert [a.status for a in acks] == [wire.OK]
+    assert (tmp_path / "lake" / good.relpath).read_bytes() == truthful
+
+
+def test_a_staged_entry_with_bad_content_is_refused_at_start_up(tmp_path: Path) -> None:
+    """Recovery lands complete entries at start-up: through the same content check."""
+    data = parquet_bytes(3000, rows=3)  # the manifest says 2
+    rec = record(data)
+    first = receiver(tmp_path)
+    h = header_of(rec, 1000)
+    with first.staging.lock(h):
+        for i in range(h.count):
+            first.staging.put_chunk(h, i, data[i * 1000:(i + 1) * 1000])
+        first.staging.put_manifest(h, manifest_of(rec))
+    second = receiver(tmp_path)
+    replies = [second.land_staged(x) for x in second.staging.headers()]
+    assert [r.ack.status for r in replies if r] == [wire.REJECTED]
+    assert not (tmp_path / "lake" / rec.relpath).exists()
+    assert not list((tmp_path / "staging" / "files").iterdir())
+
+
+def test_a_staging_read_error_during_the_content_check_asks_for_a_resend(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An I/O error of the staging area is not a fault of the device's file: "retry",
+    the entry kept, not "rejected"."""
+    from edge_agent.lake import content
+
+    def failing_open(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(5, "Input/output error")
+
+    data = parquet_bytes(3000)
+    rx = receiver(tmp_path)
+    msgs = messages(data, 1000)
+    monkeypatch.setattr(content, "open", failing_open, raising=False)
+    acks = [r.ack for pairs, payload in msgs for r in rx.handle(TOPIC, pairs, payload)]
+    assert [a.status for a in acks] == [wire.RETRY]
+    assert "collector storage error" in acks[0].reason
+    assert rx.counters["rejected.storage_error"] == 1 and not rx.counters["rejected.bad_content"]
+    assert not (tmp_path / "lake" / record(data).relpath).exists()
+    monkeypatch.undo()
+    acks = [r.ack for r in rx.handle(TOPIC, *msgs[-1])]  # the resend's manifest: lands
+    assert [a.status for a in acks] == [wire.OK]
+    assert (tmp_path / "lake" / record(data).relpath).read_bytes() == data

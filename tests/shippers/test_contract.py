@@ -20,7 +20,7 @@ from edge_agent.shippers.base import Shipper
 from edge_agent.shippers.dir import DirShipper
 from edge_agent.shippers.s3 import S3Shipper
 from edge_agent.spool.state import FileRecord
-from tests.mqtt.support import manifest_of
+from tests.mqtt.support import ROWS, manifest_of, parquet_bytes
 
 ReadBack = Callable[[str], bytes | None]
 Overwrite = Callable[[str, bytes], None]
@@ -102,12 +102,14 @@ def _s3_sink(request: pytest.FixtureRequest) -> Iterator[Sink]:
 
 
 def spooled(tmp_path: Path, data: bytes, name: str = "f") -> tuple[Path, Path, FileRecord]:
+    """A sealed file and its manifest; files that reach the collector must be real
+    Parquet with the manifest's rows and fingerprint (tests.mqtt.support.parquet_bytes)."""
     local = tmp_path / "spool" / f"{name}.parquet"
     local.parent.mkdir(parents=True, exist_ok=True)
     local.write_bytes(data)
     manifest = local.with_suffix(".manifest.json")
     key = FileKey("gw", "src", "t", "2025-11-24", 1, 2)  # the real lake layout
-    rec = FileRecord(key.file_id, "src", "t", 1, 1, 2, 2, len(data),
+    rec = FileRecord(key.file_id, "src", "t", 1, 1, 2, ROWS, len(data),
                      hashlib.sha256(data).hexdigest(), key.relpath, key.manifest_relpath, 0)
     manifest.write_bytes(manifest_of(rec))
     return local, manifest, rec
@@ -115,7 +117,7 @@ def spooled(tmp_path: Path, data: bytes, name: str = "f") -> tuple[Path, Path, F
 
 def test_put_delivers_bytes_and_manifest(sink, tmp_path: Path) -> None:
     shipper, read = sink.shipper, sink.read
-    local, manifest, rec = spooled(tmp_path, b"PAR1" + b"x" * 5000)
+    local, manifest, rec = spooled(tmp_path, parquet_bytes(5004))  # 5 chunks over MQTT
     receipt = shipper.put(local, manifest, rec)
     assert read(rec.relpath) == local.read_bytes()
     assert read(rec.manifest_relpath) == manifest.read_bytes()
@@ -124,11 +126,12 @@ def test_put_delivers_bytes_and_manifest(sink, tmp_path: Path) -> None:
 
 def test_put_is_idempotent(sink, tmp_path: Path) -> None:
     shipper, read = sink.shipper, sink.read
-    local, manifest, rec = spooled(tmp_path, b"PAR1 same bytes")
+    data = parquet_bytes()
+    local, manifest, rec = spooled(tmp_path, data)
     shipper.put(local, manifest, rec)
     again = shipper.put(local, manifest, rec)
     assert again.already_there
-    assert read(rec.relpath) == b"PAR1 same bytes"
+    assert read(rec.relpath) == data
 
 
 def test_corrupt_local_file_is_refused_and_nothing_becomes_visible(sink, tmp_path: Path) -> None:
@@ -152,7 +155,7 @@ def test_missing_local_file_is_reported_as_corrupt(sink, tmp_path: Path) -> None
 def test_other_bytes_at_the_place_are_repaired_or_refused(sink, tmp_path: Path) -> None:
     """A sink the device writes itself repairs the place; the collector keeps what
     landed and refuses (a landed file is immutable there: issue 13 item 7)."""
-    local, manifest, rec = spooled(tmp_path, b"PAR1" + b"y" * 1000)
+    local, manifest, rec = spooled(tmp_path, parquet_bytes(seed=1))
     sink.shipper.put(local, manifest, rec)
     sink.overwrite(rec.relpath, b"PAR1 torn")
     if sink.shipper.name == "mqtt":
