@@ -35,6 +35,7 @@ EXPECTED_CONFIG = {
         "shutdown_timeout": "20s",
         "log_format": "auto",
         "log_level": "info",
+        "metrics_port": 0,
     },
     "buffer": {
         "max_memory": "16MiB",

