@@ -144,26 +144,7 @@ class StateDB:
                     f"ordinal {rec.ordinal} for {rec.id} but the next is {expected}: "
                     "another agent is writing this state directory"
                 )
-            con.execute(
-                f"INSERT INTO files ({_FILE_COLUMNS}) VALUES ({', '.join('?' * 15)})",
-                (
-                    rec.id,
-                    rec.source,
-                    rec.table,
-                    rec.ordinal,
-                    rec.first_pos,
-                    rec.last_pos,
-                    rec.rows,
-                    rec.bytes,
-                    rec.sha256,
-                    rec.relpath,
-                    rec.manifest_relpath,
-                    rec.created_ms,
-                    READY,
-                    None,
-                    None,
-                ),
-            )
+            _insert_ready(con, rec)
             con.execute(
                 "INSERT INTO tables (source, tbl, sealed_pos) VALUES (?, ?, ?) "
                 "ON CONFLICT (source, tbl) DO UPDATE SET sealed_pos = excluded.sealed_pos",
@@ -250,26 +231,7 @@ class StateDB:
         and the source's next ordinal raised to cover it (durable stays: a re-read skips
         what sealed files hold)."""
         with self.transaction() as con:
-            con.execute(
-                f"INSERT INTO files ({_FILE_COLUMNS}) VALUES ({', '.join('?' * 15)})",
-                (
-                    rec.id,
-                    rec.source,
-                    rec.table,
-                    rec.ordinal,
-                    rec.first_pos,
-                    rec.last_pos,
-                    rec.rows,
-                    rec.bytes,
-                    rec.sha256,
-                    rec.relpath,
-                    rec.manifest_relpath,
-                    rec.created_ms,
-                    READY,
-                    None,
-                    None,
-                ),
-            )
+            _insert_ready(con, rec)
             self._raise_positions(con, rec.source, {rec.table: rec.last_pos}, rec.ordinal)
 
     def seed(self, source: str, landed: list[dict[str, Any]]) -> None:
@@ -363,6 +325,30 @@ class StateDB:
     def notes(self) -> dict[str, tuple[str, int]]:
         rows = self.con.execute("SELECT name, value, updated_ms FROM notes").fetchall()
         return {n: (v, int(t)) for n, v, t in rows}
+
+
+def _insert_ready(con: sqlite3.Connection, rec: FileRecord) -> None:
+    """A sealed file into the ledger, ready to ship."""
+    con.execute(
+        f"INSERT INTO files ({_FILE_COLUMNS}) VALUES ({', '.join('?' * 15)})",
+        (
+            rec.id,
+            rec.source,
+            rec.table,
+            rec.ordinal,
+            rec.first_pos,
+            rec.last_pos,
+            rec.rows,
+            rec.bytes,
+            rec.sha256,
+            rec.relpath,
+            rec.manifest_relpath,
+            rec.created_ms,
+            READY,
+            None,
+            None,
+        ),
+    )
 
 
 def snapshot_request(source: str, table: str) -> str:

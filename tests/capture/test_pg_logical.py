@@ -127,14 +127,9 @@ def test_a_dropped_slot_is_a_gap_that_is_said_and_repaired(
 
 def test_truncate_is_a_marker_and_the_table_goes_on(
         tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
-    sql(pg_db, ITEMS, "INSERT INTO items VALUES (1, 'a', 1), (2, 'b', 2)")
-    h = harness_factory(logical_config(tmp_path, pg_db, ["items"]))
-    h.step(0.1)
-    sql(pg_db, "TRUNCATE items", "INSERT INTO items VALUES (3, 'c', 3)")
-    h.step(0.1)
-    assert h.flush().pending_files == 0
-    assert [c["_op"] for c in read_changes(tmp_path / "lake")] == ["r", "r", "t", "c"]
-    assert lake_state(tmp_path, "public.items") == rows_of(pg_db, "items")
+    from tests.capture.test_pg_trigger import truncate_case
+
+    truncate_case(tmp_path, pg_db, harness_factory, logical_config)
 
 
 def test_an_added_column_rotates_the_file_and_appears(

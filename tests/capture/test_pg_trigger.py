@@ -212,8 +212,13 @@ def test_a_table_dropped_and_created_again_starts_over_with_a_marker_and_a_snaps
 
 def test_truncate_is_a_marker_that_empties_the_table_in_the_lake(
         tmp_path: Path, pg_db: str, harness_factory: Any) -> None:
+    truncate_case(tmp_path, pg_db, harness_factory, pg_config)
+
+
+def truncate_case(tmp_path: Path, pg_db: str, harness_factory: Any, config_of: Any) -> None:
+    """TRUNCATE is a "t" marker and the table goes on (both PostgreSQL modes)."""
     sql(pg_db, ITEMS, "INSERT INTO items VALUES (1, 'a', 1), (2, 'b', 2)")
-    h = harness_factory(pg_config(tmp_path, pg_db, ["items"]))
+    h = harness_factory(config_of(tmp_path, pg_db, ["items"]))
     h.step(0.1)
     sql(pg_db, "TRUNCATE items", "INSERT INTO items VALUES (3, 'c', 3)")
     h.step(0.1)
