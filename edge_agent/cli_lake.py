@@ -14,21 +14,31 @@ SubAdder = Callable[[Any, str, str], argparse.ArgumentParser]
 
 
 def add_parsers(subs: Any, sub: SubAdder) -> None:
-    p = sub(subs, "lake", "Lake side: prove a bronze lake complete (verify).")
+    p = sub(subs, "lake", "Lake side: prove a bronze lake complete, or restore from it.")
     p.epilog = (
         "examples:\n  edge-agent lake verify --lake /srv/lake\n"
-        "  edge-agent lake verify --lake /srv/lake --device gw-001 --deep --json"
+        "  edge-agent lake verify --lake /srv/lake --device gw-001 --deep --json\n"
+        "  edge-agent lake restore --lake /srv/lake --source plant --device gw-001 "
+        "--at-time 2026-12-04T10:00:00Z --to plant-10h.db"
     )
     p.add_argument(
         "action",
-        choices=("verify",),
+        choices=("verify", "restore"),
         help="verify: ordinals contiguous per device and source (known drops aside), every "
-        "file with its manifest and in agreement, no overlapping positions, no stray files",
+        "file with its manifest and in agreement, no overlapping positions, no stray files; "
+        "restore: a source's tables as they were at a position or time, into a new SQLite "
+        "file",
     )
     p.add_argument("--lake", type=Path, required=True, help="the lake directory")
     p.add_argument("--device", help="only this device's files")
-    p.add_argument("--deep", action="store_true", help="also read every file: sha256, rows, schema")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument(
+        "--deep", action="store_true", help="verify: also read every file: sha256, rows, schema"
+    )
+    p.add_argument("--json", action="store_true", help="verify: print the report as JSON")
+    p.add_argument("--source", help="restore: the source (sources.name)")
+    p.add_argument("--at-pos", type=int, help="restore: up to this position (default: all)")
+    p.add_argument("--at-time", help="restore: up to this change time (ISO 8601, UTC if no offset)")
+    p.add_argument("--to", type=Path, help="restore: the new SQLite file to write")
 
 
 def cmd_lake(args: argparse.Namespace) -> int:
@@ -36,8 +46,38 @@ def cmd_lake(args: argparse.Namespace) -> int:
 
     if not args.lake.is_dir():
         raise EdgeAgentError(f"--lake {str(args.lake)!r}: no such directory")
+    if args.action == "restore":
+        return _restore(args)
     report = verify(args.lake, args.device, args.deep)
     print(json.dumps(report.as_json(), indent=2) if args.json else render(report))
     if report.complete:
         return EXIT_OK
     return EXIT_CORRUPT if report.corrupt else EXIT_INCOMPLETE
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from edge_agent.lake import restore
+
+    if not args.source or args.to is None:
+        raise EdgeAgentError("restore: give --source and --to")
+    cut = args.at_pos if args.at_pos is not None else 2**63 - 1
+    if args.at_time:
+        try:
+            moment = datetime.fromisoformat(args.at_time.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise EdgeAgentError(
+                f"--at-time {args.at_time!r}: use ISO 8601, e.g. 2026-12-04T10:00:00Z"
+            ) from exc
+        at_ms = int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+        cut = min(cut, restore.cut_of(args.lake, args.source, args.device, at_ms))
+    tables = restore.replay(args.lake, args.source, args.device, cut)
+    counts = restore.write_sqlite(tables, args.to)
+    for name, rows in sorted(counts.items()):
+        print(f"{name}: {rows} row(s)")
+    print(
+        f"restored {args.source} up to position {cut if cut < 2**63 - 1 else 'the end'} "
+        f"into {args.to}"
+    )
+    return EXIT_OK
