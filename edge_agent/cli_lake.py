@@ -29,7 +29,15 @@ def add_parsers(subs: Any, sub: SubAdder) -> None:
         "restore: a source's tables as they were at a position or time, into a new SQLite "
         "file",
     )
-    p.add_argument("--lake", type=Path, required=True, help="the lake directory")
+    p.add_argument(
+        "--lake",
+        required=True,
+        help="the lake directory, or s3://bucket/prefix for verify (AWS credentials from "
+        "the environment, as the s3 sink)",
+    )
+    p.add_argument(
+        "--endpoint-url", default="", help="verify of s3://: an S3-compatible store's URL"
+    )
     p.add_argument("--device", help="only this device's files")
     p.add_argument(
         "--deep", action="store_true", help="verify: also read every file: sha256, rows, schema"
@@ -42,13 +50,16 @@ def add_parsers(subs: Any, sub: SubAdder) -> None:
 
 
 def cmd_lake(args: argparse.Namespace) -> int:
+    from edge_agent.lake.store import open_store
     from edge_agent.lake.verify import render, verify
 
-    if not args.lake.is_dir():
-        raise EdgeAgentError(f"--lake {str(args.lake)!r}: no such directory")
     if args.action == "restore":
+        if args.lake.startswith("s3://") or not Path(args.lake).is_dir():
+            raise EdgeAgentError(
+                f"--lake {args.lake!r}: restore reads a lake directory (copy an S3 lake down first)"
+            )
         return _restore(args)
-    report = verify(args.lake, args.device, args.deep)
+    report = verify(open_store(args.lake, args.endpoint_url), args.device, args.deep)
     print(json.dumps(report.as_json(), indent=2) if args.json else render(report))
     if report.complete:
         return EXIT_OK
@@ -71,8 +82,9 @@ def _restore(args: argparse.Namespace) -> int:
                 f"--at-time {args.at_time!r}: use ISO 8601, e.g. 2026-12-04T10:00:00Z"
             ) from exc
         at_ms = int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
-        cut = min(cut, restore.cut_of(args.lake, args.source, args.device, at_ms))
-    tables = restore.replay(args.lake, args.source, args.device, cut)
+        cut = min(cut, restore.cut_of(Path(args.lake), args.source, args.device, at_ms))
+    lake = Path(args.lake)
+    tables = restore.replay(lake, args.source, args.device, cut)
     counts = restore.write_sqlite(tables, args.to)
     for name, rows in sorted(counts.items()):
         print(f"{name}: {rows} row(s)")

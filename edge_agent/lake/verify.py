@@ -12,17 +12,16 @@ position ranges of one table's files never overlap; nothing else lives under
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
-import os
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_agent.bronze.layout import MANIFEST, PARQUET, FileKey
-from edge_agent.fsutil import sha256_file
+from edge_agent.lake.store import DirStore, LakeStore
 
 GAP, CORRUPT = "gap", "corrupt"
 _FIELDS = (
@@ -87,28 +86,18 @@ class Report:
         }
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    stack = [root]
-    while stack:
-        with os.scandir(stack.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                else:
-                    yield Path(entry.path)
-
-
-def verify(lake: Path, device: str | None = None, deep: bool = False) -> Report:
-    report = Report(str(lake))
-    bronze = lake / "bronze"
-    if not bronze.is_dir():
-        report.findings.append(Finding(CORRUPT, "no_bronze", str(bronze), "no bronze/ directory"))
+def verify(store: LakeStore | Path, device: str | None = None, deep: bool = False) -> Report:
+    if isinstance(store, Path):
+        store = DirStore(store)
+    report = Report(store.name)
+    manifests, parquets = _classify(store, report)
+    if not manifests and not parquets and not report.findings:
+        report.findings.append(Finding(CORRUPT, "no_bronze", store.name, "no bronze files"))
         return report
-    manifests, parquets = _classify(bronze, lake, report)
     streams: dict[tuple[str, str], Stream] = defaultdict(Stream)
     for rel in sorted(manifests):
-        _manifest(lake, rel, parquets, streams, report, device, deep)
-    for rel in sorted(parquets - {m[: -len(MANIFEST)] + PARQUET for m in manifests}):
+        _manifest(store, rel, parquets, streams, report, device, deep)
+    for rel in sorted(set(parquets) - {m[: -len(MANIFEST)] + PARQUET for m in manifests}):
         report.findings.append(
             Finding(CORRUPT, "no_manifest", rel, "a Parquet file without its manifest")
         )
@@ -117,35 +106,35 @@ def verify(lake: Path, device: str | None = None, deep: bool = False) -> Report:
     return report
 
 
-def _classify(bronze: Path, lake: Path, report: Report) -> tuple[set[str], set[str]]:
+def _classify(store: LakeStore, report: Report) -> tuple[set[str], dict[str, int]]:
     manifests: set[str] = set()
-    parquets: set[str] = set()
-    for path in _walk(bronze):
-        rel = path.relative_to(lake).as_posix()
-        if path.name.startswith(".") or ".tmp" in path.name:
+    parquets: dict[str, int] = {}
+    for rel, size in store.listing():
+        name = rel.rsplit("/", 1)[-1]
+        if name.startswith(".") or ".tmp" in name:
             report.findings.append(
                 Finding(CORRUPT, "temp_file", rel, "a temp file left by an interrupted write")
             )
         elif rel.endswith(MANIFEST):
             manifests.add(rel)
         elif rel.endswith(PARQUET):
-            parquets.add(rel)
+            parquets[rel] = size
         else:
             report.findings.append(Finding(CORRUPT, "foreign_file", rel, "not a bronze file"))
     return manifests, parquets
 
 
 def _manifest(
-    lake: Path,
+    store: LakeStore,
     rel: str,
-    parquets: set[str],
+    parquets: dict[str, int],
     streams: dict[tuple[str, str], Stream],
     report: Report,
     device: str | None,
     deep: bool,
 ) -> None:
     try:
-        m = json.loads((lake / rel).read_bytes())
+        m = json.loads(store.read(rel))
         if not isinstance(m, dict) or any(k not in m for k in _FIELDS):
             raise ValueError("missing fields: " + ", ".join(k for k in _FIELDS if k not in m))
         key = FileKey(
@@ -191,27 +180,28 @@ def _manifest(
             Finding(CORRUPT, "no_file", rel, "a manifest without its file", dev, src)
         )
         return
-    problem = _file_problem(lake / parquet, m, deep)
+    problem = _file_problem(store, parquet, parquets[parquet], m, deep)
     if problem:
         report.findings.append(Finding(CORRUPT, "mismatch", parquet, problem, dev, src))
 
 
-def _file_problem(path: Path, m: dict[str, Any], deep: bool) -> str | None:
-    size = path.stat().st_size
+def _file_problem(
+    store: LakeStore, rel: str, size: int, m: dict[str, Any], deep: bool
+) -> str | None:
     if size != m["bytes"]:
         return f"{size} bytes, the manifest says {m['bytes']}"
-    return _deep_problem(path, m) if deep else None
+    return _deep_problem(store.read(rel), m) if deep else None
 
 
-def _deep_problem(path: Path, m: dict[str, Any]) -> str | None:
+def _deep_problem(data: bytes, m: dict[str, Any]) -> str | None:
     """The file itself: its sha256, and its Parquet footer's rows and fingerprint."""
-    if sha256_file(path)[1] != m["sha256"]:
+    if hashlib.sha256(data).hexdigest() != m["sha256"]:
         return "sha256 differs from the manifest's"
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        meta = pq.ParquetFile(path).metadata
+        meta = pq.ParquetFile(pa.BufferReader(data)).metadata
     except (OSError, pa.ArrowException) as exc:
         return f"not a readable Parquet file ({exc})"
     if meta.num_rows != m["rows"]:

@@ -106,3 +106,38 @@ def test_drops_the_agent_told_are_known_not_gaps(tmp_path: Path, app_db: Path,
     report = verify(Path(cfg.sink.path))
     assert report.complete, report.findings
     assert report.streams["gw-test/app"]["known_drops"]
+
+
+def test_an_s3_lake_is_verified_too(tmp_path: Path, app_db: Path, harness_factory: Any,
+                                    moto_s3: Any, bucket: str, s3_env: None) -> None:
+    import os
+
+    from tests.shippers.test_s3 import s3_sink
+
+    cfg = make_config(tmp_path, app_db, list(WORKLOAD_TABLES),
+                      buffer={"max_file_bytes": "16KiB", "row_group_bytes": "8KiB"},
+                      sink=s3_sink(moto_s3.url, bucket, prefix="fleet"))
+    h = harness_factory(cfg)
+    h.step()
+    run_workload(app_db, seed=6, transactions=200)
+    h.step(0.1)
+    assert h.flush().ok
+    lake = f"s3://{bucket}/fleet"
+    env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                      "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")}
+    env["AWS_DEFAULT_REGION"] = "us-east-1"
+    ok = run_cli("lake", "verify", "--lake", lake, "--endpoint-url", moto_s3.url, "--deep",
+                 **env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    client = moto_s3.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"]
+            if o["Key"].endswith(".manifest.json")]
+    second = next(k for k in keys
+                  if json.loads(client.get_object(Bucket=bucket, Key=k)["Body"].read())[
+                      "ordinal"] == 2)
+    client.delete_object(Bucket=bucket, Key=second)
+    client.delete_object(Bucket=bucket, Key=second.replace(".manifest.json", ".parquet"))
+    gap = run_cli("lake", "verify", "--lake", lake, "--endpoint-url", moto_s3.url, "--json",
+                  **env)
+    assert gap.returncode == 6 and json.loads(gap.stdout)["streams"]["gw-test/app"]["gaps"] == [
+        [2, 2]]
