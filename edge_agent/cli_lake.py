@@ -35,9 +35,7 @@ def add_parsers(subs: Any, sub: SubAdder) -> None:
         help="the lake directory, or s3://bucket/prefix for verify (AWS credentials from "
         "the environment, as the s3 sink)",
     )
-    p.add_argument(
-        "--endpoint-url", default="", help="verify of s3://: an S3-compatible store's URL"
-    )
+    p.add_argument("--endpoint-url", help="verify of s3://: an S3-compatible store's URL")
     p.add_argument("--device", help="only this device's files")
     p.add_argument(
         "--deep", action="store_true", help="verify: also read every file: sha256, rows, schema"
@@ -59,7 +57,7 @@ def cmd_lake(args: argparse.Namespace) -> int:
                 f"--lake {args.lake!r}: restore reads a lake directory (copy an S3 lake down first)"
             )
         return _restore(args)
-    report = verify(open_store(args.lake, args.endpoint_url), args.device, args.deep)
+    report = verify(open_store(args.lake, args.endpoint_url or ""), args.device, args.deep)
     print(json.dumps(report.as_json(), indent=2) if args.json else render(report))
     if report.complete:
         return EXIT_OK
