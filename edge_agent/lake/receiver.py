@@ -131,15 +131,31 @@ class Receiver:
         existed = self.lake.path(h).exists()
         if not existed and not complete:
             return None
-        if not existed:
-            refused = self._check_content(h) or self._assemble(h)
-            if refused is not None:
-                return refused
+        refused = self._check_landed(h) if existed else self._check_content(h) or self._assemble(h)
+        if refused is not None:
+            return refused
         self.lake.write_manifest(h, self.staging.manifest(h))
         self.staging.discard(h)
         self.counters["files_existing" if existed else "files_landed"] += 1
         log.info("collector.landed", file=h.file_id, path=h.relpath, bytes=h.size, existed=existed)
         return Ack(h.file_id, h.sha256, OK, h.attempt, existed=existed, path=h.relpath)
+
+    def _check_landed(self, h: FileHeader) -> Ack | None:
+        """A file already in the lake (its manifest lost, or a resend): the manifest
+        about to stand beside it must describe it too (rows, fingerprint)."""
+        manifest = json.loads(self.staging.manifest(h))  # manifest_problem() passed
+        with ChunkFile([(self.lake.path(h), h.size)]) as landed:
+            problem = parquet_problem(landed, manifest["rows"], manifest["schema_fingerprint"])
+        if problem is None:
+            return None
+        self.staging.discard(h)
+        self.counters["rejected.bad_content"] += 1
+        log.warning("collector.bad_content", file=h.file_id, error=problem, landed=True)
+        return _ack(
+            h.ack_to,
+            REJECTED,
+            f"manifest of {h.file_id} does not describe the landed file: {problem}",
+        )
 
     def _assemble(self, h: FileHeader) -> Ack | None:
         """Under the entry's lock: the staged chunks into the lake, or a refusal."""

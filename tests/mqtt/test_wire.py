@@ -383,3 +383,24 @@ def test_a_staging_read_error_during_the_content_check_asks_for_a_resend(
     acks = [r.ack for r in rx.handle(TOPIC, *msgs[-1])]  # the resend's manifest: lands
     assert [a.status for a in acks] == [wire.OK]
     assert (tmp_path / "lake" / record(data).relpath).read_bytes() == data
+
+
+def test_a_manifest_for_an_already_landed_file_must_describe_it(tmp_path: Path) -> None:
+    """The file landed but its manifest did not (a crash in between): a resend whose
+    manifest says other rows is refused; the truthful one lands."""
+    rx = receiver(tmp_path)
+    data = parquet_bytes(2600)
+    rec = record(data)
+    for pairs, payload in messages(data, 1000):
+        rx.handle(TOPIC, pairs, payload)
+    (tmp_path / "lake" / rec.manifest_relpath).unlink()  # lost with a crash
+    lying = manifest_of(rec, rows=rec.rows + 5)
+    acks = [r.ack for pairs, payload in messages(data, 1000, manifest=lying, attempt="a2")
+            for r in rx.handle(TOPIC, pairs, payload)]
+    assert [a.status for a in acks] == [wire.REJECTED]
+    assert "does not describe the landed file" in acks[0].reason
+    assert not (tmp_path / "lake" / rec.manifest_relpath).exists()
+    again = [r.ack for pairs, payload in messages(data, 1000, attempt="a3")
+             for r in rx.handle(TOPIC, pairs, payload)]
+    assert [(a.status, a.existed) for a in again] == [(wire.OK, True)]
+    assert (tmp_path / "lake" / rec.manifest_relpath).exists()
