@@ -40,11 +40,15 @@ def create(db: Path, tables: Sequence[str], synchronous: str = "NORMAL") -> sqli
     return con
 
 
-def install_triggers(con: sqlite3.Connection, db: Path, tables: Sequence[str]) -> None:
+def install_triggers(
+    con: sqlite3.Connection, db: Path, tables: Sequence[str], delete_key_only: bool = False
+) -> None:
     """The agent's own trigger installer (`edge-agent triggers install` does the same)."""
     from edge_agent.capture.triggers import ChangeLog
 
-    ChangeLog(con, db).install(list(tables), seed=0, now_ms=int(time.time() * 1000))
+    ChangeLog(con, db, delete_key_only).install(
+        list(tables), seed=0, now_ms=int(time.time() * 1000)
+    )
 
 
 def reading(rng: random.Random, i: int) -> tuple[object, ...]:

@@ -103,11 +103,12 @@ def single(db: Path, n: int, triggers: bool) -> dict[str, float]:
 # Each variant maps to the (columns, values) of its log insert; None = as installed.
 ALL_COLUMNS = "tid, op, ts_ms, c0, c1, c2, c3, c4, c5"
 OLD_ROW = "OLD.id, OLD.sensor, OLD.value, OLD.unit, OLD.quality, OLD.taken_at"
+KEY_ONLY = 'the agent\'s, delete_image = "key"'
 ANATOMY: dict[str, tuple[str, str] | None] = {
     "no trigger": None,
     "the agent's trigger": None,
     "same, constant ts_ms": (ALL_COLUMNS, f"1, 'd', 0, {OLD_ROW}"),
-    "key only (c0 = OLD.id)": ("tid, op, ts_ms, c0", "1, 'd', {now}, OLD.id"),
+    KEY_ONLY: None,  # installed by the agent with its key-only delete option
 }
 
 
@@ -120,7 +121,7 @@ def delete_anatomy(db_dir: Path, n: int) -> dict[str, float]:
         db = db_dir / f"anatomy-{i}.db"
         con = app.create(db, [TABLE])
         if variant != "no trigger":
-            app.install_triggers(con, db, [TABLE])
+            app.install_triggers(con, db, [TABLE], delete_key_only=variant == KEY_ONLY)
         if body is not None:
             dele = trigger_names(1)[2]
             columns, values = body

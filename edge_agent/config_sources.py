@@ -51,6 +51,7 @@ class SourceConfig:
     password_file: Path | None = None
     connect_timeout: float = 10.0
     before_image: bool = False  # postgres trigger mode: updates carry the old row in _before
+    delete_image: str = "row"  # sqlite trigger mode: "key" logs only the key of a delete
     # kind = "postgres", mode = "logical" (capture/pg_logical.py)
     slot: str = ""  # "" = edge_agent_<device_id>, sanitised (Config.sources fills it in)
     publication: str = "edge_agent"
@@ -132,6 +133,20 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
         tables, stamped = _qualified(tables, stamped)
     page_rows = s.get("page_rows", 5000, _int(1, 1_000_000), "use an integer from 1 to 1000000")
     busy = s.get("busy_timeout", 5.0, parse_duration, DURATION_FIX)
+    delete_image = s.get(
+        "delete_image",
+        "row",
+        _choice(("row", "key")),
+        'use "row" (a delete carries the deleted row) or "key" (only its key: cheaper)',
+    )
+    if delete_image == "key" and kind != "sqlite":
+        errors.append(
+            ConfigError(
+                f"{s.prefix}.delete_image",
+                "key",
+                'only SQLite sources log key-only deletes so far: use "row"',
+            )
+        )
     snap = s.get(
         "snapshot",
         "initial",
@@ -139,7 +154,7 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
         'use "initial" (capture existing rows first, default) or "never"',
     )
     s.finish(
-        "name, kind, mode, tables, page_rows, snapshot, "
+        "name, kind, mode, tables, page_rows, snapshot, delete_image, "
         + (
             "dsn, password_file, connect_timeout, before_image"
             + (", slot, publication, heartbeat, max_slot_lag" if mode == "logical" else "")
@@ -158,6 +173,7 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
         page_rows=page_rows,
         busy_timeout=busy,
         snapshot=snap,
+        delete_image=delete_image,
         timestamp_tables=stamped,
         **pg,
     )

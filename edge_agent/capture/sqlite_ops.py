@@ -38,7 +38,8 @@ class SqliteOps:
     def triggers(self, source: SourceConfig, req: TriggerRequest) -> tuple[list[str], bool]:
         con = connect(source.path, source.busy_timeout)
         try:
-            return trigger_action(ChangeLog(con, source.path), source, req)
+            log = ChangeLog(con, source.path, source.delete_image == "key")
+            return trigger_action(log, source, req)
         finally:
             con.close()
 

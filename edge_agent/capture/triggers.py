@@ -76,12 +76,20 @@ def trigger_names(tid: int) -> tuple[str, str, str]:
     return (f"_edge_cdc_{tid}_ins", f"_edge_cdc_{tid}_upd", f"_edge_cdc_{tid}_del")
 
 
-def trigger_sql(cap: Capture) -> list[str]:
-    """CREATE TRIGGER statements for one capture (compared verbatim by verify)."""
+def trigger_sql(cap: Capture, delete_key_only: bool = False) -> list[str]:
+    """CREATE TRIGGER statements for one capture (compared verbatim by verify).
+    ``delete_key_only``: a delete logs its key columns only (``delete_image = "key"``)."""
     cols = cap.shape.columns
     targets = ", ".join(f"c{i}" for i in range(len(cols)))
     new = ", ".join(f"NEW.{quote(c.name)}" for c in cols)
     old = ", ".join(f"OLD.{quote(c.name)}" for c in cols)
+    keys = [(i, c) for i, c in enumerate(cols) if c.pk]
+    gone_head = (
+        f"INSERT INTO {LOG} (tid, op, ts_ms, {', '.join(f'c{i}' for i, _ in keys)})"
+        if delete_key_only
+        else f"INSERT INTO {LOG} (tid, op, ts_ms, {targets})"
+    )
+    gone = ", ".join(f"OLD.{quote(c.name)}" for _, c in keys) if delete_key_only else old
     key_moved = " OR ".join(f"OLD.{quote(k)} IS NOT NEW.{quote(k)}" for k in cap.shape.key)
     head = f"INSERT INTO {LOG} (tid, op, ts_ms, {targets})"
     table = quote(cap.table)
@@ -94,16 +102,17 @@ def trigger_sql(cap: Capture) -> list[str]:
         f"{head} SELECT {cap.tid}, 'd', {NOW_MS}, {old} WHERE {key_moved}; "
         f"{head} VALUES ({cap.tid}, 'u', {NOW_MS}, {new}); END",
         f"CREATE TRIGGER {dele} AFTER DELETE ON {table} BEGIN "
-        f"{head} VALUES ({cap.tid}, 'd', {NOW_MS}, {old}); END",
+        f"{gone_head} VALUES ({cap.tid}, 'd', {NOW_MS}, {gone}); END",
     ]
 
 
 class ChangeLog:
     """The capture objects inside one application database."""
 
-    def __init__(self, con: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, con: sqlite3.Connection, path: Path, delete_key_only: bool = False) -> None:
         self.con = con
         self.path = path
+        self.delete_key_only = delete_key_only  # sources.delete_image = "key"
         self._width = 0
 
     # -- reading ----------------------------------------------------------
@@ -343,7 +352,7 @@ class ChangeLog:
         tid = int(cur.lastrowid or 0)
         self._widen(len(shape.columns))
         cap = Capture(tid, shape)
-        for sql in trigger_sql(cap):
+        for sql in trigger_sql(cap, self.delete_key_only):
             self._run(sql)
         return cap
 
@@ -359,7 +368,7 @@ class ChangeLog:
             names,
         ).fetchall()
         found = dict(rows)
-        return [found.get(n) for n in names] == trigger_sql(cap)
+        return [found.get(n) for n in names] == trigger_sql(cap, self.delete_key_only)
 
     def _widen(self, width: int) -> None:
         for i in range(self._log_width(), width):

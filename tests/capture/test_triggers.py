@@ -121,3 +121,30 @@ def test_uninstall_removes_triggers_but_keeps_log_unless_asked(app_db: Path) -> 
     con = sqlite3.connect(app_db)
     assert con.execute("SELECT count(*) FROM sqlite_master WHERE type='trigger'").fetchone() == (0,)
     assert con.execute(f"SELECT count(*) FROM sqlite_master WHERE name='{LOG}'").fetchone() == (1,)
+
+
+def test_key_only_deletes_log_the_key_and_the_lake_still_replays(
+        tmp_path: Path, app_db: Path, harness_factory) -> None:
+    """Issue 14: `delete_image = "key"` makes a delete log only the key (cheaper for the
+    application's deletes); the lake's `d` carries the key, other columns NULL, and a
+    replay is still exact. Switching the option regenerates the triggers."""
+    from tests.conftest import WORKLOAD_TABLES, make_config, run_workload
+    from tests.lake import assert_exact, read_changes
+
+    cfg = make_config(tmp_path, app_db, list(WORKLOAD_TABLES), source={"delete_image": "key"})
+    h = harness_factory(cfg)
+    h.step()
+    run_workload(app_db, seed=12, transactions=200)
+    h.step(0.1)
+    assert h.flush().ok
+    deletes = [c for c in read_changes(Path(cfg.sink.path))
+               if c["_op"] == "d" and c["_table"] == "readings"]
+    assert deletes and all(c["values"]["id"] is not None for c in deletes)
+    assert all(c["values"]["sensor"] is None and c["values"]["payload"] is None
+               for c in deletes)
+    assert_exact(Path(cfg.sink.path), app_db, WORKLOAD_TABLES, None)
+    h.close()
+    back = make_config(tmp_path, app_db, list(WORKLOAD_TABLES))  # delete_image = "row"
+    h = harness_factory(back)
+    h.step()
+    assert h.agent.pipelines["app"].actions().get("readings") == "changed"
