@@ -12,8 +12,10 @@ sort in position order.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 from urllib.parse import quote
 
 PARQUET = ".parquet"
@@ -41,6 +43,18 @@ class FileKey:
     partition: str
     first_pos: int
     last_pos: int
+
+    @staticmethod
+    def of_manifest(m: Mapping[str, Any]) -> FileKey:
+        """The key a manifest names (KeyError, TypeError or ValueError when it cannot)."""
+        return FileKey(
+            m["device"],
+            m["source"],
+            m["table"],
+            m["partition"]["date"],
+            int(m["first_pos"]),
+            int(m["last_pos"]),
+        )
 
     @property
     def file_id(self) -> str:

@@ -20,7 +20,7 @@ from edge_agent.capture.pg_slot import Slot, SlotState, lsn_text, table_names
 from edge_agent.capture.registry import Backlog, TriggerRequest
 from edge_agent.config_sources import SourceConfig
 from edge_agent.errors import EdgeAgentError
-from edge_agent.sources.postgres import Con, connect, table_spec
+from edge_agent.sources.postgres import Con, connect, table_problems
 from edge_agent.units import format_size
 
 
@@ -79,14 +79,9 @@ def check(source: SourceConfig) -> list[str]:
     except EdgeAgentError as exc:
         problems.append(f"sources[{source.name}]: {exc}")
     try:
-        for table in source.tables:
-            try:
-                table_spec(con, table)
-            except EdgeAgentError as exc:
-                problems.append(f"sources[{source.name}]: {exc}")
+        return problems + table_problems(con, source.name, source.tables)
     finally:
         con.close()
-    return problems
 
 
 def triggers(source: SourceConfig, req: TriggerRequest) -> tuple[list[str], bool]:

@@ -12,8 +12,8 @@ from edge_agent.capture.pg_trigger import open_connection
 from edge_agent.capture.registry import Backlog, TriggerRequest
 from edge_agent.capture.trigger_commands import trigger_action
 from edge_agent.config_sources import SourceConfig, TimestampTable
-from edge_agent.errors import EdgeAgentError, SourceError
-from edge_agent.sources.postgres import table_spec
+from edge_agent.errors import EdgeAgentError
+from edge_agent.sources.postgres import table_problems
 
 
 class PostgresOps:
@@ -50,13 +50,8 @@ class PostgresOps:
             con = open_connection(source)
         except EdgeAgentError as exc:
             return [f"sources[{source.name}]: {exc}"]
-        problems: list[str] = []
         try:
-            for table in source.tables:
-                try:
-                    table_spec(con, table)
-                except SourceError as exc:
-                    problems.append(f"sources[{source.name}]: {exc}")
+            problems = table_problems(con, source.name, source.tables)
         finally:
             con.close()
         return problems + [p for t in source.timestamp_tables for p in _cursor_problems(source, t)]

@@ -137,14 +137,7 @@ def _manifest(
         m = json.loads(store.read(rel))
         if not isinstance(m, dict) or any(k not in m for k in _FIELDS):
             raise ValueError("missing fields: " + ", ".join(k for k in _FIELDS if k not in m))
-        key = FileKey(
-            m["device"],
-            m["source"],
-            m["table"],
-            m["partition"]["date"],
-            int(m["first_pos"]),
-            int(m["last_pos"]),
-        )
+        key = FileKey.of_manifest(m)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         report.findings.append(Finding(CORRUPT, "bad_manifest", rel, str(exc)))
         return

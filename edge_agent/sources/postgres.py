@@ -183,6 +183,18 @@ def table_spec(con: Con, name: str, key: tuple[str, ...] = ()) -> TableSpec:
     return spec
 
 
+def table_problems(con: Con, name: str, tables: Sequence[str]) -> list[str]:
+    """``config check``'s view of a source's tables: each one capture cannot use, with
+    its fix, prefixed by the source's name."""
+    problems: list[str] = []
+    for table in tables:
+        try:
+            table_spec(con, table)
+        except SourceError as exc:
+            problems.append(f"sources[{name}]: {exc}")
+    return problems
+
+
 def _with_key(spec: TableSpec, key: tuple[str, ...]) -> TableSpec:
     names = [c.name for c in spec.columns]
     missing = [k for k in key if k not in names]

@@ -45,14 +45,7 @@ def record_of(ready: Path, rel: str, device: str) -> FileRecord | None:
     """The ledger record a spool file's manifest describes, when the file verifies."""
     try:
         m = json.loads((ready / (rel[: -len(PARQUET)] + MANIFEST)).read_bytes())
-        key = FileKey(
-            m["device"],
-            m["source"],
-            m["table"],
-            m["partition"]["date"],
-            int(m["first_pos"]),
-            int(m["last_pos"]),
-        )
+        key = FileKey.of_manifest(m)
         if m["device"] != device or key.relpath != rel or key.file_id != m["id"]:
             return None
         if sha256_file(ready / rel) != (int(m["bytes"]), m["sha256"]):
