@@ -23,7 +23,8 @@ from bench import report
 from bench.common import FULL, QUICK, RESULTS, ROOT, code_version, log, machine
 from bench.session import Session
 
-SCENARIOS = ("1", "2", "6", "3", "4", "5", "7", "8", "9", "10", "11")  # 6 reads what 2 shipped
+# 6 reads what 2 shipped
+SCENARIOS = ("1", "2", "6", "3", "4", "5", "7", "8", "9", "10", "11", "12")
 
 
 def _runners(session: Session) -> dict[str, Callable[[], dict[str, Any]]]:
@@ -39,6 +40,7 @@ def _runners(session: Session) -> dict[str, Callable[[], dict[str, Any]]]:
         s9_postgres,
         s10_pg_logical,
         s11_verify,
+        s12_fleet,
     )
 
     mode = session.mode
@@ -54,6 +56,7 @@ def _runners(session: Session) -> dict[str, Callable[[], dict[str, Any]]]:
         "9": lambda: s9_postgres.run(mode),
         "10": lambda: s10_pg_logical.run(mode),
         "11": lambda: s11_verify.run(mode),
+        "12": lambda: s12_fleet.run(mode),
     }
 
 

@@ -335,7 +335,7 @@ def _s8(s: dict[str, Any]) -> list[str]:
 
 
 def markdown(r: dict[str, Any]) -> str:
-    from bench import report_lake, report_pg  # scenarios 9-11
+    from bench import report_fleet, report_lake, report_pg  # scenarios 9-12
 
     sc = r["scenarios"]
     out = [f"## Results ({r['mode']} mode)", ""]
@@ -362,6 +362,7 @@ def markdown(r: dict[str, Any]) -> str:
         out += _s8(sc["8"])
     out += report_pg.markdown(sc)
     out += report_lake.markdown(sc)
+    out += report_fleet.markdown(sc)
     if r.get("errors"):
         out += ["### Scenarios that failed in this run", ""]
         out += [f"- {k}: {v}" for k, v in r["errors"].items()] + [""]
@@ -575,7 +576,7 @@ def _console_peer_transports(sc: dict[str, Any]) -> list[str]:
 
 
 def console(r: dict[str, Any]) -> str:
-    from bench import report_lake, report_pg  # scenarios 9-11
+    from bench import report_fleet, report_lake, report_pg  # scenarios 9-12
 
     sc = r["scenarios"]
     lines = [f"edge-agent bench ({r['mode']}), medians:"]
@@ -625,6 +626,7 @@ def console(r: dict[str, Any]) -> str:
                      f"{s['sleep']['sched_cpu_s']['median']:.4f} s")
     lines += report_pg.console(sc)
     lines += report_lake.console(sc)
+    lines += report_fleet.console(sc)
     for k, v in r.get("errors", {}).items():
         lines.append(f"  scenario {k} FAILED: {v}")
     return "\n".join(lines)
