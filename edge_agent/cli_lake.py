@@ -9,42 +9,77 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import EXIT_CORRUPT, EXIT_INCOMPLETE, EXIT_OK, EdgeAgentError
+from edge_agent.lake.silver import DEFAULT_BATCH_ROWS
 
 SubAdder = Callable[[Any, str, str], argparse.ArgumentParser]
 
 
 def add_parsers(subs: Any, sub: SubAdder) -> None:
-    p = sub(subs, "lake", "Lake side: prove a bronze lake complete, or restore from it.")
+    p = sub(
+        subs,
+        "lake",
+        "Lake side: prove a bronze lake complete, build current-state tables, restore.",
+    )
     p.epilog = (
         "examples:\n  edge-agent lake verify --lake /srv/lake\n"
         "  edge-agent lake verify --lake /srv/lake --device gw-001 --deep --json\n"
         "  edge-agent lake restore --lake /srv/lake --source plant --device gw-001 "
-        "--at-time 2026-12-04T10:00:00Z --to plant-10h.db"
+        "--at-time 2026-12-04T10:00:00Z --to plant-10h.db\n"
+        "  edge-agent lake silver --lake /srv/lake --to /srv/silver"
     )
     p.add_argument(
         "action",
-        choices=("verify", "restore"),
+        choices=("verify", "silver", "restore"),
         help="verify: ordinals contiguous per device and source (known drops aside), every "
         "file with its manifest and in agreement, no overlapping positions, no stray files; "
-        "restore: a source's tables as they were at a position or time, into a new SQLite "
-        "file",
+        "silver: the current state of every table as Delta Lake tables (incremental; "
+        "needs the lake extra); restore: a source's tables as they were at a position or "
+        "time, into a new SQLite file",
     )
     p.add_argument(
         "--lake",
         required=True,
-        help="the lake directory, or s3://bucket/prefix for verify (AWS credentials from "
-        "the environment, as the s3 sink)",
+        help="the lake directory, or s3://bucket/prefix for verify and silver (AWS "
+        "credentials from the environment, as the s3 sink)",
     )
-    p.add_argument("--endpoint-url", help="verify of s3://: an S3-compatible store's URL")
+    p.add_argument("--endpoint-url", help="s3:// lakes: an S3-compatible store's URL")
     p.add_argument("--device", help="only this device's files")
     p.add_argument(
         "--deep", action="store_true", help="verify: also read every file: sha256, rows, schema"
     )
-    p.add_argument("--json", action="store_true", help="verify: print the report as JSON")
-    p.add_argument("--source", help="restore: the source (sources.name)")
+    p.add_argument("--json", action="store_true", help="verify, silver: print the report as JSON")
+    p.add_argument("--source", help="restore: the source (sources.name); silver: only this source")
     p.add_argument("--at-pos", type=int, help="restore: up to this position (default: all)")
     p.add_argument("--at-time", help="restore: up to this change time (ISO 8601, UTC if no offset)")
-    p.add_argument("--to", type=Path, help="restore: the new SQLite file to write")
+    p.add_argument(
+        "--to",
+        type=Path,
+        help="restore: the new SQLite file to write; silver: the directory of the Delta tables",
+    )
+    p.add_argument(
+        "--engine",
+        choices=("delta", "spark"),
+        default="delta",
+        help="silver: delta = incremental MERGE with delta-rs on this machine; spark = the "
+        "same rows by Spark SQL, recomputed in full (default delta)",
+    )
+    p.add_argument(
+        "--spark-master",
+        default="local[2]",
+        help="silver --engine spark: the Spark master URL (default local[2])",
+    )
+    p.add_argument(
+        "--spark-format",
+        default="parquet",
+        help="silver --engine spark: the output format, e.g. delta where Spark has Delta "
+        "Lake's jars (default parquet)",
+    )
+    p.add_argument(
+        "--batch-rows",
+        type=int,
+        default=DEFAULT_BATCH_ROWS,
+        help=f"silver: bronze changes per merge (bounds memory) (default {DEFAULT_BATCH_ROWS})",
+    )
 
 
 def cmd_lake(args: argparse.Namespace) -> int:
@@ -57,11 +92,55 @@ def cmd_lake(args: argparse.Namespace) -> int:
                 f"--lake {args.lake!r}: restore reads a lake directory (copy an S3 lake down first)"
             )
         return _restore(args)
+    if args.action == "silver":
+        return _silver(args)
     report = verify(open_store(args.lake, args.endpoint_url or ""), args.device, args.deep)
     print(json.dumps(report.as_json(), indent=2) if args.json else render(report))
     if report.complete:
         return EXIT_OK
     return EXIT_CORRUPT if report.corrupt else EXIT_INCOMPLETE
+
+
+def _silver(args: argparse.Namespace) -> int:
+    from edge_agent.lake.store import open_store
+
+    if args.to is None:
+        raise EdgeAgentError("silver: give --to, the directory of the Delta tables")
+    from edge_agent.lake import silver
+
+    if args.engine == "spark":
+        return _silver_spark(args)
+    try:
+        import deltalake  # noqa: F401 - only to say what is missing
+    except ModuleNotFoundError as exc:
+        raise EdgeAgentError(
+            f"silver needs the lake extra ({exc.name} is missing): pip install 'edge-agent[lake]'"
+        ) from exc
+    report = silver.run(
+        open_store(args.lake, args.endpoint_url or ""),
+        args.to,
+        args.source,
+        args.device,
+        args.batch_rows,
+    )
+    print(json.dumps(report.as_json(), indent=2) if args.json else silver.render(report))
+    return EXIT_INCOMPLETE if report.waiting else EXIT_OK
+
+
+def _silver_spark(args: argparse.Namespace) -> int:
+    from edge_agent.lake import silver_spark
+
+    if args.lake.startswith("s3://"):
+        raise EdgeAgentError(
+            f"--lake {args.lake!r}: --engine spark reads a lake directory here; on a "
+            "cluster, run edge_agent/lake/sql/silver.sql over s3a:// paths (docs/lake.md)"
+        )
+    written = silver_spark.run(
+        Path(args.lake), args.to, args.source, args.device, args.spark_master, args.spark_format
+    )
+    for name, rows in sorted(written.items()):
+        print(f"{name}: {rows} row(s) -> {args.to}")
+    return EXIT_OK
 
 
 def _restore(args: argparse.Namespace) -> int:

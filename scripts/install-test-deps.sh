@@ -9,6 +9,9 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # certificates with the openssl CLI. Debian installs the broker in /usr/sbin.
 PATH="$PATH:/usr/sbin:/sbin" command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# `lake silver --engine spark` is tested on Spark local mode (pyspark from PyPI), which
+# needs a Java runtime.
+command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 # The PostgreSQL source tests run a real server (initdb, pg_ctl). Debian keeps them in
 # /usr/lib/postgresql/<version>/bin, outside PATH.
 pg_bins=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tr '\n' ':' || true)
