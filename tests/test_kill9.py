@@ -21,6 +21,7 @@ from tests.conftest import (
     write_config,
 )
 from tests.lake import assert_exact
+from tests.lake_tools.silver_support import assert_silver_is
 
 
 @pytest.mark.slow
@@ -51,3 +52,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path,
     assert kills >= 12
     assert_exact(tmp_path / "lake", app_db, WORKLOAD_TABLES, expected)
     assert not list((tmp_path / "state" / "spool" / "tmp").iterdir())
+    # The lake those kills made builds silver tables equal to the application's.
+    silver = run_cli("lake", "silver", "--lake", str(tmp_path / "lake"), "--to",
+                     str(tmp_path / "silver"))
+    assert silver.returncode == 0, silver.stderr
+    assert_silver_is(tmp_path / "silver", app_db)
