@@ -24,7 +24,7 @@ from bench.common import FULL, QUICK, RESULTS, ROOT, code_version, log, machine
 from bench.session import Session
 
 # 6 reads what 2 shipped
-SCENARIOS = ("1", "2", "6", "3", "4", "5", "7", "8", "9", "10", "11", "12")
+SCENARIOS = ("1", "2", "6", "3", "4", "5", "7", "8", "9", "10", "11", "12", "13")
 
 
 def _runners(session: Session) -> dict[str, Callable[[], dict[str, Any]]]:
@@ -41,6 +41,7 @@ def _runners(session: Session) -> dict[str, Callable[[], dict[str, Any]]]:
         s10_pg_logical,
         s11_verify,
         s12_fleet,
+        s13_silver,
     )
 
     mode = session.mode
@@ -57,6 +58,7 @@ def _runners(session: Session) -> dict[str, Callable[[], dict[str, Any]]]:
         "10": lambda: s10_pg_logical.run(mode),
         "11": lambda: s11_verify.run(mode),
         "12": lambda: s12_fleet.run(mode),
+        "13": lambda: s13_silver.run(mode),
     }
 
 

@@ -362,6 +362,7 @@ def markdown(r: dict[str, Any]) -> str:
         out += _s8(sc["8"])
     out += report_pg.markdown(sc)
     out += report_lake.markdown(sc)
+    out += report_lake.silver_markdown(sc)
     out += report_fleet.markdown(sc)
     if r.get("errors"):
         out += ["### Scenarios that failed in this run", ""]
@@ -626,6 +627,7 @@ def console(r: dict[str, Any]) -> str:
                      f"{s['sleep']['sched_cpu_s']['median']:.4f} s")
     lines += report_pg.console(sc)
     lines += report_lake.console(sc)
+    lines += report_lake.silver_console(sc)
     lines += report_fleet.console(sc)
     for k, v in r.get("errors", {}).items():
         lines.append(f"  scenario {k} FAILED: {v}")
