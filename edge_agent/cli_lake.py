@@ -39,8 +39,8 @@ def add_parsers(subs: Any, sub: SubAdder) -> None:
     p.add_argument(
         "--lake",
         required=True,
-        help="the lake directory, or s3://bucket/prefix for verify and silver (AWS "
-        "credentials from the environment, as the s3 sink)",
+        help="the lake directory, or s3://bucket/prefix (AWS credentials from the "
+        "environment, as the s3 sink)",
     )
     p.add_argument("--endpoint-url", help="s3:// lakes: an S3-compatible store's URL")
     p.add_argument("--device", help="only this device's files")
@@ -49,12 +49,21 @@ def add_parsers(subs: Any, sub: SubAdder) -> None:
     )
     p.add_argument("--json", action="store_true", help="verify, silver: print the report as JSON")
     p.add_argument("--source", help="restore: the source (sources.name); silver: only this source")
+    p.add_argument("--table", help="restore: only this table (its real name)")
+    p.add_argument(
+        "--format",
+        choices=("sqlite", "parquet"),
+        default="sqlite",
+        help="restore: a new SQLite file, or a new directory with one Parquet file per "
+        "table (default sqlite)",
+    )
     p.add_argument("--at-pos", type=int, help="restore: up to this position (default: all)")
     p.add_argument("--at-time", help="restore: up to this change time (ISO 8601, UTC if no offset)")
     p.add_argument(
         "--to",
         type=Path,
-        help="restore: the new SQLite file to write; silver: the directory of the Delta tables",
+        help="restore: the new SQLite file (or Parquet directory) to write; silver: the "
+        "directory of the Delta tables",
     )
     p.add_argument(
         "--engine",
@@ -87,10 +96,6 @@ def cmd_lake(args: argparse.Namespace) -> int:
     from edge_agent.lake.verify import render, verify
 
     if args.action == "restore":
-        if args.lake.startswith("s3://") or not Path(args.lake).is_dir():
-            raise EdgeAgentError(
-                f"--lake {args.lake!r}: restore reads a lake directory (copy an S3 lake down first)"
-            )
         return _restore(args)
     if args.action == "silver":
         return _silver(args)
@@ -144,25 +149,20 @@ def _silver_spark(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
     from edge_agent.lake import restore
+    from edge_agent.lake.store import open_store
 
     if not args.source or args.to is None:
         raise EdgeAgentError("restore: give --source and --to")
+    store = open_store(args.lake, args.endpoint_url or "")
     cut = args.at_pos if args.at_pos is not None else 2**63 - 1
     if args.at_time:
-        try:
-            moment = datetime.fromisoformat(args.at_time.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise EdgeAgentError(
-                f"--at-time {args.at_time!r}: use ISO 8601, e.g. 2026-12-04T10:00:00Z"
-            ) from exc
-        at_ms = int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
-        cut = min(cut, restore.cut_of(Path(args.lake), args.source, args.device, at_ms))
-    lake = Path(args.lake)
-    tables = restore.replay(lake, args.source, args.device, cut)
-    counts = restore.write_sqlite(tables, args.to)
+        cut = min(cut, restore.cut_of(store, args.source, args.device, _at_ms(args.at_time)))
+    if args.format == "parquet":
+        counts = restore.write_parquet(store, args.source, args.device, cut, args.to, args.table)
+    else:
+        tables = restore.replay(store, args.source, args.device, cut, args.table)
+        counts = restore.write_sqlite(tables, args.to)
     for name, rows in sorted(counts.items()):
         print(f"{name}: {rows} row(s)")
     print(
@@ -170,3 +170,15 @@ def _restore(args: argparse.Namespace) -> int:
         f"into {args.to}"
     )
     return EXIT_OK
+
+
+def _at_ms(text: str) -> int:
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise EdgeAgentError(
+            f"--at-time {text!r}: use ISO 8601, e.g. 2026-12-04T10:00:00Z"
+        ) from exc
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)

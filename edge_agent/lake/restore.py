@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from edge_agent.bronze.layout import encode_name
+from edge_agent.bronze.layout import PARQUET, encode_name
 from edge_agent.bronze.schema import decode_unfit
 from edge_agent.errors import EdgeAgentError
+from edge_agent.lake.store import LakeStore
 
 ENVELOPE = {
     "_op",
@@ -49,61 +50,73 @@ class TableState:
     rows: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
 
 
-def _files(lake: Path, source: str, device: str | None) -> list[tuple[str, int, Path]]:
-    """(device, first position, path) of every bronze file of ``source``."""
-    root = lake / "bronze" / encode_name(source)
-    if not root.is_dir():
-        raise EdgeAgentError(f"--source {source!r}: no {root} in the lake")
-    found = []
-    for path in root.glob("*/date=*/*.parquet"):
-        dev, first, _ = path.stem.rsplit("-", 2)
+def _files(store: LakeStore, source: str, device: str | None) -> list[tuple[int, str, str]]:
+    """(first position, table, path) of every bronze file of ``source``, in position
+    order (one device's: a source's positions are one order across its tables)."""
+    prefix = f"bronze/{encode_name(source)}/"
+    found: list[tuple[str, int, str, str]] = []
+    for rel, _ in store.listing():
+        parts = rel[len(prefix) :].split("/") if rel.startswith(prefix) else []
+        if len(parts) != 3 or not parts[1].startswith("date=") or not rel.endswith(PARQUET):
+            continue
+        dev, first, _ = parts[2][: -len(PARQUET)].rsplit("-", 2)
         if device is None or dev == device:
-            found.append((dev, int(first), path))
+            found.append((dev, int(first), unquote(parts[0]), rel))
+    if not found:
+        raise EdgeAgentError(f"--source {source!r}: no bronze files of it in {store.name}")
     devices = sorted({f[0] for f in found})
     if len(devices) > 1:
         raise EdgeAgentError(
             f"source {source!r} has files of several devices ({', '.join(devices)}): "
             "choose one with --device"
         )
-    return sorted(found, key=lambda f: f[1])
+    return sorted((first, table, rel) for _, first, table, rel in found)
 
 
-def _rows(path: Path, cut: int) -> Iterator[dict[str, Any]]:
+def _parquet(store: LakeStore, rel: str) -> Any:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    for batch in pq.ParquetFile(path).iter_batches():
+    return pq.ParquetFile(pa.BufferReader(store.read(rel)))
+
+
+def _rows(file: Any, cut: int) -> Iterator[dict[str, Any]]:
+    for batch in file.iter_batches():
         for row in batch.to_pylist():
             if row["_pos"] > cut:
                 return
             yield row
 
 
-def cut_of(lake: Path, source: str, device: str | None, at_ms: int) -> int:
+def cut_of(store: LakeStore, source: str, device: str | None, at_ms: int) -> int:
     """The last position whose change time is at or before ``at_ms``."""
-    import pyarrow.parquet as pq
-
     cut = 0
-    for _, _, path in _files(lake, source, device):
-        table = pq.read_table(path, columns=["_pos", "_ts_ms"])
+    for _, _, rel in _files(store, source, device):
+        table = _parquet(store, rel).read(columns=["_pos", "_ts_ms"])
         for pos, ts in zip(table["_pos"].to_pylist(), table["_ts_ms"].to_pylist(), strict=True):
             if ts is not None and ts <= at_ms:
                 cut = max(cut, pos)
     return cut
 
 
-def replay(lake: Path, source: str, device: str | None, cut: int) -> dict[str, TableState]:
-    """Every table of the source (empty when nothing of it is at or before ``cut``)."""
-    import pyarrow.parquet as pq
-
+def replay(
+    store: LakeStore, source: str, device: str | None, cut: int, only: str | None = None
+) -> dict[str, TableState]:
+    """Every table of the source (empty when nothing of it is at or before ``cut``), or
+    only the table ``only``."""
     tables: dict[str, TableState] = {}
-    for _, first, path in _files(lake, source, device):
-        name = unquote(path.parent.parent.name)  # the table's directory (layout.encode_name)
+    for first, name, rel in _files(store, source, device):
+        if only is not None and name != only:
+            continue
         state = tables.setdefault(name, TableState(name))
         if first > cut and state.columns:
             continue
-        _shape(state, pq.read_schema(path))
-        for row in _rows(path, cut):
+        file = _parquet(store, rel)
+        _shape(state, file.schema_arrow)
+        for row in _rows(file, cut):
             _apply(state, row)
+    if only is not None and not tables:
+        raise EdgeAgentError(f"--table {only!r}: no bronze files of it in source {source!r}")
     return tables
 
 
@@ -184,3 +197,44 @@ def _decl(decl: str) -> str:
 
 def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def write_parquet(
+    store: LakeStore,
+    source: str,
+    device: str | None,
+    cut: int,
+    to: Path,
+    only: str | None = None,
+) -> dict[str, int]:
+    """Each table's rows at ``cut`` as ``<to>/<table>.parquet`` (a new directory):
+    typed as in bronze, with ``_unfit`` as in bronze and the ``_pos`` and ``_ts_ms`` of
+    the change that set each row. Rows per table."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from edge_agent.lake.silver_reduce import concat, net_changes, silver_frame
+
+    if to.exists():
+        raise EdgeAgentError(f"--to {str(to)!r} exists: restore writes a new directory only")
+    frames: dict[str, list[Any]] = {}
+    keys: dict[str, list[str]] = {}
+    for first, name, rel in _files(store, source, device):
+        if (only is not None and name != only) or (first > cut and name in frames):
+            continue
+        table = _parquet(store, rel).read()
+        keys[name] = json.loads((table.schema.metadata or {}).get(b"edge_agent.key", b"[]"))
+        frames.setdefault(name, []).append(
+            silver_frame(table.filter(pc.less_equal(table.column("_pos"), cut)))
+        )
+    if only is not None and not frames:
+        raise EdgeAgentError(f"--table {only!r}: no bronze files of it in source {source!r}")
+    to.mkdir(parents=True)
+    counts: dict[str, int] = {}
+    for name, parts in frames.items():
+        net = net_changes(concat(parts, f"{source}.{name}"), keys[name])
+        rows = net.rows.filter(pc.not_equal(net.rows.column("_op"), "d"))
+        rows = rows.drop_columns(["_op", "_device", *net.keep.values()])
+        pq.write_table(rows, to / f"{encode_name(name)}.parquet", compression="zstd")
+        counts[name] = len(rows)
+    return counts
