@@ -61,9 +61,8 @@ def add_parsers(subs: Any, sub: SubAdder) -> None:
     p.add_argument("--at-time", help="restore: up to this change time (ISO 8601, UTC if no offset)")
     p.add_argument(
         "--to",
-        type=Path,
         help="restore: the new SQLite file (or Parquet directory) to write; silver: the "
-        "directory of the Delta tables",
+        "directory (or s3://bucket/prefix) of the Delta tables",
     )
     p.add_argument(
         "--engine",
@@ -123,7 +122,7 @@ def _silver(args: argparse.Namespace) -> int:
         ) from exc
     report = silver.run(
         open_store(args.lake, args.endpoint_url or ""),
-        args.to,
+        silver.target_of(args.to, args.endpoint_url or ""),
         args.source,
         args.device,
         args.batch_rows,
@@ -141,7 +140,12 @@ def _silver_spark(args: argparse.Namespace) -> int:
             "cluster, run edge_agent/lake/sql/silver.sql over s3a:// paths (docs/lake.md)"
         )
     written = silver_spark.run(
-        Path(args.lake), args.to, args.source, args.device, args.spark_master, args.spark_format
+        Path(args.lake),
+        Path(args.to),
+        args.source,
+        args.device,
+        args.spark_master,
+        args.spark_format,
     )
     for name, rows in sorted(written.items()):
         print(f"{name}: {rows} row(s) -> {args.to}")
@@ -159,10 +163,12 @@ def _restore(args: argparse.Namespace) -> int:
     if args.at_time:
         cut = min(cut, restore.cut_of(store, args.source, args.device, _at_ms(args.at_time)))
     if args.format == "parquet":
-        counts = restore.write_parquet(store, args.source, args.device, cut, args.to, args.table)
+        counts = restore.write_parquet(
+            store, args.source, args.device, cut, Path(args.to), args.table
+        )
     else:
         tables = restore.replay(store, args.source, args.device, cut, args.table)
-        counts = restore.write_sqlite(tables, args.to)
+        counts = restore.write_sqlite(tables, Path(args.to))
     for name, rows in sorted(counts.items()):
         print(f"{name}: {rows} row(s)")
     print(

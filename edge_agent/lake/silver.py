@@ -96,9 +96,37 @@ class Progress:
             self.out.write("\n")
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where the silver tables go: a directory, or ``s3://bucket/prefix``."""
+
+    root: str
+    storage: dict[str, str] | None = None  # delta-rs storage options (S3)
+
+    def uri(self, source: str, table: str) -> str:
+        return f"{self.root.rstrip('/')}/{dir_name(source)}/{dir_name(table)}"
+
+
+def target_of(to: str, endpoint_url: str = "") -> Target:
+    """``--to``: an S3 URL gets the AWS chain's credentials (delta-rs reads the same
+    environment) and commits that are atomic on S3 (``conditional_put``: a concurrent
+    run's commit fails instead of overwriting)."""
+    if not to.startswith("s3://"):
+        return Target(str(Path(to)))
+    options = {"conditional_put": "etag"}
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        options["AWS_REGION"] = region
+    if endpoint_url:
+        options["AWS_ENDPOINT_URL"] = endpoint_url
+        if endpoint_url.startswith("http://"):
+            options["AWS_ALLOW_HTTP"] = "true"
+    return Target(to, options)
+
+
 def run(
     store: LakeStore,
-    to: Path,
+    to: Target | Path,
     source: str | None = None,
     device: str | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
@@ -108,11 +136,11 @@ def run(
 
     if batch_rows < 1:
         raise EdgeAgentError(f"--batch-rows {batch_rows}: give a positive number, e.g. 500000")
-    to.mkdir(parents=True, exist_ok=True)
-    with _locked(to):
+    target = to if isinstance(to, Target) else Target(str(to))
+    with _locked(target):
         work = plan(store, source, device)
         targets = {
-            st: SilverTable(str(to / dir_name(st[0]) / dir_name(st[1])), f"{st[0]}.{st[1]}")
+            st: SilverTable(target.uri(*st), f"{st[0]}.{st[1]}", target.storage)
             for st in work.tables
         }
         todo = {st: _todo(work, st, targets[st].marks) for st in work.tables}
@@ -200,13 +228,19 @@ def _key_of(bronze: Any, f: BronzeFile) -> list[str]:
 
 
 class _locked:
-    """One silver run per output directory at a time."""
+    """One silver run per output directory at a time (on S3 the commits are atomic:
+    a second run's commit fails instead)."""
 
-    def __init__(self, to: Path) -> None:
-        self.path = to / ".edge-agent-silver.lock"
+    def __init__(self, target: Target) -> None:
+        self.path = (
+            None if target.storage is not None else Path(target.root) / ".edge-agent-silver.lock"
+        )
         self.fd = -1
 
     def __enter__(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -217,7 +251,8 @@ class _locked:
             ) from exc
 
     def __exit__(self, *exc: object) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
 
 
 def render(report: SilverReport) -> str:

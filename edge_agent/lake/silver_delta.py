@@ -32,13 +32,13 @@ def lit(value: str) -> str:
 
 
 class SilverTable:
-    def __init__(self, uri: str, name: str) -> None:
+    def __init__(self, uri: str, name: str, storage: dict[str, str] | None = None) -> None:
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
-        self.uri, self.name = uri, name
+        self.uri, self.name, self.storage = uri, name, storage
         try:
-            self.dt: Any = DeltaTable(uri)
+            self.dt: Any = DeltaTable(uri, storage_options=storage)
         except TableNotFoundError:
             self.dt = None
         self.key: list[str] | None = None
@@ -89,9 +89,14 @@ class SilverTable:
 
         rows = _data(net.rows.filter(pc.not_equal(net.rows.column("_op"), "d")), net)
         write_deltalake(
-            self.uri, rows, partition_by=[PARTITION], mode="error", commit_properties=props
+            self.uri,
+            rows,
+            partition_by=[PARTITION],
+            mode="error",
+            commit_properties=props,
+            storage_options=self.storage,
         )
-        self.dt = DeltaTable(self.uri)
+        self.dt = DeltaTable(self.uri, storage_options=self.storage)
         return {"num_target_rows_inserted": len(rows)}
 
     def _merge(self, device: str, net: Net, key: list[str], props: Any) -> dict[str, Any]:

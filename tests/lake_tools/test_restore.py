@@ -8,11 +8,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from deltalake import DeltaTable
+
 from edge_agent.lake.restore import replay, write_sqlite
+from edge_agent.lake.silver import dir_name
 from edge_agent.lake.store import DirStore
 from tests.conftest import WORKLOAD_TABLES, make_config, run_cli, run_workload
 from tests.lake import read_changes, source_state
-from tests.lake_tools.silver_support import assert_silver_is
+from tests.lake_tools.silver_support import assert_silver_is, silver_rows
 
 
 def _same(restored: Path, source: Path) -> None:
@@ -73,6 +76,10 @@ def test_restore_at_a_time_before_any_change_gives_empty_tables(
     assert bad.returncode != 0 and "--at-time 'yesterday'" in bad.stderr
 
 
+def _canonical(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return sorted(tuple(sorted((k, repr(v)) for k, v in r.items())) for r in rows)
+
+
 def _parquet_state(to: Path, table: str, key: list[str]) -> dict[tuple[Any, ...], dict[str, Any]]:
     import pyarrow.parquet as pq
 
@@ -128,3 +135,11 @@ def test_restore_and_silver_from_s3_to_parquet_and_one_table(
     silver = run_cli("lake", "silver", *lake[:4], "--to", str(tmp_path / "silver"), **env)
     assert silver.returncode == 0, silver.stderr  # silver reads an S3 lake the same way
     assert_silver_is(tmp_path / "silver", app_db)
+    remote = run_cli("lake", "silver", *lake[:4], "--to", f"s3://{bucket}/silver", **env)
+    assert remote.returncode == 0, remote.stderr  # ... and writes Delta tables to S3
+    options = {"AWS_ENDPOINT_URL": moto_s3.url, "AWS_ALLOW_HTTP": "true",
+               "AWS_REGION": "us-east-1"}
+    for table in WORKLOAD_TABLES:
+        uri = f"s3://{bucket}/silver/app/{dir_name(table)}"
+        rows = DeltaTable(uri, storage_options=options).to_pyarrow_table().to_pylist()
+        assert _canonical(rows) == _canonical(silver_rows(tmp_path / "silver", "app", table))
