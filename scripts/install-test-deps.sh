@@ -9,6 +9,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 # certificates with the openssl CLI. Debian installs the broker in /usr/sbin.
 PATH="$PATH:/usr/sbin:/sbin" command -v mosquitto >/dev/null 2>&1 || need+=(mosquitto)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# The packaging tests check the .deb's maintainer scripts with shellcheck.
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 # `lake silver --engine spark` is tested on Spark local mode (pyspark from PyPI), which
 # needs a Java runtime.
 command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)

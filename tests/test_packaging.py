@@ -174,10 +174,22 @@ def test_dockerfile_runs_the_agent_unprivileged_with_a_state_volume() -> None:
     assert 'CMD ["run", "--config", "/etc/edge-agent/config.toml"]' in text
 
 
+def test_dockerfile_installs_the_released_wheel_and_checks_health_with_status() -> None:
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    assert re.search(r"^COPY dist/edge_agent-\*-py3-none-any\.whl /wheels/$", text, re.M)
+    assert "pip wheel" not in text  # the image installs the tested wheel, never rebuilds it
+    (check,) = re.findall(r"^HEALTHCHECK ((?:.*\\\n)*.*)$", text, re.M)
+    command = check.split("CMD", 1)[1].strip()
+    assert command == ('["/opt/venv/bin/edge-agent", "status", "--config", '
+                       '"/etc/edge-agent/config.toml"]')
+    assert "--start-period=" in check
+    assert "docker buildx build --platform linux/arm64" in text
+
+
 # --- systemd unit -------------------------------------------------------------
 
 
-INSTALL_PREFIX = "/opt/edge-agent"  # the README's virtualenv
+INSTALL_PREFIX = "/opt/edge-agent"  # the .deb's virtualenv (packaging/nfpm.yaml)
 
 
 def test_systemd_analyze_verify_accepts_the_unit_as_installed(tmp_path: Path) -> None:
@@ -190,7 +202,7 @@ def test_systemd_analyze_verify_accepts_the_unit_as_installed(tmp_path: Path) ->
     assert Path(sys.prefix, "bin", "edge-agent").exists(), "the test venv has the command"
     copy_text = text.replace(f"ExecStart={INSTALL_PREFIX}", f"ExecStart={sys.prefix}")
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert f"python3 -m venv {INSTALL_PREFIX}" in readme
+    assert "sudo apt install ./edge-agent_" in readme  # the .deb's venv is INSTALL_PREFIX
     copy = tmp_path / UNIT.name
     copy.write_text(copy_text, encoding="utf-8")
 
@@ -235,7 +247,8 @@ def test_unit_is_sandboxed_but_keeps_state_and_network(service: dict[str, list[s
     assert the(service, "StateDirectory") == "edge-agent"
     assert the(service, "ProtectSystem") == "strict"
     assert the(service, "NoNewPrivileges") == "yes"
-    assert the(service, "DynamicUser") == "yes" or the(service, "User") not in {"root", "0"}
+    assert service.get("Service.DynamicUser") == ["yes"] or the(service, "User") not in {
+        "root", "0"}
     # The shippers need the network: none of these may cut it off.
     assert "Service.PrivateNetwork" not in service
     assert "Service.IPAddressDeny" not in service
