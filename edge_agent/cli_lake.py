@@ -134,9 +134,9 @@ def _silver(args: argparse.Namespace) -> int:
 def _silver_spark(args: argparse.Namespace) -> int:
     from edge_agent.lake import silver_spark
 
-    if args.lake.startswith("s3://"):
+    if args.lake.startswith("s3://") or args.to.startswith("s3://"):
         raise EdgeAgentError(
-            f"--lake {args.lake!r}: --engine spark reads a lake directory here; on a "
+            "--engine spark reads a lake directory and writes a directory here; on a "
             "cluster, run edge_agent/lake/sql/silver.sql over s3a:// paths (docs/lake.md)"
         )
     written = silver_spark.run(

@@ -144,8 +144,11 @@ def _apply(state: TableState, row: dict[str, Any]) -> None:
     key = tuple(values.get(k) for k in state.key)
     if op == "d":
         state.rows.pop(key, None)
-    else:
-        state.rows[key] = values
+        return
+    before = state.rows.get(key, {})
+    for column in row.get("_unchanged") or ():  # logical mode: a TOASTed value not sent
+        values[column] = before.get(column)
+    state.rows[key] = values
 
 
 def write_sqlite(tables: dict[str, TableState], to: Path) -> dict[str, int]:
@@ -213,7 +216,7 @@ def write_parquet(
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from edge_agent.lake.silver_reduce import concat, net_changes, silver_frame
+    from edge_agent.lake.silver_reduce import conform, net_changes, silver_frame
 
     if to.exists():
         raise EdgeAgentError(f"--to {str(to)!r} exists: restore writes a new directory only")
@@ -225,14 +228,15 @@ def write_parquet(
         table = _parquet(store, rel).read()
         keys[name] = json.loads((table.schema.metadata or {}).get(b"edge_agent.key", b"[]"))
         frames.setdefault(name, []).append(
-            silver_frame(table.filter(pc.less_equal(table.column("_pos"), cut)))
+            silver_frame(table.filter(pc.less_equal(table.column("_pos"), cut)), False)
         )
     if only is not None and not frames:
         raise EdgeAgentError(f"--table {only!r}: no bronze files of it in source {source!r}")
     to.mkdir(parents=True)
     counts: dict[str, int] = {}
     for name, parts in frames.items():
-        net = net_changes(concat(parts, f"{source}.{name}"), keys[name])
+        where = f"{source}.{name}"
+        net = net_changes(conform(parts, None, where), keys[name], where)
         rows = net.rows.filter(pc.not_equal(net.rows.column("_op"), "d"))
         rows = rows.drop_columns(["_op", "_device", *net.keep.values()])
         pq.write_table(rows, to / f"{encode_name(name)}.parquet", compression="zstd")

@@ -111,6 +111,11 @@ def target_of(to: str, endpoint_url: str = "") -> Target:
     """``--to``: an S3 URL gets the AWS chain's credentials (delta-rs reads the same
     environment) and commits that are atomic on S3 (``conditional_put``: a concurrent
     run's commit fails instead of overwriting)."""
+    if re.search(r"[%#?]", to):
+        raise EdgeAgentError(
+            f"--to {to!r}: delta-rs reads the path as a URL (% # ? would change it): "
+            "choose a path without them"
+        )
     if not to.startswith("s3://"):
         return Target(str(Path(to)))
     options = {"conditional_put": "etag"}
@@ -136,14 +141,14 @@ def run(
 
     if batch_rows < 1:
         raise EdgeAgentError(f"--batch-rows {batch_rows}: give a positive number, e.g. 500000")
-    target = to if isinstance(to, Target) else Target(str(to))
+    target = to if isinstance(to, Target) else target_of(str(to))
     with _locked(target):
         work = plan(store, source, device)
         targets = {
             st: SilverTable(target.uri(*st), f"{st[0]}.{st[1]}", target.storage)
             for st in work.tables
         }
-        todo = {st: _todo(work, st, targets[st].marks) for st in work.tables}
+        todo = {st: _todo(work, st, targets[st]) for st in work.tables}
         progress = Progress(
             sum(f.rows for d in todo.values() for fs in d.values() for f in fs), progress_out
         )
@@ -156,11 +161,12 @@ def run(
     return report
 
 
-def _todo(work: Plan, st: tuple[str, str], marks: dict[str, int]) -> dict[str, list[BronzeFile]]:
-    return {
-        dev: [f for f in files if f.ordinal > marks.get(dev, 0)]
-        for dev, files in work.tables[st].items()
-    }
+def _todo(work: Plan, st: tuple[str, str], target: Any) -> dict[str, list[BronzeFile]]:
+    todo = {}
+    for dev, files in work.tables[st].items():
+        mark = target.mark(dev)
+        todo[dev] = [f for f in files if f.ordinal > mark]
+    return todo
 
 
 def _merge_table(
@@ -171,7 +177,7 @@ def _merge_table(
     batch_rows: int,
     progress: Progress,
 ) -> TableRun:
-    from edge_agent.lake.silver_reduce import concat, net_changes, silver_frame
+    from edge_agent.lake.silver_reduce import conform, net_changes, silver_frame
 
     result = TableRun(st[0], st[1], target.uri)
     for dev, files in devices.items():
@@ -180,7 +186,8 @@ def _merge_table(
             key = _key_of(bronze[-1], batch[-1])  # the newest file's: its table as it is now
             frames = [silver_frame(b) for b in bronze]
             del bronze
-            net = net_changes(concat(frames, f"{dev}/{st[0]}.{st[1]}"), key)
+            where = f"{dev}/{st[0]}.{st[1]}"
+            net = net_changes(conform(frames, target.schema(), where), key, where)
             metrics = target.merge(dev, net, key, batch[-1].ordinal)
             result.files += len(batch)
             result.changes += sum(f.rows for f in batch)

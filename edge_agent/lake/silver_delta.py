@@ -1,10 +1,12 @@
 """One silver Delta Lake table: its watermarks, and one merge of a device's net changes.
 
-The watermark (per device, the last bronze ordinal merged) travels in the
-commit that applies those changes (``edge_agent.silver`` in the commit's
-metadata), so a table and its watermark can never disagree: a run killed
-between two merges resumes after the last commit, and a re-run merges nothing
-twice.
+Each device's watermark (the last bronze ordinal merged) is a Delta *application
+transaction* (``edge-agent-silver/<device>``) committed with the MERGE that
+applies those changes, so a table and its watermarks can never disagree: a run
+killed between two merges resumes after the last commit, and a re-run merges
+nothing twice. Application transactions survive checkpoints and log clean-up,
+and two runs merging different devices side by side each move only their own.
+Each commit's metadata also names the key, so a changed primary key is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from edge_agent.lake.silver_reduce import Net
 
 META = "edge_agent.silver"
 PARTITION = "_device"
+APP = "edge-agent-silver/"
 
 
 def q(name: str) -> str:
@@ -42,39 +45,55 @@ class SilverTable:
         except TableNotFoundError:
             self.dt = None
         self.key: list[str] | None = None
-        self.marks: dict[str, int] = {}
         if self.dt is not None:
-            self._read_marks()
+            self.key = self._key_of_table()
 
-    def _read_marks(self) -> None:
-        for limit in (20, None):
-            for commit in self.dt.history(limit):
-                if META in commit:
-                    doc = json.loads(commit[META])
-                    self.key, self.marks = (
-                        doc["key"],
-                        {k: int(v) for k, v in doc["devices"].items()},
-                    )
-                    return
-        raise EdgeAgentError(
-            f"{self.uri}: a Delta table without edge-agent's watermark: not a silver table "
-            "of ours; choose another --to"
-        )
+    def _key_of_table(self) -> list[str] | None:
+        """The key the latest commits name (None once log clean-up removed them all: the
+        key check is then skipped). A table without silver's columns is not ours."""
+        if not {PARTITION, "_pos", "_ts_ms"} <= set(pa.schema(self.dt.schema()).names):
+            raise EdgeAgentError(
+                f"{self.uri}: a Delta table that `lake silver` did not make (no _device, "
+                "_pos and _ts_ms columns): choose another --to"
+            )
+        for commit in self.dt.history(20):
+            if META in commit:
+                key: list[str] = json.loads(commit[META])["key"]
+                return key
+        return None
+
+    def mark(self, device: str) -> int:
+        """The last bronze ordinal of ``device`` merged into this table (0: none)."""
+        if self.dt is None:
+            return 0
+        version = self.dt.transaction_version(APP + device)
+        return int(version) if version is not None else 0
+
+    def schema(self) -> pa.Schema | None:
+        return None if self.dt is None else pa.schema(self.dt.schema())
 
     def merge(self, device: str, net: Net, key: list[str], ordinal: int) -> dict[str, Any]:
         """Apply ``net`` for ``device`` and move its watermark to ``ordinal``, in one commit."""
         self._check(key)
+        from deltalake import Transaction
+        from deltalake.exceptions import CommitFailedError
         from deltalake.transaction import CommitProperties
 
-        marks = {**self.marks, device: ordinal}
         props = CommitProperties(
-            custom_metadata={META: json.dumps({"key": key, "devices": marks}, sort_keys=True)}
+            custom_metadata={META: json.dumps({"key": key, "device": device, "ordinal": ordinal})},
+            app_transactions=[Transaction(APP + device, ordinal)],
         )
-        if self.dt is None:
-            metrics = self._create(net, props)
-        else:
-            metrics = self._merge(device, net, key, props)
-        self.key, self.marks = key, marks
+        try:
+            if self.dt is None:
+                metrics = self._create(net, key, props)
+            else:
+                metrics = self._merge(device, net, key, props)
+        except CommitFailedError as exc:
+            raise EdgeAgentError(
+                f"{self.name}: another `lake silver` committed the same rows of {device!r} "
+                f"at the same time ({exc}); nothing was lost: run again"
+            ) from exc
+        self.key = key
         return metrics
 
     def _check(self, key: list[str]) -> None:
@@ -84,7 +103,7 @@ class SilverTable:
                 f"silver merges by one key: move {self.uri} aside and run again to rebuild it"
             )
 
-    def _create(self, net: Net, props: Any) -> dict[str, Any]:
+    def _create(self, net: Net, key: list[str], props: Any) -> dict[str, Any]:
         from deltalake import DeltaTable, write_deltalake
 
         rows = _data(net.rows.filter(pc.not_equal(net.rows.column("_op"), "d")), net)
@@ -131,25 +150,13 @@ class SilverTable:
         return metrics
 
     def _aligned(self, net: Net) -> pa.Table:
-        """The net rows in the table's types; its columns the batch lacks (dropped on
-        the device, or not yet seen by this device) as NULL."""
+        """The net rows with every column of the table: those the batch lacks (dropped on
+        the device, or not yet seen by this device) as NULL. Types were conformed to the
+        table's before the batch was reduced (silver_reduce.conform)."""
         rows = net.rows
-        target = pa.schema(self.dt.schema())
-        for f in target:
+        for f in pa.schema(self.dt.schema()):
             if f.name not in rows.column_names:
                 rows = rows.append_column(f.name, pa.nulls(len(rows), f.type))
-                continue
-            have = rows.schema.field(f.name).type
-            if have != f.type:
-                try:
-                    cast = pc.cast(rows.column(f.name), f.type, safe=True)
-                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                    raise EdgeAgentError(
-                        f"{self.name}: column {f.name!r} is {have} in bronze but {f.type} in "
-                        f"silver ({exc}); rename the column on the device, or move "
-                        f"{self.uri} aside to rebuild it"
-                    ) from exc
-                rows = rows.set_column(rows.schema.get_field_index(f.name), f.name, cast)
         return rows
 
 

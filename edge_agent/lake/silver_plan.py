@@ -35,6 +35,7 @@ class Stream:
 
     ordinals: set[int] = field(default_factory=set)
     dropped: set[int] = field(default_factory=set)
+    where: dict[int, str] = field(default_factory=dict)  # ordinal -> its file
 
     @property
     def unbroken(self) -> int:
@@ -81,7 +82,16 @@ def plan(store: LakeStore, source: str | None = None, device: str | None = None)
         if (source and m["source"] != source) or (device and m["device"] != device):
             continue
         stream = streams[(m["device"], m["source"])]
-        stream.ordinals.add(int(m["ordinal"]))
+        ordinal = int(m["ordinal"])
+        if ordinal in stream.where:
+            raise EdgeAgentError(
+                f"{m['device']}/{m['source']}: ordinal {ordinal} is in two files "
+                f"({stream.where[ordinal]} and {parquet}): the device's ordinals started over "
+                "(its state directory was lost), so its files have no single order; "
+                "`lake verify` lists them (duplicate_ordinal). See docs/lake.md"
+            )
+        stream.where[ordinal] = parquet
+        stream.ordinals.add(ordinal)
         stream.dropped.update(int(d["ordinal"]) for d in m.get("dropped", []))
         f = BronzeFile(int(m["ordinal"]), parquet, int(m["rows"]), int(m["bytes"]))
         found[(m["source"], m["table"])][m["device"]].append(f)

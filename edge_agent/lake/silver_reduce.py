@@ -24,6 +24,7 @@ KEPT = ("_device", "_op", "_pos", "_ts_ms")
 DROPPED = ("_captured_ms", "_source", "_table", "_tx", "_before", "_lsn")
 UNCHANGED = "_unchanged"
 KEEP = "__keep_"
+_INDEX = "__edge_agent_index"
 
 
 @dataclass(frozen=True)
@@ -33,46 +34,78 @@ class Net:
     keep: dict[str, str]  # column -> its `__keep_<n>` flag column in ``rows``
 
 
-def silver_frame(bronze: pa.Table) -> pa.Table:
-    """A bronze file's rows with the columns silver keeps, in types Delta Lake holds
-    (a time of day becomes its ISO text)."""
+def silver_frame(bronze: pa.Table, delta_types: bool = True) -> pa.Table:
+    """A bronze file's rows with the columns silver keeps; with ``delta_types`` a time of
+    day becomes its ISO text (Delta Lake has no such type)."""
     table = bronze.drop_columns([c for c in DROPPED if c in bronze.column_names])
     for i, f in enumerate(table.schema):
-        if pa.types.is_time(f.type):
+        if delta_types and pa.types.is_time(f.type):
             table = table.set_column(i, f.name, pc.cast(table.column(i), pa.string()))
     return table
 
 
-def concat(frames: list[pa.Table], where: str) -> pa.Table:
-    """Files of one table in ordinal order; a column added later is null before."""
-    try:
-        return pa.concat_tables(frames, promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise EdgeAgentError(
-            f"{where}: a column changed its type between bronze files ({exc}); silver "
-            "keeps one type per column: rename the column on the device (a new column), "
-            "or rebuild this silver table from a lake whose old files you exclude"
-        ) from exc
+def conform(frames: list[pa.Table], reference: pa.Schema | None, where: str) -> pa.Table:
+    """Files of one table in ordinal order as one table. A column keeps the type it had
+    first (in the silver table, else in the oldest file): a later file's values are cast
+    to it when the cast is exact, else refused. So one run and many give the same
+    answer. A column added later is null before."""
+    types = {f.name: f.type for f in reference} if reference is not None else {}
+    out = []
+    for original in frames:
+        frame = original
+        for i, f in enumerate(original.schema):
+            want = types.setdefault(f.name, f.type)
+            if want == f.type:
+                continue
+            try:
+                frame = frame.set_column(i, f.name, pc.cast(frame.column(i), want, safe=True))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise EdgeAgentError(
+                    f"{where}: column {f.name!r} was {want} and is {f.type} in a later bronze "
+                    f"file, with values that do not fit {want} ({exc}); silver keeps a "
+                    "column's first type: give the new type a new column name on the device"
+                ) from exc
+        out.append(frame)
+    return pa.concat_tables(out, promote_options="default")
 
 
-def net_changes(frame: pa.Table, key: list[str]) -> Net:
+def net_changes(frame: pa.Table, key: list[str], where: str = "") -> Net:
     frame = frame.sort_by("_pos")
     ops = frame.column("_op")
     markers = pc.filter(frame.column("_pos"), pc.equal(ops, "t"))
     truncate = len(markers) > 0
     if truncate:
         frame = frame.filter(pc.greater(frame.column("_pos"), pc.max(markers)))
+    if UNCHANGED in frame.column_names and not len(frame):
+        frame = frame.drop_columns([UNCHANGED])
     if not len(frame):
         return Net(truncate, frame, {})
-    numbered = frame.append_column("__i", pa.array(range(len(frame)), pa.int64()))
-    last = numbered.group_by(key, use_threads=False).aggregate([("__i", "max")])
-    chosen = pc.sort_indices(last.column("__i_max"))
-    rows = frame.take(pc.take(last.column("__i_max"), chosen))
+    _check_keys(frame, key, where)
+    numbered = frame.append_column(_INDEX, pa.array(range(len(frame)), pa.int64()))
+    last = numbered.group_by(key, use_threads=False).aggregate([(_INDEX, "max")])
+    chosen = pc.sort_indices(last.column(f"{_INDEX}_max"))
+    rows = frame.take(pc.take(last.column(f"{_INDEX}_max"), chosen))
     if UNCHANGED in frame.column_names and rows.column(UNCHANGED).null_count < len(rows):
         return _fill_unchanged(frame, rows, key, truncate)
     if UNCHANGED in rows.column_names:
         rows = rows.drop_columns([UNCHANGED])
     return Net(truncate, rows, {})
+
+
+def _check_keys(frame: pa.Table, key: list[str], where: str) -> None:
+    """A NULL key cell: the value did not fit the key column's type (it is in
+    ``_unfit``). Merging by it would fold distinct keys into one: refused, loudly."""
+    for k in key:
+        if k not in frame.column_names or frame.column(k).null_count:
+            nulls = pc.is_null(frame.column(k)) if k in frame.column_names else None
+            pos = pc.filter(frame.column("_pos"), nulls)[0] if nulls is not None else "?"
+            raise EdgeAgentError(
+                f"{where}: key column {k!r} has no typed value at position {pos} (its value "
+                "did not fit the column's declared type and is in _unfit): silver and Parquet "
+                "restores merge by typed keys; restore this table to SQLite instead "
+                "(`lake restore --format sqlite`), and declare the key column with the "
+                "type its values have"
+            )
 
 
 def _fill_unchanged(frame: pa.Table, rows: pa.Table, key: list[str], truncate: bool) -> Net:

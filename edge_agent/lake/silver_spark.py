@@ -42,6 +42,11 @@ def bq(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
+def _literal(text: str) -> str:
+    """A Spark SQL string literal (backslash escapes are on by default)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def silver_sql(
     key: list[str], columns: list[str], unchanged: bool, times: frozenset[str] = frozenset()
 ) -> str:
@@ -52,7 +57,7 @@ def silver_sql(
     def value(c: str) -> str:
         val = _TIME.format(col=bq(c)) if c in times else bq(c)
         if unchanged and c not in key:
-            val = _PREVIOUS.format(lit="'" + c.replace("'", "\\'") + "'", val=val, key=keys)
+            val = _PREVIOUS.format(lit=_literal(c), val=val, key=keys)
         return f"{val} AS {bq(c)}"
 
     filled = ", ".join(map(value, columns))
@@ -77,12 +82,16 @@ def run(
             "--engine spark needs pyspark (pip install pyspark) and Java 17 or newer"
         ) from exc
     work = plan(DirStore(lake), source, device)
-    spark = (
+    builder = (
         SparkSession.builder.master(master)
         .appName("edge-agent-silver")
         .config("spark.sql.timeType.enabled", "true")  # PostgreSQL `time` columns
-        .getOrCreate()
     )
+    if master.startswith("local"):  # one machine: the driver listens on loopback only
+        builder = builder.config("spark.driver.host", "127.0.0.1").config(
+            "spark.driver.bindAddress", "127.0.0.1"
+        )
+    spark = builder.getOrCreate()
     written: dict[str, int] = {}
     try:
         for (src, table), devices in work.tables.items():
@@ -101,7 +110,18 @@ def _table(spark: Any, paths: list[str], out: str, fmt: str) -> int:
 
     newest = pq.read_schema(paths[-1])
     key = json.loads((newest.metadata or {}).get(b"edge_agent.key", b"[]"))
-    bronze = spark.read.option("mergeSchema", "true").parquet(*paths)
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import AnalysisException
+
+    try:
+        bronze = spark.read.option("mergeSchema", "true").parquet(*paths)
+    except (AnalysisException, Py4JJavaError) as exc:
+        first = str(exc).strip().splitlines()[0][:300]
+        raise EdgeAgentError(
+            f"{out}: Spark cannot read the table's bronze files as one ({first}): "
+            "a column changed its type on the device; the Delta engine casts exact values, "
+            "Spark's mergeSchema does not"
+        ) from exc
     columns = [c for c in bronze.columns if c not in ENVELOPE]
     bronze.createOrReplaceTempView("bronze")
     times = frozenset(f.name for f in bronze.schema.fields if f.dataType.typeName() == "time")

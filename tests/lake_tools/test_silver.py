@@ -232,7 +232,7 @@ def test_bad_input_is_named(tmp_path: Path, app_db: Path, harness_factory: Any) 
     foreign = tmp_path / "foreign"
     write_deltalake(str(table_uri(foreign, "app", "events")),
                     pa.table({"_device": ["x"], "id": [1]}))
-    with pytest.raises(EdgeAgentError, match="not a silver table of ours"):
+    with pytest.raises(EdgeAgentError, match="a Delta table that `lake silver` did not make"):
         silver.run(DirStore(lake), foreign)
     broken = sorted(lake.glob("bronze/app/events/*/*.manifest.json"))[0]
     broken.write_text("{not json")

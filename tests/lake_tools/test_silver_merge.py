@@ -62,7 +62,7 @@ def test_merge_applies_deletes_markers_and_left_out_columns(tmp_path: Path) -> N
     merge(target, "gw-a", 3, ("t", 8, None, None, None), ("r", 9, 5, "five", None))
     assert state(uri) == {("gw-a", 5): "five", ("gw-b", 1): "other"}
     reopened = SilverTable(str(uri), "src.t")
-    assert reopened.marks == {"gw-a": 3, "gw-b": 1} and reopened.key == ["id"]
+    assert (reopened.mark("gw-a"), reopened.mark("gw-b"), reopened.key) == (3, 1, ["id"])
 
 
 def test_a_gap_stops_a_stream_and_a_known_drop_does_not() -> None:
