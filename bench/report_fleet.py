@@ -42,9 +42,20 @@ def _cpu_rows(gateways: str, fleet: dict[str, Any]) -> list[list[str]]:
         share = [c / w for c, w in zip(v[key]["runs"], v["wall"]["runs"], strict=True)]
         return n(100 * sorted(share)[len(share) // 2]) + " %"
 
+    def share(v: dict[str, Any], key: str) -> str:
+        return n(100 * v[key]["median"]) + " %" if key in v else "—"
+
     return [[gateways, _name(key), pct(v, "broker_cpu"), pct(v, "recv_cpu"),
              pct(v, "recv_wait"), pct(v, "sim_cpu"),
-             n(100 * v["cpu_share"]["median"] / 2) + " %"] for key, v in fleet.items()]
+             n(100 * v["cpu_share"]["median"] / 2) + " %", share(v, "others"),
+             share(v, "host_iowait"), _top_lander(v)] for key, v in fleet.items()]
+
+
+def _top_lander(v: dict[str, Any]) -> str:
+    """The share of the files that the busiest collector landed (median over runs)."""
+    shares = sorted(max(c["landed_by"]) / max(1, sum(c["landed_by"]))
+                    for c in v["counters"] if len(c.get("landed_by", [])) > 1)
+    return f"{100 * shares[len(shares) // 2]:.0f} %" if shares else "—"
 
 
 def _verify_rows(verify: dict[str, Any]) -> list[list[str]]:
@@ -79,10 +90,14 @@ def markdown(sc: dict[str, Any]) -> list[str]:
         out += [f"N = {int(gateways):,} gateways:", ""]
         out += table(header, _throughput_rows(fleet))
     out += ["CPU over the shipping window, as a share of one core (the machine has 2); "
-            "run-queue wait = the receivers were runnable but no core was free:", ""]
+            "run-queue wait = the receivers were runnable but no core was free; other work = "
+            "the machine's busy time (/proc/stat) not spent by these processes (the machine "
+            "is shared); iowait = both cores idle with I/O outstanding; busiest collector = "
+            "the share of the files one member of the group landed:", ""]
     rows = [r for g, fleet in s["fleets"].items() for r in _cpu_rows(g, fleet)]
     out += table(["N", "receiver", "broker", "receivers", "receivers' run-queue wait",
-                  "simulators", "all three, of 2 cores"], rows)
+                  "simulators", "these, of 2 cores", "other work, of 2 cores", "iowait",
+                  "busiest collector"], rows)
     if s.get("verify"):
         out += ["`lake verify` on fleet-shaped lakes (small files, one source and table per "
                 "gateway) against the walk-and-parse floor of scenario 11:", ""]

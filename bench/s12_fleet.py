@@ -102,6 +102,13 @@ def _sched(pid: int) -> tuple[float, float]:
     return cpu / 1e9, wait / 1e9
 
 
+def _machine() -> tuple[float, float, float]:
+    """(busy, iowait, total) jiffies of all cores, from the first line of /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle, iowait, total = fields[3], fields[4], sum(fields[:8])
+    return total - idle - iowait, iowait, total
+
+
 def _wait_for(cond: Any, what: str, timeout: float) -> None:
     end = time.monotonic() + timeout
     while not cond():
@@ -145,19 +152,22 @@ class Receivers:
         parts = [_sched(p.pid) for p in self.procs]
         return sum(c for c, _ in parts), sum(w for _, w in parts)
 
-    def stop(self) -> dict[str, int]:
+    def stop(self) -> dict[str, Any]:
         for p in self.procs:
             stop(p)
         return self._counters()
 
-    def _counters(self) -> dict[str, int]:
-        """The collectors' counters from their `collector.stopped` lines, summed."""
-        total: dict[str, int] = {}
+    def _counters(self) -> dict[str, Any]:
+        """The collectors' counters from their `collector.stopped` lines, summed, and
+        how many files each collector landed."""
+        total: dict[str, Any] = {"landed_by": []}
         for path in self.logs:
             for line in path.read_text(errors="replace").splitlines():
                 if '"collector.stopped"' not in line:
                     continue
-                for k, v in json.loads(line).items():
+                found = json.loads(line)
+                total["landed_by"].append(found.get("files_landed", 0))
+                for k, v in found.items():
                     if isinstance(v, int) and not isinstance(v, bool):
                         total[k] = total.get(k, 0) + v
         return total
@@ -250,10 +260,10 @@ def measure(where: Path, broker: Any, devices: dict[str, list[list[Any]]], kind:
         fleet = Fleet(where, _plan(devices, sizes["sims"], broker.port, prefix,
                                    sizes["run_seconds"]))
         _wait_for(fleet.ready, "the simulators' connections", READY_TIMEOUT)
-        broker0, recv0 = _sched(broker.proc.pid), receivers.cpu()
+        broker0, recv0, host0 = _sched(broker.proc.pid), receivers.cpu(), _machine()
         fleet.go()
         _wait_for(fleet.done, "the fleet's last ack", sizes["run_seconds"] + 60)
-        broker1, recv1 = _sched(broker.proc.pid), receivers.cpu()
+        broker1, recv1, host1 = _sched(broker.proc.pid), receivers.cpu(), _machine()
         sims = fleet.results()
     finally:
         if fleet is not None:
@@ -262,7 +272,10 @@ def measure(where: Path, broker: Any, devices: dict[str, list[list[Any]]], kind:
     out = _shipped(sims, _window(sims), FILE_BYTES)
     out.update(expected=expected, landed=_lake_files(receivers.lake), counters=counters,
                broker_cpu=broker1[0] - broker0[0], broker_wait=broker1[1] - broker0[1],
-               recv_cpu=recv1[0] - recv0[0], recv_wait=recv1[1] - recv0[1])
+               recv_cpu=recv1[0] - recv0[0], recv_wait=recv1[1] - recv0[1],
+               host_busy=(host1[0] - host0[0]) / (host1[2] - host0[2]),
+               host_iowait=(host1[1] - host0[1]) / (host1[2] - host0[2]),
+               loadavg=float(Path("/proc/loadavg").read_text().split()[0]))
     if kind == "collectors":
         timed = run_timed(agent_cmd("lake", "verify", "--lake", str(receivers.lake)))
         out.update(verify_rc=timed.returncode, verify_wall=timed.wall,
@@ -348,7 +361,8 @@ def _fleet_runs(work: Path, broker: Any, gateways: int, sizes: dict[str, Any], r
 
 def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("files_s", "mb_s", "wall", "put_p50", "put_p99", "broker_cpu", "recv_cpu",
-            "sim_cpu", "recv_wait", "broker_wait", "connect_s", "verify_wall")
+            "sim_cpu", "recv_wait", "broker_wait", "connect_s", "verify_wall", "host_busy",
+            "host_iowait", "loadavg")
     out: dict[str, Any] = {k: summary([r[k] for r in runs]) for k in keys if k in runs[0]}
     out["cpu_share"] = summary([(r["broker_cpu"] + r["recv_cpu"] + r["sim_cpu"]) / r["wall"]
                                 for r in runs])
@@ -359,6 +373,9 @@ def _aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["verify_rc"] = [r.get("verify_rc") for r in runs]
     out["expected"] = runs[0]["expected"]
     out["counters"] = [r["counters"] for r in runs]
+    out["others"] = summary([max(0.0, r["host_busy"] - (r["broker_cpu"] + r["recv_cpu"]
+                                                       + r["sim_cpu"]) / r["wall"] / 2)
+                             for r in runs])
     out["errors"] = [r["errors"] for r in runs]
     return out
 
