@@ -14,9 +14,10 @@ arm64_env=${ARM64_ENV:-$root/../shared/tools/arm64-env.sh}
 
 # mosquitto (+ mosquitto_passwd), openssl, postgresql (initdb, pg_ctl, pg_recvlogical):
 # tests/servers.py; systemd (systemd-analyze) and shellcheck: the packaging tests;
-# procps and adduser: what the .deb depends on beyond python3.11.
+# procps and adduser: what the .deb depends on beyond python3.11; default-jre-headless:
+# the lake tests of `lake silver --engine spark` (Spark local mode).
 # ARM64_EXTRA_DEBS: more, for one target (make wheels-arm64 adds a C compiler).
-export ARM64_DEBS="mosquitto openssl postgresql systemd shellcheck procps adduser ${ARM64_EXTRA_DEBS:-}"
+export ARM64_DEBS="mosquitto openssl postgresql systemd shellcheck procps adduser default-jre-headless ${ARM64_EXTRA_DEBS:-}"
 requirements=$(mktemp)
 trap 'rm -f "$requirements"' EXIT
 "$bin/python" scripts/arm64-requirements.py test > "$requirements"
