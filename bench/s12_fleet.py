@@ -230,7 +230,7 @@ def _lake_files(lake: Path) -> int:
 
 
 def _window(sims: list[dict[str, Any]]) -> float:
-    return max(s["end"] for s in sims) - min(s["start"] for s in sims)
+    return float(max(s["end"] for s in sims) - min(s["start"] for s in sims))
 
 
 def _shipped(sims: list[dict[str, Any]], wall: float, total_bytes: int) -> dict[str, Any]:
