@@ -219,7 +219,7 @@ def _read(store: LakeStore, f: BronzeFile) -> Any:
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(pa.BufferReader(store.read(f.rel)))
+        return pq.ParquetFile(pa.BufferReader(store.read(f.rel))).read()
     except (OSError, pa.ArrowException) as exc:
         raise EdgeAgentError(
             f"{f.rel}: unreadable ({exc}); run `edge-agent lake verify --deep`"

@@ -96,10 +96,11 @@ def plan(store: LakeStore, source: str | None = None, device: str | None = None)
         f = BronzeFile(int(m["ordinal"]), parquet, int(m["rows"]), int(m["bytes"]))
         found[(m["source"], m["table"])][m["device"]].append(f)
     result = Plan(streams=dict(streams))
+    unbroken = {k: s.unbroken for k, s in streams.items()}  # once each: O(files)
     for (src, table), devices in sorted(found.items()):
         result.tables[(src, table)] = {
             dev: sorted(
-                (f for f in files if f.ordinal <= streams[(dev, src)].unbroken),
+                (f for f in files if f.ordinal <= unbroken[(dev, src)]),
                 key=lambda f: f.ordinal,
             )
             for dev, files in sorted(devices.items())
