@@ -22,7 +22,14 @@ requirements=$(mktemp)
 trap 'rm -f "$requirements"' EXIT
 "$bin/python" scripts/arm64-requirements.py test > "$requirements"
 ARM64_REQUIREMENTS=$requirements bash "$arm64_env" setup
+# The root file system's /etc/hosts names localhost only (setup rewrites it); Spark
+# (the lake tests) resolves this machine's host name, as Debian's own /etc/hosts allows.
+rootfs=${ARM64_ROOTFS:-/var/tmp/arm64-rootfs}
+grep -qw "$(hostname)" "$rootfs/etc/hosts" || printf '127.0.1.1\t%s\n' "$(hostname)" >> "$rootfs/etc/hosts"
 
+# ARM64_INSTALL_PROJECT=0: leave /opt/venv's edge_agent alone (make wheels-arm64 tests
+# its wheels in venvs of their own, and may run beside a suite that uses this one).
+[ "${ARM64_INSTALL_PROJECT:-1}" = 1 ] || exit 0
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
 wheel=dist/edge_agent-$version-py3-none-any.whl
 EDGE_AGENT_MYPYC=0 "$bin/pip" wheel --quiet --no-deps -w dist .

