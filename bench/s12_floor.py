@@ -97,7 +97,10 @@ def main(port: str, prefix: str, lake: str, ready: str) -> int:
     floor = Floor(prefix, Path(lake))
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
     client.on_message = floor.on_message
-    client.on_subscribe = lambda *_: Path(ready).write_text("subscribed")
+    def subscribed(*_: Any) -> None:
+        Path(ready).write_text("subscribed")
+
+    client.on_subscribe = subscribed
     client.connect("127.0.0.1", int(port))
     client.subscribe(f"{prefix}/+/batch", options=SubscribeOptions(qos=1))
     end = time.monotonic() + MAX_SECONDS

@@ -87,7 +87,7 @@ class Device:
     def _backoff(self, failures: int) -> float:
         """The daemon's retry delay: capped exponential, with jitter (half to full)."""
         delay = min(self.plan["retry_max"], self.plan["retry_min"] * 2 ** (failures - 1))
-        return delay / 2 + self.rng.uniform(0, delay / 2)
+        return float(delay / 2 + self.rng.uniform(0, delay / 2))
 
 
 def _connect(devices: list[Device]) -> float:
