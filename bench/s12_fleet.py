@@ -17,7 +17,8 @@ CPU seconds of the broker, the receivers and the simulators over the window, and
 the receivers' run-queue wait (runnable, no core free: CPU starvation). After each
 collector measurement `edge-agent lake verify` must exit 0 (complete) and every
 file must be in the lake. Then `lake verify` on fleet-shaped lakes of 10k and 100k
-files (1,000 gateways) against the walk-and-parse floor of scenario 11.
+files (1,000 gateways) against the walk-and-parse floor of scenario 11
+(bench/s12_verify.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import Any
 
 from bench.common import ROOT, agent_cmd, env, log, percentile, run_timed, stop, summary
 from bench.common import workdir as scratch_dir
+from bench.s12_verify import verify_lakes
 
 SIZES: dict[str, dict[str, Any]] = {
     "quick": {"fleets": [10], "collectors": [1, 2], "total_files": 50, "sims": 2,
@@ -284,59 +286,6 @@ def measure(where: Path, broker: Any, devices: dict[str, list[list[Any]]], kind:
     return out
 
 
-# -- lake verify on fleet-shaped lakes ------------------------------------------------------
-def _verify_lake(lake: Path, gateways: int, per: int) -> int:
-    """A lake as `gateways` gateways x `per` files leave it (small files, scenario 11's)."""
-    import hashlib
-
-    from bench.s11_verify import _parquet
-    from edge_agent.bronze.layout import FileKey
-
-    data, fingerprint = _parquet(10)
-    sha = hashlib.sha256(data).hexdigest()
-    for g in range(gateways):
-        device = f"gw{g:04d}"
-        for ordinal in range(1, per + 1):
-            first = (ordinal - 1) * 10 + 1
-            key = FileKey(device, "app", "readings", DATE, first, first + 9)
-            path = lake / key.relpath
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-            (lake / key.manifest_relpath).write_text(json.dumps({
-                "format": "1", "id": key.file_id, "ordinal": ordinal, "device": device,
-                "source": "app", "table": "readings", "partition": {"date": DATE},
-                "rows": 10, "first_pos": first, "last_pos": first + 9,
-                "schema_fingerprint": fingerprint, "sha256": sha, "bytes": len(data),
-                "created_ms": 0, "clock": {"synced": True}}))
-    return gateways * per
-
-
-def verify_lakes(sizes: dict[str, Any], runs: int) -> dict[str, Any]:
-    from bench.s11_verify import FLOOR
-
-    out: dict[str, Any] = {}
-    for gateways, per in sizes["verify_lakes"]:
-        with scratch_dir("fleet-verify") as work:
-            files = _verify_lake(work / "lake", gateways, per)
-            walls: dict[str, list[float]] = {"verify": [], "deep": [], "floor": []}
-            for _ in range(runs):
-                for name, cmd in (
-                    ("floor", [sys.executable, "-c", FLOOR, str(work / "lake")]),
-                    ("verify", agent_cmd("lake", "verify", "--lake", str(work / "lake"))),
-                    ("deep", agent_cmd("lake", "verify", "--lake", str(work / "lake"),
-                                       "--deep")),
-                ):
-                    timed = run_timed(cmd)
-                    if timed.returncode != 0:
-                        raise RuntimeError(f"{name} on {files} files: rc {timed.returncode}")
-                    walls[name].append(timed.wall)
-        out[str(files)] = {"gateways": gateways, "files": files,
-                           **{k: summary(v) for k, v in walls.items()},
-                           "files_s": summary([files / w for w in walls["verify"]])}
-        log(f"fleet: lake verify on {files:,} files: {min(walls['verify']):.2f} s")
-    return out
-
-
 # -- the scenario ------------------------------------------------------------------------------
 def _receivers(sizes: dict[str, Any]) -> list[tuple[str, int]]:
     return [("floor", 1)] + [("collectors", c) for c in sizes["collectors"]]
@@ -395,5 +344,5 @@ def run(mode: Any) -> dict[str, Any]:
                                                               mode.runs, payload)
         finally:
             broker.close()
-    result["verify"] = verify_lakes(sizes, mode.runs)
+    result["verify"] = verify_lakes(sizes["verify_lakes"], DATE, mode.runs)
     return result
