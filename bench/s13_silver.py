@@ -41,7 +41,7 @@ import pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
 lake, out = sys.argv[1], sys.argv[2]
 for table in sorted(os.listdir(os.path.join(lake, "bronze", "src"))):
     files = sorted(glob.glob(os.path.join(lake, "bronze", "src", table, "*", "*.parquet")))
-    t = pa.concat_tables([pq.read_table(f) for f in files]).sort_by("_pos")
+    t = pa.concat_tables([pq.ParquetFile(f).read() for f in files]).sort_by("_pos")
     t = t.append_column("__i", pa.array(range(len(t)), pa.int64()))
     last = t.group_by(["id"], use_threads=False).aggregate([("__i", "max")])
     t = t.take(last["__i_max"]).drop_columns(["__i"])
