@@ -30,6 +30,7 @@ from edge_agent.lake.silver_plan import BronzeFile, Plan, plan
 from edge_agent.lake.store import LakeStore
 
 DEFAULT_BATCH_ROWS = 500_000
+GROUP = 512  # bronze files read, then joined into one contiguous table
 _PLAIN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
@@ -177,17 +178,15 @@ def _merge_table(
     batch_rows: int,
     progress: Progress,
 ) -> TableRun:
-    from edge_agent.lake.silver_reduce import conform, net_changes, silver_frame
+    from edge_agent.lake.silver_reduce import net_changes
 
     result = TableRun(st[0], st[1], target.uri)
     for dev, files in devices.items():
         for batch in _batches(files, batch_rows):
-            bronze = [_read(store, f) for f in batch]
-            key = _key_of(bronze[-1], batch[-1])  # the newest file's: its table as it is now
-            frames = [silver_frame(b) for b in bronze]
-            del bronze
             where = f"{dev}/{st[0]}.{st[1]}"
-            net = net_changes(conform(frames, target.schema(), where), key, where)
+            changes, key = _load(store, batch, target.schema(), where)
+            net = net_changes(changes, key, where)
+            del changes
             metrics = target.merge(dev, net, key, batch[-1].ordinal)
             result.files += len(batch)
             result.changes += sum(f.rows for f in batch)
@@ -197,6 +196,30 @@ def _merge_table(
             result.deleted += int(metrics.get("num_target_rows_deleted", 0))
             progress.advance(sum(f.rows for f in batch), f"{st[0]}.{st[1]} {dev}")
     return result
+
+
+def _load(
+    store: LakeStore, batch: list[BronzeFile], reference: Any, where: str
+) -> tuple[Any, list[str]]:
+    """A batch's changes as one table, and the key (the newest file's: the table as it
+    is now). Files are joined GROUP at a time into contiguous tables: thousands of tiny
+    tables cost far more memory than their rows."""
+    import pyarrow as pa
+
+    from edge_agent.lake.silver_reduce import conform, silver_frame
+
+    parts = []
+    key: list[str] = []
+    for start in range(0, len(batch), GROUP):
+        frames = []
+        for f in batch[start : start + GROUP]:
+            bronze = _read(store, f)
+            key = _key_of(bronze, f)
+            frames.append(silver_frame(bronze))
+        part = conform(frames, reference, where).combine_chunks()
+        reference = part.schema if reference is None else pa.unify_schemas([reference, part.schema])
+        parts.append(part)
+    return pa.concat_tables(parts, promote_options="default"), key
 
 
 def _batches(files: list[BronzeFile], batch_rows: int) -> Iterator[list[BronzeFile]]:
