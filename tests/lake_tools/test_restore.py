@@ -15,6 +15,7 @@ from edge_agent.lake.silver import dir_name
 from edge_agent.lake.store import DirStore
 from tests.conftest import WORKLOAD_TABLES, make_config, run_cli, run_workload
 from tests.lake import read_changes, source_state
+from tests.lake_tools.s3_lake import s3_lake
 from tests.lake_tools.silver_support import assert_silver_is, silver_rows
 
 
@@ -98,22 +99,8 @@ def _parquet_state(to: Path, table: str, key: list[str]) -> dict[tuple[Any, ...]
 def test_restore_and_silver_from_s3_to_parquet_and_one_table(
         tmp_path: Path, app_db: Path, harness_factory: Any, moto_s3: Any, bucket: str,
         s3_env: None) -> None:
-    import os
-
-    from tests.shippers.test_s3 import s3_sink
-
-    cfg = make_config(tmp_path, app_db, list(WORKLOAD_TABLES),
-                      buffer={"max_file_bytes": "16KiB", "row_group_bytes": "8KiB"},
-                      sink=s3_sink(moto_s3.url, bucket, prefix="fleet"))
-    h = harness_factory(cfg)
-    h.step()
-    run_workload(app_db, seed=34, transactions=200)
-    h.step(0.1)
-    assert h.flush().ok
-    env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                      "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")}
-    env["AWS_DEFAULT_REGION"] = "us-east-1"
-    lake = ["--lake", f"s3://{bucket}/fleet", "--endpoint-url", moto_s3.url, "--source", "app"]
+    url, env = s3_lake(tmp_path, app_db, harness_factory, moto_s3, bucket, seed=34)
+    lake = ["--lake", url, "--endpoint-url", moto_s3.url, "--source", "app"]
     out = tmp_path / "parquet"
     done = run_cli("lake", "restore", *lake, "--format", "parquet", "--to", str(out), **env)
     assert done.returncode == 0, done.stderr

@@ -13,6 +13,7 @@ import pytest
 
 from edge_agent.lake.verify import verify
 from tests.conftest import WORKLOAD_TABLES, make_config, run_cli, run_workload
+from tests.lake_tools.s3_lake import s3_lake
 
 
 @pytest.fixture
@@ -110,22 +111,7 @@ def test_drops_the_agent_told_are_known_not_gaps(tmp_path: Path, app_db: Path,
 
 def test_an_s3_lake_is_verified_too(tmp_path: Path, app_db: Path, harness_factory: Any,
                                     moto_s3: Any, bucket: str, s3_env: None) -> None:
-    import os
-
-    from tests.shippers.test_s3 import s3_sink
-
-    cfg = make_config(tmp_path, app_db, list(WORKLOAD_TABLES),
-                      buffer={"max_file_bytes": "16KiB", "row_group_bytes": "8KiB"},
-                      sink=s3_sink(moto_s3.url, bucket, prefix="fleet"))
-    h = harness_factory(cfg)
-    h.step()
-    run_workload(app_db, seed=6, transactions=200)
-    h.step(0.1)
-    assert h.flush().ok
-    lake = f"s3://{bucket}/fleet"
-    env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                      "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE")}
-    env["AWS_DEFAULT_REGION"] = "us-east-1"
+    lake, env = s3_lake(tmp_path, app_db, harness_factory, moto_s3, bucket, seed=6)
     ok = run_cli("lake", "verify", "--lake", lake, "--endpoint-url", moto_s3.url, "--deep",
                  **env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
