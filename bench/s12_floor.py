@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge_agent.fsutil import fsync_file
+
 MAX_SECONDS = 3600.0
 
 
@@ -63,7 +65,7 @@ class Floor:
         dest.parent.mkdir(parents=True, exist_ok=True)
         _durable(dest, b"".join(parts[i] for i in range(len(parts) - 1)))
         _durable(self.lake / manifest_relpath_of(relpath), parts[-1])
-        _fsync_dir(dest.parent)
+        fsync_file(dest.parent)  # a directory: the same open + fsync
         ack = Ack(props[P_FILE], props[P_SHA256], OK, props[P_ATTEMPT], path=relpath)
         device = device_of_file_id(props[P_FILE])
         client.publish(ack_topic(self.prefix, device), ack.to_json(), qos=1)
@@ -77,14 +79,6 @@ def _durable(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def main(port: str, prefix: str, lake: str, ready: str) -> int:
