@@ -86,6 +86,8 @@ def run(
         SparkSession.builder.master(master)
         .appName("edge-agent-silver")
         .config("spark.sql.timeType.enabled", "true")  # PostgreSQL `time` columns
+        .config("spark.ui.enabled", "false")  # no web UI port for a batch job
+        .config("spark.ui.showConsoleProgress", "false")
     )
     if master.startswith("local"):  # one machine: the driver listens on loopback only
         builder = builder.config("spark.driver.host", "127.0.0.1").config(
