@@ -110,8 +110,8 @@ class Target:
 
 def target_of(to: str, endpoint_url: str = "") -> Target:
     """``--to``: an S3 URL gets the AWS chain's credentials (delta-rs reads the same
-    environment) and commits that are atomic on S3 (``conditional_put``: a concurrent
-    run's commit fails instead of overwriting)."""
+    environment) and commits that are atomic on S3 (``conditional_put``: of two runs
+    writing the same version of a table's log, one fails and retries or stops)."""
     if re.search(r"[%#?]", to):
         raise EdgeAgentError(
             f"--to {to!r}: delta-rs reads the path as a URL (% # ? would change it): "
