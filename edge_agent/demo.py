@@ -59,6 +59,8 @@ def run_demo(workdir: Path, seconds: float) -> int:
         return installed.returncode
     env = dict(os.environ, EDGE_AGENT__AGENT__LOG_FORMAT="json")
     log_file = (workdir / "agent.log").open("ab")
+    control_socket = workdir / "state" / "control.sock"
+    control_socket.unlink(missing_ok=True)
     daemon = subprocess.Popen(
         [sys.executable, "-m", "edge_agent", "run", "--config", str(config)],
         stdout=log_file,
@@ -66,6 +68,7 @@ def run_demo(workdir: Path, seconds: float) -> int:
         env=env,
     )
     try:
+        wait_until_started(daemon, control_socket)
         print(f"demo: the app writes for {seconds:.0f}s while the agent captures ...")
         written = run_app(db, seconds)
         print(f"demo: the app made {written} changes; stopping the agent (final flush)")
@@ -84,6 +87,16 @@ def run_demo(workdir: Path, seconds: float) -> int:
     if flushed.returncode != 0:
         return flushed.returncode
     return EXIT_OK if summarise(workdir / "lake", db) else EXIT_FAILURE
+
+
+def wait_until_started(daemon: subprocess.Popen[bytes], control_socket: Path) -> None:
+    """Until the daemon has started (or exited): it handles SIGTERM with a final flush
+    only from then on, and its control socket appears after its signal handlers are
+    installed. On a slow CPU (an emulated one, a small board) its imports take longer
+    than a short demo, and an early SIGTERM would end it by the default action."""
+    deadline = time.monotonic() + 120
+    while not control_socket.exists() and daemon.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def create_app_db(db: Path) -> None:
