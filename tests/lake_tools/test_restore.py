@@ -13,9 +13,9 @@ from deltalake import DeltaTable
 from edge_agent.lake.restore import replay, write_sqlite
 from edge_agent.lake.silver import dir_name
 from edge_agent.lake.store import DirStore
-from tests.conftest import WORKLOAD_TABLES, make_config, run_cli, run_workload
+from tests.conftest import WORKLOAD_TABLES, run_cli, run_workload
 from tests.lake import read_changes, source_state
-from tests.lake_tools.s3_lake import s3_lake
+from tests.lake_tools.shipped import SMALL_FILES, s3_lake, shipped
 from tests.lake_tools.silver_support import assert_silver_is, silver_rows
 
 
@@ -26,13 +26,7 @@ def _same(restored: Path, source: Path) -> None:
 
 def test_restore_equals_the_source_now_and_at_an_earlier_position(
         tmp_path: Path, app_db: Path, harness_factory: Any) -> None:
-    cfg = make_config(tmp_path, app_db, list(WORKLOAD_TABLES),
-                      buffer={"max_file_bytes": "16KiB", "row_group_bytes": "8KiB"})
-    h = harness_factory(cfg)
-    h.step()
-    run_workload(app_db, seed=31, transactions=150)
-    h.step(0.1)
-    assert h.flush().ok
+    cfg, h = shipped(tmp_path, app_db, harness_factory, 31, 150, buffer=SMALL_FILES)
     earlier = tmp_path / "earlier.db"
     src, dst = sqlite3.connect(app_db), sqlite3.connect(earlier)
     src.backup(dst)  # the application as it was
@@ -59,12 +53,7 @@ def test_restore_equals_the_source_now_and_at_an_earlier_position(
 
 def test_restore_at_a_time_before_any_change_gives_empty_tables(
         tmp_path: Path, app_db: Path, harness_factory: Any) -> None:
-    cfg = make_config(tmp_path, app_db, list(WORKLOAD_TABLES))
-    h = harness_factory(cfg)
-    h.step()
-    run_workload(app_db, seed=33, transactions=30)
-    h.step(0.1)
-    assert h.flush().ok
+    cfg, _ = shipped(tmp_path, app_db, harness_factory, 33, 30)
     to = tmp_path / "empty.db"
     done = run_cli("lake", "restore", "--lake", str(cfg.sink.path), "--source", "app",
                    "--at-time", "2001-01-01T00:00:00Z", "--to", str(to))

@@ -29,6 +29,7 @@ from tests.conftest import (
     run_cli,
     run_workload,
 )
+from tests.lake_tools.shipped import shipped
 from tests.lake_tools.silver_support import (
     assert_silver_is,
     silver_state,
@@ -41,12 +42,7 @@ SMALL = {"max_file_bytes": "4KiB", "row_group_bytes": "2KiB"}
 
 def _captured(tmp_path: Path, app_db: Path, harness_factory: Any, seed: int,
               transactions: int = 150) -> tuple[Path, Any]:
-    cfg = config_from_dict(config_dict(tmp_path, app_db, list(WORKLOAD_TABLES), buffer=SMALL))
-    h = harness_factory(cfg)
-    h.step()
-    run_workload(app_db, seed=seed, transactions=transactions)
-    h.step(0.1)
-    assert h.flush().ok
+    cfg, h = shipped(tmp_path, app_db, harness_factory, seed, transactions, buffer=SMALL)
     return Path(cfg.sink.path), h
 
 

@@ -13,18 +13,12 @@ import pytest
 
 from edge_agent.lake.verify import verify
 from tests.conftest import WORKLOAD_TABLES, make_config, run_cli, run_workload
-from tests.lake_tools.s3_lake import s3_lake
+from tests.lake_tools.shipped import SMALL_FILES, s3_lake, shipped
 
 
 @pytest.fixture
 def lake(tmp_path: Path, app_db: Path, harness_factory: Any) -> Path:
-    cfg = make_config(tmp_path, app_db, list(WORKLOAD_TABLES),
-                      buffer={"max_file_bytes": "16KiB", "row_group_bytes": "8KiB"})
-    h = harness_factory(cfg)
-    h.step()
-    run_workload(app_db, seed=3, transactions=300)
-    h.step(0.1)
-    assert h.flush().ok
+    cfg, _ = shipped(tmp_path, app_db, harness_factory, 3, 300, buffer=SMALL_FILES)
     return Path(cfg.sink.path)
 
 
