@@ -64,9 +64,13 @@ def test_prometheus_endpoint_and_metrics_topic_count_the_same_changes(
         assert scraped["edge_agent_changes_captured_total"] == 100
         assert scraped["edge_agent_spool_quota_bytes"] == 64 * 1024**2
         assert "edge_agent_files_dropped_total" in scraped
+        # The counter moves at capture, the durable position only once the file is sealed
+        # and synced: wait for a message that has both (one comes every second).
         published = session.wait(
-            topic, lambda m: m["figures"]["changes_captured_total"] == 100, 30)
-        assert published["sources"]["app"]["durable_pos"] >= 100
+            topic, lambda m: m.get("figures", {}).get("changes_captured_total") == 100
+            and (m.get("sources", {}).get("app", {}).get("durable_pos") or 0) >= 100, 60)
+        assert published["figures"]["changes_captured_total"] == scraped[
+            "edge_agent_changes_captured_total"]
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=60)
