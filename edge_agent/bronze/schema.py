@@ -163,7 +163,8 @@ def column_array(
     ``unfit`` by row."""
     types = set(map(type, values))
     clean = types <= _ALLOWED[kind] and (kind != "bool" or set(values) <= {0, 1, None})
-    if kind == "float" and types <= {int, float, _NONE}:
+    if kind == "float" and int in types and types <= {int, float, _NONE}:
+        # integers land exactly in float64 up to 2**53 (only they need a per-value look)
         clean = all(not isinstance(v, int) or abs(v) <= FLOAT_EXACT for v in values)
     if not clean:
         fitted: list[object] = []
@@ -218,12 +219,13 @@ def to_batch(bs: BatchSchema, rows: Sequence[Sequence[object]], env: Envelope) -
             arrays.append(_arrow_array(values, column, unfit))
         else:
             arrays.append(column_array(values, kind, column.name, unfit))
-    unfit_json = (
-        [json.dumps(unfit[i], ensure_ascii=False) if i in unfit else None for i in range(n)]
-        if unfit
-        else [None] * n
-    )
-    arrays.append(pa.array(unfit_json, pa.string()))
+    if unfit:
+        unfit_json = [
+            json.dumps(unfit[i], ensure_ascii=False) if i in unfit else None for i in range(n)
+        ]
+        arrays.append(pa.array(unfit_json, pa.string()))
+    else:
+        arrays.append(pa.nulls(n, pa.string()))
     return pa.RecordBatch.from_arrays(arrays, schema=bs.schema)
 
 

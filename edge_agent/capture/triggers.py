@@ -144,13 +144,10 @@ class ChangeLog:
         width = self._log_width()
         values = ", ".join(f"c{i}" for i in range(width))
         # A size estimate per row: text and blob lengths, 8 bytes for anything else
-        # (length() of a number would format it as text: 12% of capture CPU).
-        size = (
-            " + ".join(
-                f"iif(typeof(c{i}) IN ('text', 'blob'), length(c{i}), 8)" for i in range(width)
-            )
-            or "0"
-        )
+        # (length() of a number would format it as text: 12% of capture CPU). Untyped
+        # columns compare by storage class, so `c >= ''` is true for text and blobs only
+        # (cheaper than typeof()).
+        size = " + ".join(f"iif(c{i} >= '', length(c{i}), 8)" for i in range(width)) or "0"
         sql = (
             f"SELECT seq, tid, op, ts_ms, {values}, 32 + {size} FROM {LOG} "
             f"WHERE seq > ? ORDER BY seq LIMIT ?"
