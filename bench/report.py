@@ -117,7 +117,7 @@ def _s1(s: dict[str, Any]) -> list[str]:
     anatomy = s.get("delete_anatomy")
     if anatomy:
         out += ["What a delete's trigger cost is made of (1,000-row delete transactions, "
-                "the agent's trigger as installed, and two experimental variants of it):", ""]
+                "the agent's trigger as installed, and experimental variants of it):", ""]
         out += table(["delete trigger", "rows/s", "added per row (µs)", "ratio"],
                      [[k, spread(v["rate"]), spread(v["added_us"], lambda x: n(x, 2)),
                        spread(v["ratio"], lambda x: n(x, 2))] for k, v in anatomy.items()])

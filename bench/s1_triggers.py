@@ -99,22 +99,26 @@ def single(db: Path, n: int, triggers: bool) -> dict[str, float]:
 
 
 # What a delete trigger's cost is made of: the agent's own trigger, the same with a
-# constant change time (no julianday('now') per row), and one that logs only the key.
-# Each variant maps to the (columns, values) of its log insert; None = as installed.
-ALL_COLUMNS = "tid, op, ts_ms, c0, c1, c2, c3, c4, c5"
+# constant change time (no julianday('now') per row), the one that logs only the key,
+# that one with a constant change time (what a change-log row costs at the least), and
+# a trigger that fires but writes nothing (the cost of firing at all).
+# Each variant maps to its trigger body (a statement); None = as installed.
 OLD_ROW = "OLD.id, OLD.sensor, OLD.value, OLD.unit, OLD.quality, OLD.taken_at"
 KEY_ONLY = 'the agent\'s, delete_image = "key"'
-ANATOMY: dict[str, tuple[str, str] | None] = {
+ANATOMY: dict[str, str | None] = {
     "no trigger": None,
     "the agent's trigger": None,
-    "same, constant ts_ms": (ALL_COLUMNS, f"1, 'd', 0, {OLD_ROW}"),
+    "same, constant ts_ms": "INSERT INTO {log} (tid, op, ts_ms, c0, c1, c2, c3, c4, c5) "
+                            f"VALUES (1, 'd', 0, {OLD_ROW})",
     KEY_ONLY: None,  # installed by the agent with its key-only delete option
+    "key only, constant ts_ms": "INSERT INTO {log} (tid, op, ts_ms, c0) VALUES (1, 'd', 0, OLD.id)",
+    "a trigger that writes nothing": "SELECT 1 WHERE 0",
 }
 
 
 def delete_anatomy(db_dir: Path, n: int) -> dict[str, float]:
     """Rows/s of 1,000-row delete transactions under variants of the delete trigger."""
-    from edge_agent.capture.triggers import LOG, NOW_MS, trigger_names
+    from edge_agent.capture.triggers import LOG, trigger_names
 
     rates: dict[str, float] = {}
     for i, (variant, body) in enumerate(ANATOMY.items()):
@@ -124,10 +128,9 @@ def delete_anatomy(db_dir: Path, n: int) -> dict[str, float]:
             app.install_triggers(con, db, [TABLE], delete_key_only=variant == KEY_ONLY)
         if body is not None:
             dele = trigger_names(1)[2]
-            columns, values = body
             con.execute(f"DROP TRIGGER {dele}")
-            con.execute(f"CREATE TRIGGER {dele} AFTER DELETE ON {TABLE} BEGIN INSERT INTO "
-                        f"{LOG} ({columns}) VALUES ({values.format(now=NOW_MS)}); END")
+            con.execute(f"CREATE TRIGGER {dele} AFTER DELETE ON {TABLE} BEGIN "
+                        f"{body.format(log=LOG)}; END")
         params = _params("insert", n, random.Random(3))
         for start in range(0, n, 1000):
             con.execute("BEGIN")
