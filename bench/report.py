@@ -104,7 +104,10 @@ def _s1(s: dict[str, Any]) -> list[str]:
            f"Rows per second of the app's own writes on a fresh WAL database, without and "
            f"with the agent's triggers (`ChangeLog.install`): {n(s['rows_batched'])} rows per "
            f"operation in 1,000-row transactions; {n(s['commits_single'])} single-row commits "
-           "per operation with synchronous=FULL. Ratio = with / without, per run, median.", ""]
+           "per operation with synchronous=FULL. Ratio = with / without, per run, median. "
+           "1,000-row transactions are timed in the app's CPU seconds (no fsync there; CPU "
+           "time does not move with the machine's load), single-row commits by the wall "
+           "clock (they wait for the disk).", ""]
     rows = []
     for shape, ops in s["shapes"].items():
         for op, v in ops.items():
