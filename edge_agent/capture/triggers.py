@@ -264,13 +264,19 @@ class ChangeLog:
           new triggers and a full snapshot, so the latest row of every key in the lake
           has the current columns, including rows changed between the migration and
           this regeneration (the old triggers logged those with the old columns).
+        - ``options``: the triggers are the agent's own for the other ``delete_image``:
+          replaced in this transaction, so no change is missed and no snapshot is needed.
         """
         if current is None:
             return "gap" if known else "new"
         if not self._triggers_present(current):
             return "gap"
-        if current.shape != shape or not self._triggers_match(current):
+        if current.shape != shape:
             return "changed"
+        if not self._triggers_match(current, self.delete_key_only):
+            return (
+                "options" if self._triggers_match(current, not self.delete_key_only) else "changed"
+            )
         return None
 
     def _apply(
@@ -371,14 +377,15 @@ class ChangeLog:
             self._run(f"DROP TRIGGER IF EXISTS {name}")
         self._run(f"UPDATE {META} SET active = 0 WHERE tid = ?", (cap.tid,))
 
-    def _triggers_match(self, cap: Capture) -> bool:
+    def _triggers_match(self, cap: Capture, delete_key_only: bool | None = None) -> bool:
+        key_only = self.delete_key_only if delete_key_only is None else delete_key_only
         names = trigger_names(cap.tid)
         rows = self._run(
             "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN (?, ?, ?)",
             names,
         ).fetchall()
         found = dict(rows)
-        return [found.get(n) for n in names] == trigger_sql(cap, self.delete_key_only)
+        return [found.get(n) for n in names] == trigger_sql(cap, key_only)
 
     def _widen(self, width: int) -> None:
         for i in range(self._log_width(), width):

@@ -147,4 +147,25 @@ def test_key_only_deletes_log_the_key_and_the_lake_still_replays(
     back = make_config(tmp_path, app_db, list(WORKLOAD_TABLES))  # delete_image = "row"
     h = harness_factory(back)
     h.step()
-    assert h.agent.pipelines["app"].actions().get("readings") == "changed"
+    # The triggers are the agent's own for the other option: replaced in one transaction,
+    # so nothing is missed and no table is snapshotted again.
+    assert h.agent.pipelines["app"].actions().get("readings") == "options"
+    before = len(read_changes(Path(cfg.sink.path)))
+    run_workload(app_db, seed=13, transactions=100)
+    assert h.flush().ok
+    changes = assert_exact(Path(back.sink.path), app_db, WORKLOAD_TABLES, None)
+    assert "r" not in {c["_op"] for c in changes[before:]}
+    deletes = [c for c in changes[before:] if c["_op"] == "d" and c["_table"] == "readings"]
+    assert any(v is not None for c in deletes for k, v in c["values"].items() if k != "id")
+
+
+def test_a_trigger_altered_by_hand_is_regenerated_with_a_snapshot(app_db: Path) -> None:
+    """Only the agent's own triggers for the other delete option skip the snapshot."""
+    log = log_for(app_db)
+    log.install(["events"], 0, 1)
+    tid = log.active()["events"].tid
+    log.con.execute(f"DROP TRIGGER _edge_cdc_{tid}_del")
+    log.con.execute(f"CREATE TRIGGER _edge_cdc_{tid}_del AFTER DELETE ON events BEGIN "
+                    "SELECT 1; END")
+    assert log.install(["events"], 0, 2) == ["events"]
+    assert log.actions == {"events": "changed"}
