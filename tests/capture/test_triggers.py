@@ -169,3 +169,22 @@ def test_a_trigger_altered_by_hand_is_regenerated_with_a_snapshot(app_db: Path) 
                     "SELECT 1; END")
     assert log.install(["events"], 0, 2) == ["events"]
     assert log.actions == {"events": "changed"}
+
+
+def test_prune_deletes_exactly_below_durable_across_gaps_and_keeps_the_newest(
+        app_db: Path) -> None:
+    """Prune works in ranges of positions: gaps (a reseeded log) neither stop it early
+    nor let it delete at or above the durable position; the newest row always stays."""
+    log = log_for(app_db)
+    log.install(["events"], 0, 1, snapshot_new=False)
+    con = sqlite3.connect(app_db, isolation_level=None)
+    con.executemany("INSERT INTO events (kind) VALUES (?)", [("a",)] * 12)
+    con.execute(f"INSERT INTO {LOG} (seq, tid, op, ts_ms) VALUES (50000, 0, 's', 0)")
+    con.executemany("INSERT INTO events (kind) VALUES (?)", [("b",)] * 12)
+    seqs = [r[0] for r in con.execute(f"SELECT seq FROM {LOG} ORDER BY seq")]
+    assert log.prune(50005, chunk=5) == sum(1 for s in seqs if s < 50005)
+    assert [r[0] for r in con.execute(f"SELECT seq FROM {LOG} ORDER BY seq")] == [
+        s for s in seqs if s >= 50005]
+    newest = seqs[-1]  # durable never passes the last position read
+    assert log.prune(newest, chunk=5) == len([s for s in seqs if 50005 <= s < newest])
+    assert con.execute(f"SELECT seq FROM {LOG}").fetchall() == [(newest,)]
