@@ -156,14 +156,35 @@ def _arrow_array(
     return pa.array(fitted, column.arrow)
 
 
+def _inferred(values: Sequence[object], kind: str) -> pa.Array | None:
+    """The column as pyarrow infers it, when that is exactly the kind's type: every value
+    has the kind's Python type (integers in a float column only up to 2**53, which
+    pyarrow refuses beyond) or is None. None when a value needs the per-value rules."""
+    if kind in ("bool", "bytes"):
+        return None  # 0/1 integers become booleans one by one; str and bytes infer binary
+    try:
+        arr = pa.array(values)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        return None
+    if arr.type == _KIND_TYPES[kind]:
+        return arr
+    if arr.type == pa.null():
+        return pa.nulls(len(values), _KIND_TYPES[kind])
+    return None
+
+
 def column_array(
     values: Sequence[object], kind: str, name: str, unfit: dict[int, dict[str, Any]]
 ) -> pa.Array:
     """An Arrow array of one plain-kind column; values that do not fit go into
     ``unfit`` by row."""
+    inferred = _inferred(values, kind)
+    if inferred is not None:
+        return inferred
     types = set(map(type, values))
     clean = types <= _ALLOWED[kind] and (kind != "bool" or set(values) <= {0, 1, None})
-    if kind == "float" and types <= {int, float, _NONE}:
+    if kind == "float" and int in types and types <= {int, float, _NONE}:
+        # integers land exactly in float64 up to 2**53 (only they need a per-value look)
         clean = all(not isinstance(v, int) or abs(v) <= FLOAT_EXACT for v in values)
     if not clean:
         fitted: list[object] = []
@@ -218,12 +239,13 @@ def to_batch(bs: BatchSchema, rows: Sequence[Sequence[object]], env: Envelope) -
             arrays.append(_arrow_array(values, column, unfit))
         else:
             arrays.append(column_array(values, kind, column.name, unfit))
-    unfit_json = (
-        [json.dumps(unfit[i], ensure_ascii=False) if i in unfit else None for i in range(n)]
-        if unfit
-        else [None] * n
-    )
-    arrays.append(pa.array(unfit_json, pa.string()))
+    if unfit:
+        unfit_json = [
+            json.dumps(unfit[i], ensure_ascii=False) if i in unfit else None for i in range(n)
+        ]
+        arrays.append(pa.array(unfit_json, pa.string()))
+    else:
+        arrays.append(pa.nulls(n, pa.string()))
     return pa.RecordBatch.from_arrays(arrays, schema=bs.schema)
 
 

@@ -7,6 +7,8 @@ knows nothing about files or shipping; positions are kept by the runtime.
 from __future__ import annotations
 
 import sqlite3
+from itertools import groupby
+from operator import itemgetter
 
 from edge_agent.bronze.schema import BatchSchema, Envelope, batch_schema
 from edge_agent.capture import snapshot
@@ -82,24 +84,32 @@ class TriggerCapture:
             return Page([], after, 0, 0)
         groups: dict[int, list[tuple[object, ...]]] = {}
         ignored = 0
-        wanted = set(self.cfg.tables)
-        for row in rows:
-            tid = row[1]
-            if not isinstance(tid, int) or row[2] == SEED_OP:
-                continue
-            if tid not in self.captures:
-                self._load_captures()
-            cap = self.captures.get(tid)
-            seq = row[0]
-            if cap is None or cap.table not in wanted or not isinstance(seq, int):
-                ignored += 1
-                continue
-            if seq <= sealed.get(cap.table, -1):
-                continue
-            groups.setdefault(tid, []).append(row)
+        # Rows come in runs of one table (a transaction's statements): decide per run.
+        for tid, run in groupby(rows, key=itemgetter(1)):
+            kept, skipped = self._run_rows(tid, list(run), sealed)
+            ignored += skipped
+            if kept:
+                groups.setdefault(tid, []).extend(kept)
         last = rows[-1][0]
         batches = [ChangeBatch.of(self.schemas[tid], group, env) for tid, group in groups.items()]
         return Page(batches, int(last) if isinstance(last, int) else after, len(rows), ignored)
+
+    def _run_rows(
+        self, tid: object, run: list[tuple[object, ...]], sealed: dict[str, int]
+    ) -> tuple[list[tuple[object, ...]], int]:
+        """The rows of one run of a table to write, and how many were ignored (a table
+        not configured or unknown). Seed markers (tid 0) are dropped; rows of a table at
+        or below its sealed position are already in a sealed file."""
+        if isinstance(tid, int) and tid and tid not in self.captures:
+            self._load_captures()
+        cap = self.captures.get(tid) if isinstance(tid, int) else None
+        if cap is None or cap.table not in self.cfg.tables:
+            real = [r for r in run if r[2] != SEED_OP]
+            return [], len(real)
+        done = sealed.get(cap.table, -1)
+        if _seq(run[0]) > done:
+            return run, 0  # the common case: positions increase, nothing to drop
+        return [r for r in run if r[2] != SEED_OP and _seq(r) > done], 0
 
     def snapshot_step(self, now_ms: int) -> int:
         """Copy one page of a pending snapshot into the change log; 0 when none is due.
@@ -126,3 +136,8 @@ class TriggerCapture:
 
     def pending(self, after: int) -> int:
         return self._changelog().pending(after)
+
+
+def _seq(row: tuple[object, ...]) -> int:
+    seq = row[0]
+    return seq if isinstance(seq, int) else -1

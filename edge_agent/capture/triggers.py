@@ -18,8 +18,11 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,8 @@ LOG = "_edge_cdc_log"
 META = "_edge_cdc_tables"
 FORMAT_VERSION = 1
 SEED_OP = "s"
-PRUNE_CHUNK = 1000
+PRUNE_CHUNK = 5000  # positions per prune transaction
+FETCH_CHUNK = 256  # rows per fetchmany; a page of large rows stops near its budget
 NOW_MS = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)"
 
 
@@ -132,19 +136,18 @@ class ChangeLog:
     def read_page(self, after: int, max_rows: int, max_bytes: int) -> list[tuple[object, ...]]:
         """Changes with ``seq > after`` in order, at most max_rows / about max_bytes.
 
-        Rows are (seq, tid, op, ts_ms, c0..cN). The statement runs in autocommit
-        and is finished before returning, so no read snapshot stays open.
+        Rows are (seq, tid, op, ts_ms, c0..cN, size): the last item is the row's size
+        estimate, past every table's columns (the decoding reads only the first 4 + its
+        width). The statement runs in autocommit and is finished before returning, so
+        no read snapshot stays open.
         """
         width = self._log_width()
         values = ", ".join(f"c{i}" for i in range(width))
         # A size estimate per row: text and blob lengths, 8 bytes for anything else
-        # (length() of a number would format it as text: 12% of capture CPU).
-        size = (
-            " + ".join(
-                f"iif(typeof(c{i}) IN ('text', 'blob'), length(c{i}), 8)" for i in range(width)
-            )
-            or "0"
-        )
+        # (length() of a number would format it as text: 12% of capture CPU). Untyped
+        # columns compare by storage class, so `c >= ''` is true for text and blobs only
+        # (cheaper than typeof()).
+        size = " + ".join(f"iif(c{i} >= '', length(c{i}), 8)" for i in range(width)) or "0"
         sql = (
             f"SELECT seq, tid, op, ts_ms, {values}, 32 + {size} FROM {LOG} "
             f"WHERE seq > ? ORDER BY seq LIMIT ?"
@@ -165,16 +168,21 @@ class ChangeLog:
             self.con.text_factory = str
 
     def _fetch(self, sql: str, params: tuple[int, int], max_bytes: int) -> list[tuple[Any, ...]]:
-        """Rows until about ``max_bytes`` (checked per row, so one page stays small)."""
+        """Rows until about ``max_bytes``: fetched in small chunks, each cut at the row
+        that reaches the budget (so a page of large rows stays near it)."""
         rows: list[tuple[Any, ...]] = []
         total = 0
         cur = self.con.execute(sql, params)
         try:
-            for row in cur:
-                rows.append(row[:-1])
-                total += row[-1]
-                if total >= max_bytes:
-                    break
+            while chunk := cur.fetchmany(FETCH_CHUNK):
+                sizes = list(accumulate(map(itemgetter(-1), chunk), initial=total))
+                total = sizes[-1]
+                if total < max_bytes:
+                    rows += chunk
+                    continue
+                # sizes[i + 1] is the total with row i: keep rows up to the one reaching it
+                rows += chunk[: bisect_left(sizes, max_bytes, 1)]
+                break
         finally:
             cur.close()
         return rows
@@ -197,21 +205,23 @@ class ChangeLog:
     def prune(self, durable: int, chunk: int = PRUNE_CHUNK) -> int:
         """Delete consumed changes below ``durable``; the newest row always stays.
 
-        In chunks, each its own short transaction: one big DELETE after a backlog
-        would hold the write lock and grow the application's WAL by the backlog's size.
+        In chunks of positions, each its own short transaction: one big DELETE after a
+        backlog would hold the write lock and grow the application's WAL by the
+        backlog's size. Each chunk is a range of the log's key (no list of rows to build).
         """
         if not self.has_table(LOG):
             return 0
         total = 0
-        while True:
-            deleted = self._run(
-                f"DELETE FROM {LOG} WHERE seq IN "
-                f"(SELECT seq FROM {LOG} WHERE seq < ? ORDER BY seq LIMIT ?)",
-                (durable, chunk),
-            ).rowcount
-            total += deleted
-            if deleted < chunk:
-                return total
+        low = self._lowest()
+        while low is not None and low < durable:
+            deleted = self._run(f"DELETE FROM {LOG} WHERE seq < ?", (min(durable, low + chunk),))
+            total += deleted.rowcount
+            low = self._lowest()
+        return total
+
+    def _lowest(self) -> int | None:
+        row = self._run(f"SELECT min(seq) FROM {LOG}").fetchone()
+        return None if row[0] is None else int(row[0])
 
     def install(
         self,
@@ -254,13 +264,19 @@ class ChangeLog:
           new triggers and a full snapshot, so the latest row of every key in the lake
           has the current columns, including rows changed between the migration and
           this regeneration (the old triggers logged those with the old columns).
+        - ``options``: the triggers are the agent's own for the other ``delete_image``:
+          replaced in this transaction, so no change is missed and no snapshot is needed.
         """
         if current is None:
             return "gap" if known else "new"
         if not self._triggers_present(current):
             return "gap"
-        if current.shape != shape or not self._triggers_match(current):
+        if current.shape != shape:
             return "changed"
+        if not self._triggers_match(current, self.delete_key_only):
+            return (
+                "options" if self._triggers_match(current, not self.delete_key_only) else "changed"
+            )
         return None
 
     def _apply(
@@ -361,14 +377,15 @@ class ChangeLog:
             self._run(f"DROP TRIGGER IF EXISTS {name}")
         self._run(f"UPDATE {META} SET active = 0 WHERE tid = ?", (cap.tid,))
 
-    def _triggers_match(self, cap: Capture) -> bool:
+    def _triggers_match(self, cap: Capture, delete_key_only: bool | None = None) -> bool:
+        key_only = self.delete_key_only if delete_key_only is None else delete_key_only
         names = trigger_names(cap.tid)
         rows = self._run(
             "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN (?, ?, ?)",
             names,
         ).fetchall()
         found = dict(rows)
-        return [found.get(n) for n in names] == trigger_sql(cap, self.delete_key_only)
+        return [found.get(n) for n in names] == trigger_sql(cap, key_only)
 
     def _widen(self, width: int) -> None:
         for i in range(self._log_width(), width):

@@ -105,3 +105,29 @@ def test_neutral_types_map_straight_to_arrow_and_unfit_values_are_kept() -> None
     assert batch.column("amount").to_pylist() == [Decimal("12.50"), None]
     assert decode_unfit(batch.column(UNFIT)[1].as_py()) == {"amount": "NaN"}
     assert batch.column("_table").to_pylist() == ["public.orders"] * 2
+
+
+@pytest.mark.parametrize(("decl", "values"), [
+    ("BLOB", ("text in a blob column", b"\x00\xff", None)),  # pyarrow infers binary for both
+    ("TEXT", (b"\xff\xfe", "1.5", None)),
+    ("TEXT", ("1.5", "007", "1e3")),  # text that looks like numbers stays text
+    ("INTEGER", (1.0, 2, 2**63 - 1, -(2**63))),  # 1.0 is a REAL: it must not become 1
+    ("REAL", (2**53 + 1, 1.5, 2**53)),  # beyond 2**53 an integer does not fit float64
+    ("REAL", (1, 2, 3)),
+    ("BOOLEAN", (0, 1, 2, None)),
+    ("INTEGER", (None, None)),
+    ("TEXT", ("a", 1, 1.5, b"b", None)),
+])
+def test_homogeneous_and_mixed_columns_keep_every_value_and_its_type(
+        decl: str, values: tuple[object, ...]) -> None:
+    """Issue 14: a column converts as a whole when pyarrow's inference gives exactly its
+    type; every other mix still keeps each value, with its SQLite type, exactly."""
+    shape = TableShape("t", (Column("id", "INTEGER", 1), Column("v", decl, 0)))
+    rows = [(i + 1, 1, "c", 0, i + 1, v) for i, v in enumerate(values)]
+    out = to_batch(batch_schema(shape.spec()), rows, ENV).to_pylist()
+    for original, row in zip(values, out, strict=True):
+        got = {"v": row["v"], **decode_unfit(row[UNFIT])}["v"]
+        got = int(got) if isinstance(got, bool) else got
+        assert got == original
+        assert type(got) is type(original) or (
+            isinstance(got, float) and isinstance(original, int) and abs(original) <= 2**53)

@@ -147,4 +147,44 @@ def test_key_only_deletes_log_the_key_and_the_lake_still_replays(
     back = make_config(tmp_path, app_db, list(WORKLOAD_TABLES))  # delete_image = "row"
     h = harness_factory(back)
     h.step()
-    assert h.agent.pipelines["app"].actions().get("readings") == "changed"
+    # The triggers are the agent's own for the other option: replaced in one transaction,
+    # so nothing is missed and no table is snapshotted again.
+    assert h.agent.pipelines["app"].actions().get("readings") == "options"
+    before = len(read_changes(Path(cfg.sink.path)))
+    run_workload(app_db, seed=13, transactions=100)
+    assert h.flush().ok
+    changes = assert_exact(Path(back.sink.path), app_db, WORKLOAD_TABLES, None)
+    assert "r" not in {c["_op"] for c in changes[before:]}
+    deletes = [c for c in changes[before:] if c["_op"] == "d" and c["_table"] == "readings"]
+    assert any(v is not None for c in deletes for k, v in c["values"].items() if k != "id")
+
+
+def test_a_trigger_altered_by_hand_is_regenerated_with_a_snapshot(app_db: Path) -> None:
+    """Only the agent's own triggers for the other delete option skip the snapshot."""
+    log = log_for(app_db)
+    log.install(["events"], 0, 1)
+    tid = log.active()["events"].tid
+    log.con.execute(f"DROP TRIGGER _edge_cdc_{tid}_del")
+    log.con.execute(f"CREATE TRIGGER _edge_cdc_{tid}_del AFTER DELETE ON events BEGIN "
+                    "SELECT 1; END")
+    assert log.install(["events"], 0, 2) == ["events"]
+    assert log.actions == {"events": "changed"}
+
+
+def test_prune_deletes_exactly_below_durable_across_gaps_and_keeps_the_newest(
+        app_db: Path) -> None:
+    """Prune works in ranges of positions: gaps (a reseeded log) neither stop it early
+    nor let it delete at or above the durable position; the newest row always stays."""
+    log = log_for(app_db)
+    log.install(["events"], 0, 1, snapshot_new=False)
+    con = sqlite3.connect(app_db, isolation_level=None)
+    con.executemany("INSERT INTO events (kind) VALUES (?)", [("a",)] * 12)
+    con.execute(f"INSERT INTO {LOG} (seq, tid, op, ts_ms) VALUES (50000, 0, 's', 0)")
+    con.executemany("INSERT INTO events (kind) VALUES (?)", [("b",)] * 12)
+    seqs = [r[0] for r in con.execute(f"SELECT seq FROM {LOG} ORDER BY seq")]
+    assert log.prune(50005, chunk=5) == sum(1 for s in seqs if s < 50005)
+    assert [r[0] for r in con.execute(f"SELECT seq FROM {LOG} ORDER BY seq")] == [
+        s for s in seqs if s >= 50005]
+    newest = seqs[-1]  # durable never passes the last position read
+    assert log.prune(newest, chunk=5) == len([s for s in seqs if 50005 <= s < newest])
+    assert con.execute(f"SELECT seq FROM {LOG}").fetchall() == [(newest,)]
