@@ -194,7 +194,9 @@ def _s4(s: dict[str, Any], idle: dict[str, Any] | None) -> list[str]:
                      spread(v["above_floor"], mib)])
     for name, v in s.get("variants", {}).items():
         env_text = " ".join(f"{k}={val}" for k, val in v["env"].items())
-        rows.append([f"edge-agent flush, 1 table, {name} (`{env_text}`)",
+        speed = v.get("changes_per_s")
+        speed_text = f", {n(speed['median'])} changes/s" if speed else ""
+        rows.append([f"edge-agent flush, 1 table, {name} (`{env_text}`{speed_text})",
                      spread(v["hwm"], mib), spread(v["anon_at_peak"], mib), "—",
                      mib(v["hwm"]["median"] - base), mark(v["verdict"]), ""])
     out += table(["case", "peak RSS", "anon at peak", "file-backed at peak",
