@@ -129,11 +129,12 @@ def test_a_written_row_group_is_counted_until_its_file_is_sealed(tmp_path: Path)
     assert writer.held_bytes == 0
 
 
-def test_only_text_columns_are_dictionary_encoded(tmp_path: Path) -> None:
+def test_columns_with_a_value_per_change_are_not_dictionary_encoded(tmp_path: Path) -> None:
     writer = _writer(tmp_path)
     writer.add("src", SCHEMAS[0], "d", to_batch(SCHEMAS[0], rows(1, 500, 20), ENV), 0.0)
     sealed = writer.seal(("src", "t0"))
     group = pq.ParquetFile(sealed.tmp_path).metadata.row_group(0)
     dictionary = {group.column(i).path_in_schema for i in range(group.num_columns)
                   if any("DICTIONARY" in e for e in group.column(i).encodings)}
-    assert dictionary == {"_op", "_device", "_source", "_table", "body", "_unfit"}
+    assert dictionary == {"_op", "_captured_ms", "_device", "_source", "_table", "body",
+                          "_unfit"}  # not _pos, _ts_ms nor the key, id
