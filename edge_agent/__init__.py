@@ -4,7 +4,7 @@ import os
 
 # pyarrow's bundled mimalloc commits its arenas eagerly and keeps freed pages for a
 # while before returning them: with eager commit off and purge delay 0 a 1M-change
-# burst peaks ~9 MiB lower (docs/operations.md#memory, scenario 4 of BENCHMARKS.md).
+# burst peaks ~20 MiB lower (docs/operations.md#memory, scenario 4 of BENCHMARKS.md).
 # mimalloc reads its options when libarrow loads, so they are set before anything
 # imports pyarrow; a value already in the environment wins.
 MIMALLOC_DEFAULTS = {"MIMALLOC_ARENA_EAGER_COMMIT": "0", "MIMALLOC_PURGE_DELAY": "0"}
