@@ -53,7 +53,7 @@ def mib(x: float) -> str:
 def spread(s: dict[str, Any], fmt: Any = n, runs: bool = True) -> str:
     """Median, with the range of the runs when there was more than one."""
     if len(s["runs"]) > 1 and runs:
-        return f"{fmt(s['median'])} ({fmt(s['min'])}-{fmt(s['max'])})"
+        return f"{fmt(s['median'])} ({fmt(s['min'])}–{fmt(s['max'])})"
     return fmt(s["median"])
 
 
