@@ -50,10 +50,13 @@ def mib(x: float) -> str:
     return f"{x / MiB:,.1f} MiB"
 
 
+EN_DASH = "\u2013"  # between min and max: reads clearly next to a minus sign
+
+
 def spread(s: dict[str, Any], fmt: Any = n, runs: bool = True) -> str:
     """Median, with the range of the runs when there was more than one."""
     if len(s["runs"]) > 1 and runs:
-        return f"{fmt(s['median'])} ({fmt(s['min'])}–{fmt(s['max'])})"
+        return f"{fmt(s['median'])} ({fmt(s['min'])}{EN_DASH}{fmt(s['max'])})"
     return fmt(s["median"])
 
 
