@@ -5,6 +5,10 @@ bench/results/full-*.json, and renders BENCHMARKS.md and docs/bench-*.png.
 --quick is the CI smoke run: smaller sizes, 1 run, results and a rendered
 report under bench/results/quick/ (the committed docs are left alone).
 The bench reports; it never fails on a missed target.
+
+The agent under test (and the baselines it is held to) runs from a runtime-only
+venv, bench/results/runtime-venv: `pip install .` of the project with its own
+extras, none of the bench's packages; rebuilt when edge_agent/ or pyproject change.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.common import FULL, QUICK, RESULTS, ROOT, code_version, log, machine
+from bench.common import FULL, QUICK, RESULTS, ROOT, code_version, log, machine, runtime_env
 from bench.session import Session
 
 # 6 reads what 2 shipped
@@ -88,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         wanted.insert(wanted.index("6"), "2")
     scratch = Path(tempfile.mkdtemp(prefix=f"edge-bench-{mode.name}-"))
     session = Session(mode, scratch)
+    runtime = runtime_env()  # built before the clock starts; every scenario reuses it
     results: dict[str, Any] = {
         "mode": mode.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": machine(scratch), "code": code_version(), "sizes": vars(mode),
+        "runtime": {k: runtime[k] for k in ("extras", "key", "packages")},
         "scenarios": {},
         "scenario_seconds": {}, "errors": {},
     }

@@ -7,6 +7,7 @@ cheap to import in worker processes whose memory is being measured.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import platform
 import shutil
@@ -15,6 +16,7 @@ import socket
 import sqlite3
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.children import agent_cmd
 from tests.children import agent_env as env
 from tests.tomltext import toml_text  # shared with the tests' config writer
 
@@ -181,6 +182,73 @@ def write_config(work: Path, data: dict[str, Any], name: str = "config.toml") ->
     return path
 
 
+# -- the runtime-only environment of the agent under test ---------------------------
+# The bench venv holds matplotlib (numpy) and dlt (rich): pyarrow and structlog import
+# them when they are present, ~17 MiB in every RSS figure of the agent. Every process
+# that stands for the agent, or for a baseline the agent is held to, runs from a venv
+# with the product alone: `pip install .[extras]` with the product's own extras (the
+# gateway's s3 and postgres, the lake tools' lake), never [test] or [bench].
+RUNTIME_EXTRAS = "s3,postgres,lake"
+RUNTIME_VENV = RESULTS / "runtime-venv"
+FORBIDDEN_IN_RUNTIME = ("numpy", "rich")  # what the bench venv would add to every figure
+_runtime: dict[str, Any] = {}
+
+
+def _runtime_key() -> str:
+    """Changes whenever the installed agent would: its code, its metadata, the Python."""
+    digest = hashlib.sha256(f"{sys.version}|{RUNTIME_EXTRAS}".encode())
+    files = [ROOT / "pyproject.toml", *sorted((ROOT / "packaging" / "backend").glob("*.py")),
+             *sorted(p for p in (ROOT / "edge_agent").rglob("*")
+                     if p.is_file() and "__pycache__" not in p.parts)]
+    for path in files:
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _build_runtime(venv: Path) -> None:
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                    "--disable-pip-version-check", f"{ROOT}[{RUNTIME_EXTRAS}]"],
+                   check=True, cwd=ROOT, capture_output=True)
+
+
+def runtime_env() -> dict[str, Any]:
+    """The runtime-only venv (built once, reused while the agent is unchanged): its Python
+    and what is installed in it. Refuses a venv holding numpy or rich."""
+    if _runtime:
+        return _runtime
+    key = _runtime_key()
+    stamp = RUNTIME_VENV / "bench-key"
+    if not stamp.exists() or stamp.read_text() != key:
+        log("building the runtime-only venv of the agent under test (pip install .)")
+        _build_runtime(RUNTIME_VENV)
+        stamp.write_text(key)
+    python = str(RUNTIME_VENV / "bin" / "python")
+    listed = subprocess.run([python, "-m", "pip", "list", "--format=freeze",
+                             "--disable-pip-version-check"], capture_output=True, text=True,
+                            check=True).stdout.split()
+    names = {line.split("==")[0].lower() for line in listed}
+    found = sorted(names & set(FORBIDDEN_IN_RUNTIME))
+    if found:
+        raise RuntimeError(f"the runtime venv {RUNTIME_VENV} holds {found}: they would be "
+                           "counted in every RSS figure; delete the venv and run again")
+    _runtime.update(python=python, extras=RUNTIME_EXTRAS, key=key[:12],
+                    packages=sorted(listed))
+    return _runtime
+
+
+def runtime_python() -> str:
+    """The interpreter of the agent under test and of its baselines."""
+    return str(runtime_env()["python"])
+
+
+def agent_cmd(*args: str) -> list[str]:
+    """`edge-agent ARGS` from the runtime-only venv (PYTHONPATH still points at the repo,
+    whose edge_agent/ is what the venv's key was built from)."""
+    return [runtime_python(), "-m", "edge_agent", *args]
+
+
 # -- processes ------------------------------------------------------------------
 def children_cpu() -> float:
     import resource
@@ -222,11 +290,11 @@ def stop(proc: subprocess.Popen[Any], timeout: float = 60) -> int:
 
 # -- /proc ------------------------------------------------------------------------
 def proc_status(pid: int) -> dict[str, int]:
-    """VmRSS / VmHWM etc. of a live process, in bytes."""
+    """VmRSS / VmHWM / RssAnon / RssFile etc. of a live process, in bytes."""
     out: dict[str, int] = {}
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Vm"):
+            if line.startswith(("Vm", "Rss")):
                 key, rest = line.split(":", 1)
                 parts = rest.split()
                 if parts and parts[0].isdigit():

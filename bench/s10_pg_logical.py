@@ -18,11 +18,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import agent_cmd, log, summary, workdir, write_config
+from bench.common import agent_cmd, log, runtime_python, summary, workdir, write_config
 from bench.s9_postgres import OPS, fill, fresh, timed, workload
 
 SIZES = {"quick": {"rows": 5_000, "single": 100, "capture": 20_000},
@@ -138,7 +137,7 @@ def capture(server: Any, work: Path, run_no: int, n: int) -> dict[str, float]:
         variants = ("discard", "decode") if run_no % 2 == 0 else ("decode", "discard")
         for variant in variants:  # peek only: the agent still sees the backlog after them
             done = timed(f"floor script ({variant})",
-                         [sys.executable, "-c", FLOOR, dsn, name, PUBLICATION, variant])
+                         [runtime_python(), "-c", FLOOR, dsn, name, PUBLICATION, variant])
             seen = json.loads(done.stdout.strip().splitlines()[-1])
             if variant == "decode" and seen["changes"] != n:
                 raise RuntimeError(f"the decoding floor saw {seen['changes']} of {n} changes")

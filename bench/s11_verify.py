@@ -14,11 +14,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import agent_cmd, log, run_timed, summary, workdir
+from bench.common import agent_cmd, log, run_timed, runtime_python, summary, workdir
 
 SIZES = {"quick": 2_000, "full": 100_000}
 FLOOR = """
@@ -80,7 +79,7 @@ def run(mode: Any) -> dict[str, Any]:
         log(f"lake verify: a lake of {files:,} files ({size / 1e6:.1f} MB) made")
         for i in range(runs):
             for name, cmd in (
-                ("floor", [sys.executable, "-c", FLOOR, str(lake)]),
+                ("floor", [runtime_python(), "-c", FLOOR, str(lake)]),
                 ("verify", agent_cmd("lake", "verify", "--lake", str(lake))),
                 ("deep", agent_cmd("lake", "verify", "--lake", str(lake), "--deep")),
             ):

@@ -5,11 +5,10 @@ gateways, small files, one source and table each), against scenario 11's floor
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import agent_cmd, log, run_timed, summary
+from bench.common import agent_cmd, log, run_timed, runtime_python, summary
 from bench.common import workdir as scratch_dir
 
 
@@ -49,7 +48,7 @@ def verify_lakes(lakes: list[tuple[int, int]], date: str, runs: int) -> dict[str
             walls: dict[str, list[float]] = {"verify": [], "deep": [], "floor": []}
             for _ in range(runs):
                 for name, cmd in (
-                    ("floor", [sys.executable, "-c", FLOOR, str(work / "lake")]),
+                    ("floor", [runtime_python(), "-c", FLOOR, str(work / "lake")]),
                     ("verify", agent_cmd("lake", "verify", "--lake", str(work / "lake"))),
                     ("deep", agent_cmd("lake", "verify", "--lake", str(work / "lake"),
                                        "--deep")),

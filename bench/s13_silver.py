@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.common import agent_cmd, log, run_timed, summary, workdir
+from bench.common import agent_cmd, log, run_timed, runtime_python, summary, workdir
 
 SIZES = {"quick": [400], "full": [10_000, 100_000]}
 RUNS = {"quick": 1, "full": 3}
@@ -119,7 +119,7 @@ def _size(files: int, runs: int) -> dict[str, Any]:
             log(f"lake silver: a lake of {files:,} files made (run {i + 1}/{runs})")
             (work / "floor").mkdir()
             silver = ["lake", "silver", "--lake", str(lake), "--to", str(work / "silver")]
-            steps = [("floor", [sys.executable, "-c", FLOOR, str(lake), str(work / "floor")]),
+            steps = [("floor", [runtime_python(), "-c", FLOOR, str(lake), str(work / "floor")]),
                      ("first", agent_cmd(*silver))]
             for name, cmd in steps:
                 for k, v in zip(("wall", "cpu", "rss"), _timed(name, cmd), strict=True):

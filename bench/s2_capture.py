@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import pstats
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from bench.common import (
     dir_bytes,
     log,
     run_timed,
+    runtime_python,
     summary,
     verdict,
     write_config,
@@ -51,7 +51,7 @@ def _lake_rows(lake: Path) -> int:
 
 
 def _worker(*args: str) -> tuple[dict[str, Any], float, float]:
-    t = run_timed([sys.executable, "-m", "bench.workers", *args])
+    t = run_timed([runtime_python(), "-m", "bench.workers", *args])
     if t.returncode != 0:
         raise RuntimeError(f"bench.workers {args[0]} failed: {t.stderr[-2000:]}")
     return json.loads(t.stdout.strip().splitlines()[-1]), t.wall, t.cpu

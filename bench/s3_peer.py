@@ -104,7 +104,7 @@ def _one(session: Session, template: Path, who: str, run_no: int) -> dict[str, A
     shutil.copyfile(template, db)
     os.sync()
     if who == "dlt":
-        res = measured(DLT_BODY, [str(db), str(work)], work, **DLT_ENV)
+        res = measured(DLT_BODY, [str(db), str(work)], work, python=sys.executable, **DLT_ENV)
     else:
         config = work / "config.toml"
         config.write_text(agent_config_text(work, db))

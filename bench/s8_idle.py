@@ -8,13 +8,14 @@ change is made for the idle period; CPU is utime+stime from /proc/<pid>/stat
 (10 ms ticks) and, exactly, the sum of the threads' /proc/<pid>/task/*/schedstat;
 wake-ups are the threads' context switches; RSS is from /proc/<pid>/status.
 Baseline: `sleep` over the same period, and for start-up, a bare
-`python -c "import pyarrow.parquet, structlog, watchdog"`.
+`python -c "import pyarrow.parquet, structlog, watchdog"`. The daemons and the
+import baseline run from the runtime-only venv (bench.common.runtime_python).
+Target (issue 14): idle CPU < 1 CPU-s per hour with the default config.
 """
 
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,15 +29,18 @@ from bench.common import (
     proc_status,
     proc_threads,
     run_timed,
+    runtime_python,
     start_daemon,
     stop,
     summary,
+    verdict,
     write_config,
 )
 from bench.s5_latency import DEFAULT, TUNED
 from bench.session import Session
 
 CONFIGS = {"default": DEFAULT, "tuned": TUNED}
+CPU_S_PER_HOUR_TARGET = 1.0  # default config, idle
 
 
 def _daemon(work: Path, settings: dict[str, dict[str, str]]) -> Daemon:
@@ -75,6 +79,8 @@ def one_run(session: Session, run_no: int, seconds: float) -> dict[str, Any]:
                 status = proc_status(pid)
                 out[name].update({"ready_s": daemons[name].ready_after,
                                   "rss_start": rss0[name], "rss_end": status["VmRSS"],
+                                  "anon_end": status.get("RssAnon", 0),
+                                  "file_end": status.get("RssFile", 0),
                                   "hwm": status["VmHWM"]})
     finally:
         for d in daemons.values():
@@ -89,15 +95,21 @@ def run(session: Session) -> dict[str, Any]:
     runs = []
     imports = []
     for run_no in range(mode.runs):
-        t = run_timed([sys.executable, "-c", "import pyarrow.parquet, structlog, watchdog"])
+        t = run_timed([runtime_python(), "-c", "import pyarrow.parquet, structlog, watchdog"])
         imports.append(t.wall)
         runs.append(one_run(session, run_no, mode.idle_seconds))
         log(f"idle: run {run_no + 1}/{mode.runs} done")
-    out: dict[str, Any] = {"seconds": mode.idle_seconds, "import_baseline_s": summary(imports)}
+    secs = mode.idle_seconds
+    out: dict[str, Any] = {"seconds": secs, "import_baseline_s": summary(imports),
+                           "cpu_s_per_hour_target": CPU_S_PER_HOUR_TARGET}
     for name in (*CONFIGS, "sleep"):
         keys = ["cpu_s", "sched_cpu_s", "wakeups_per_s"]
         if name != "sleep":
-            keys += ["ready_s", "rss_start", "rss_end", "hwm"]
+            keys += ["ready_s", "rss_start", "rss_end", "anon_end", "file_end", "hwm"]
         out[name] = {key: summary([r[name][key] for r in runs]) for key in keys}
-        out[name]["cpu_share"] = out[name]["sched_cpu_s"]["median"] / mode.idle_seconds
+        out[name]["cpu_share"] = out[name]["sched_cpu_s"]["median"] / secs
+        out[name]["cpu_s_per_hour"] = summary([r[name]["sched_cpu_s"] * 3600 / secs
+                                               for r in runs])
+    out["verdict"] = verdict(out["default"]["cpu_s_per_hour"]["median"], CPU_S_PER_HOUR_TARGET,
+                             higher_is_better=False)
     return out

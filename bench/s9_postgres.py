@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import agent_cmd, log, run_timed, summary, workdir, write_config
+from bench.common import agent_cmd, log, run_timed, runtime_python, summary, workdir, write_config
 
 TABLE = (
     "CREATE TABLE readings (id bigint PRIMARY KEY, sensor text NOT NULL, value double precision,"
@@ -156,10 +156,8 @@ def _agent_flush(run_dir: Path, dsn: str, snapshot: str) -> Any:
 
 
 def capture(server: Any, work: Path, run_no: int, n: int) -> dict[str, float]:
-    import sys
-
     dsn = _backlog(server, f"cap{run_no}", n)
-    floor = timed("floor script", [sys.executable, "-c", FLOOR, dsn,
+    floor = timed("floor script", [runtime_python(), "-c", FLOOR, dsn,
                                     str(work / f"floor{run_no}.parquet")])
     agent = _agent_flush(work / f"cap{run_no}", dsn, "never")
     return {"agent_cpu": agent.cpu, "agent_wall": agent.wall,

@@ -2,9 +2,13 @@
 
 import os
 
-# pyarrow's bundled mimalloc commits its arenas eagerly: ~14 MiB more peak RSS on a
-# burst (BENCHMARKS.md, scenario 4). mimalloc reads the option when libarrow loads,
-# so it is set before anything imports pyarrow; a value in the environment wins.
-os.environ.setdefault("MIMALLOC_ARENA_EAGER_COMMIT", "0")
+# pyarrow's bundled mimalloc commits its arenas eagerly and keeps freed pages for a
+# while before returning them: with eager commit off and purge delay 0 a 1M-change
+# burst peaks ~20 MiB lower (docs/operations.md#memory, scenario 4 of BENCHMARKS.md).
+# mimalloc reads its options when libarrow loads, so they are set before anything
+# imports pyarrow; a value already in the environment wins.
+MIMALLOC_DEFAULTS = {"MIMALLOC_ARENA_EAGER_COMMIT": "0", "MIMALLOC_PURGE_DELAY": "0"}
+for _name, _value in MIMALLOC_DEFAULTS.items():
+    os.environ.setdefault(_name, _value)
 
 __version__ = "0.1.0"

@@ -50,9 +50,15 @@ def test_buffered_bytes_never_exceed_max_memory(tmp_path_factory, max_memory: in
         total_rows += count
         assert writer.buffered_bytes <= max_memory
         assert writer.buffered_bytes == sum(f.pending_bytes for f in writer.open.values())
+        assert writer.held_bytes == sum(f.held_bytes for f in writer.open.values())
+        # What the open writers hold counts too: over the budget only when it alone
+        # left no room, and then every older buffer was written out first.
+        assert (writer.memory_bytes() <= max_memory
+                or writer.buffered_bytes <= batch.nbytes)
     assert writer.peak_buffered_bytes <= max_memory
     sealed = writer.seal_all()
     assert writer.buffered_bytes == 0
+    assert writer.held_bytes == 0
     assert sealed_rows + sum(f.rows for f in sealed) == total_rows
     assert sum(pq.read_metadata(f.tmp_path).num_rows for f in sealed) == sum(
         f.rows for f in sealed)
@@ -106,3 +112,29 @@ def test_abort_removes_temp_files_and_releases_memory(tmp_path: Path) -> None:
     writer.abort()
     assert writer.buffered_bytes == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_written_row_group_is_counted_until_its_file_is_sealed(tmp_path: Path) -> None:
+    # pyarrow keeps a file's last row group open (its encoders' pages) until the next
+    # row group or close: memory outside the buffers, counted in the budget.
+    writer = _writer(tmp_path, max_memory=512 * 1024, row_group_bytes=32 * 1024)
+    writer.add("src", SCHEMAS[0], "d", to_batch(SCHEMAS[0], rows(1, 200, 200), ENV), 0.0)
+    assert writer.buffered_bytes == 0  # written out as a row group
+    assert writer.held_bytes > 0
+    assert writer.memory_bytes() == writer.held_bytes <= writer.peak_memory_bytes
+    writer.add("src", SCHEMAS[1], "d", to_batch(SCHEMAS[1], rows(201, 200, 200), ENV), 0.0)
+    writer.seal(("src", "t0"))
+    assert writer.held_bytes == writer.open[("src", "t1")].held_bytes > 0
+    writer.abort()
+    assert writer.held_bytes == 0
+
+
+def test_columns_with_a_value_per_change_are_not_dictionary_encoded(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    writer.add("src", SCHEMAS[0], "d", to_batch(SCHEMAS[0], rows(1, 500, 20), ENV), 0.0)
+    sealed = writer.seal(("src", "t0"))
+    group = pq.ParquetFile(sealed.tmp_path).metadata.row_group(0)
+    dictionary = {group.column(i).path_in_schema for i in range(group.num_columns)
+                  if any("DICTIONARY" in e for e in group.column(i).encodings)}
+    assert dictionary == {"_op", "_captured_ms", "_device", "_source", "_table", "body",
+                          "_unfit"}  # not _pos, _ts_ms nor the key, id
