@@ -79,7 +79,7 @@ def agent_config_text(work: Path, db: Path) -> str:
             'log_format = "json"\n\n[buffer]\nmax_memory = "16MiB"\n\n'
             f'[[sources]]\nname = "vendor"\npath = "{db}"\n\n'
             f'[[sources.tables]]\nname = "{TABLE}"\nmode = "timestamp"\n'
-            'cursor = "updated_at"\nkey = ["id"]\n\n'
+            'cursor = "updated_at"\ncursor_format = "epoch_ms"\nkey = ["id"]\n\n'
             f'[sink]\nkind = "dir"\npath = "{work / "lake"}"\ncreate = true\n')
 
 

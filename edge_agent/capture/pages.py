@@ -17,6 +17,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from edge_agent.bronze.schema import BatchSchema, Envelope, to_batch
+from edge_agent.clock import day_of, split_by_day
 from edge_agent.config_sources import SourceConfig
 
 POS, TS_MS, CAPTURED_MS = 1, 2, 3  # column indexes in every bronze batch (bronze/schema.py)
@@ -26,6 +27,7 @@ POS, TS_MS, CAPTURED_MS = 1, 2, 3  # column indexes in every bronze batch (bronz
 class ChangeBatch:
     schema: BatchSchema
     batch: pa.RecordBatch
+    ordered: bool = False  # ``_ts_ms`` never decreases (a timestamp-mode page)
 
     @property
     def table(self) -> str:
@@ -38,6 +40,17 @@ class ChangeBatch:
     @property
     def last_pos(self) -> int:
         return int(self.batch.column(POS)[-1].as_py())
+
+    def day_runs(self, min_valid_ms: int) -> list[tuple[int, int]]:
+        """Index ranges [start, end) of one UTC day each (clock.split_by_day); an
+        ordered batch whose first and last change share a day is one range, unread."""
+        ts = self.batch.column(TS_MS)
+        n = self.batch.num_rows
+        if self.ordered and n and ts.null_count == 0:
+            first, last = ts[0].as_py(), ts[n - 1].as_py()
+            if day_of(first, min_valid_ms) == day_of(last, min_valid_ms):
+                return [(0, n)]
+        return split_by_day(ts.to_pylist(), min_valid_ms)
 
     @staticmethod
     def of(schema: BatchSchema, rows: list[tuple[object, ...]], env: Envelope) -> ChangeBatch:

@@ -14,7 +14,7 @@ from edge_agent.bronze.layout import FileKey
 from edge_agent.bronze.schema import Envelope
 from edge_agent.bronze.writer import BronzeWriter, SealedFile
 from edge_agent.capture.pages import CAPTURED_MS, TS_MS, ChangeBatch
-from edge_agent.clock import Clock, partition_for, split_by_day
+from edge_agent.clock import Clock, partition_for
 from edge_agent.spool.manifest import build as build_manifest
 from edge_agent.spool.outbox import Spool
 from edge_agent.spool.state import FileRecord, StateDB
@@ -108,11 +108,11 @@ class FilePipeline:
         """A capture's batch into the writer, split by day; returns the number of files
         sealed on the way."""
         batch = changes.batch
-        ts = batch.column(TS_MS).to_pylist()
+        ts = batch.column(TS_MS)
         captured_ms = int(batch.column(CAPTURED_MS)[0].as_py()) if batch.num_rows else 0
         sealed = 0
-        for start, end in split_by_day(ts, self.parts.min_valid_ms):
-            first = ts[start]
+        for start, end in changes.day_runs(self.parts.min_valid_ms):
+            first = ts[start].as_py()
             partition = partition_for(
                 first if isinstance(first, int) else 0, captured_ms, self.parts.min_valid_ms
             )
