@@ -67,6 +67,28 @@ def raw_bound(low_ms: int, cursor_format: str) -> float:
     return (low_ms - 0.5) / (1 if cursor_format == "epoch_ms" else 1000)
 
 
+def cursor_format_problems(con: sqlite3.Connection, table: TimestampTable) -> list[str]:
+    """What `config check` says about a declared cursor format and the values stored:
+    rows it would never read (text), or a unit that looks wrong."""
+    if table.cursor_format == "auto":
+        return []
+    c, t = quote(table.cursor), quote(table.name)
+    where = f"{table.name!r}: cursor_format = {table.cursor_format!r} on column {table.cursor!r}"
+    text = con.execute(f"SELECT {c} FROM {t} WHERE typeof({c}) IN ('text', 'blob') LIMIT 1")
+    found = text.fetchone()
+    if found is not None:
+        return [
+            f"table {where} reads numbers only, and it holds {found[0]!r}: such rows are "
+            'never captured; use cursor_format = "auto" (any time format)'
+        ]
+    top = con.execute(f"SELECT max({c}) FROM {t} WHERE typeof({c}) IN ('integer', 'real')")
+    largest = top.fetchone()[0]
+    if largest is None or (largest >= 1e11) == (table.cursor_format == "epoch_ms"):
+        return []
+    other = "epoch_s" if table.cursor_format == "epoch_ms" else "epoch_ms"
+    return [f"table {where}: its largest value {largest!r} looks like {other}; declare that"]
+
+
 def check_columns(table: TimestampTable, name: str, columns: list[str]) -> None:
     """The cursor and soft-delete columns the config names must exist (any database)."""
     for role, column in (("cursor", table.cursor), ("deleted_flag", table.deleted_flag)):
