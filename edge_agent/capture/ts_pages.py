@@ -9,7 +9,7 @@ columns are built whole (docs/bronze-format.md gives their order).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pyarrow as pa
@@ -68,7 +68,7 @@ class RowsPage:
             cursor = int(row[-1])
             op = rule.op(row[flag] if flag is not None else None, cursor)
             out.append((pos, 0, op, cursor // scale, *row[:-1]))
-        return ChangeBatch.of(schema, out, env)
+        return replace(ChangeBatch.of(schema, out, env), ordered=True)  # the page's order
 
 
 class ArrowPage:

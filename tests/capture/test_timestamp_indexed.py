@@ -312,3 +312,29 @@ def test_config_check_says_when_the_stored_values_do_not_match_the_format(
     if "such rows" not in said:  # declaring the unit it suggests passes
         config = write_config(tmp_path, config_dict(tmp_path, db, [good]))
         assert run_cli("config", "check", str(config)).returncode == 0
+
+
+@pytest.mark.parametrize("fmt", ["auto", "epoch_ms"])
+def test_a_page_across_midnight_goes_to_both_date_partitions(
+        tmp_path: Path, epoch_db: Path, harness_factory, fmt: str) -> None:
+    """A page's rows are in cursor order: one that stays on one day is one piece, one
+    that crosses midnight is split there (every file holds one day only)."""
+    from datetime import UTC, datetime
+
+    from tests.lake import lake_files
+
+    midnight = 1748822400000  # 2025-06-02T00:00:00Z
+    con = sqlite3.connect(epoch_db)
+    with con:
+        con.executemany("INSERT INTO items (id, name, updated_at) VALUES (?, 'x', ?)",
+                        [(i, midnight - 120_000 + i * 1000) for i in range(1, 241)])
+    h = harness_factory(ts_config(tmp_path, epoch_db, cursor_format=fmt))  # 50 rows a page
+    assert h.flush().ok
+    days = {}
+    for change in read_changes(tmp_path / "lake"):
+        day = datetime.fromtimestamp(change["_ts_ms"] / 1000, UTC).date().isoformat()
+        days.setdefault(change["file"], set()).add(day)
+    assert all(len(d) == 1 for d in days.values()), days
+    partitions = {p.parent.name for p in lake_files(tmp_path / "lake")}
+    assert partitions == {"date=2025-06-01", "date=2025-06-02"}
+    assert len(read_changes(tmp_path / "lake")) == 240
