@@ -216,7 +216,7 @@ class TimestampCapture:
         shape = schema.shape
         raw = quote(self.table.cursor)
         order = ", ".join([raw, *(quote(k) for k in shape.key)])
-        where = [f"typeof({raw}) IN ('integer', 'real')"]
+        where = [f"{raw} < ''"]  # numbers only: they sort before any text and blob
         params: list[Any] = []
         if low is not None:
             where.append(f"{raw} >= ?")

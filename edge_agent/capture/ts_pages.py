@@ -9,6 +9,7 @@ columns are built whole (docs/bronze-format.md gives their order).
 
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -105,7 +106,7 @@ class ArrowPage:
         string = pa.string()
         arrays = [
             _ops(rows, rule, cursors),
-            pa.array(range(accepted.first_pos, accepted.first_pos + n), pa.int64()),
+            _positions(accepted.first_pos, n),
             cursors,
             pa.repeat(pa.scalar(env.captured_ms, pa.int64()), n),
             pa.repeat(pa.scalar(env.device, string), n),
@@ -116,6 +117,12 @@ class ArrowPage:
         ]
         batch = pa.RecordBatch.from_arrays(arrays, schema=schema.schema)
         return ChangeBatch(schema, batch, ordered=True)  # accepted rows keep the page's order
+
+
+def _positions(first: int, n: int) -> pa.Array:
+    """first, first + 1, ...: built in C (array.array), not from n Python ints."""
+    values = array.array("q", range(first, first + n))
+    return pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(values)])
 
 
 def _concat(parts: list[pa.RecordBatch]) -> pa.RecordBatch:
