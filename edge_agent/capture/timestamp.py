@@ -230,7 +230,10 @@ class TimestampCapture:
         select = arrow_select(schema)
         arrow_sql = None
         if select is not None:
-            arrow_sql = "SELECT " + select.format(extra=f"{norm}, {raw} AS _raw") + rest
+            # Epoch milliseconds: an integer is its own cursor value. A real in the column
+            # makes the result column doubles, and that page is read through sqlite3.
+            fast = f"{raw} AS _cursor" if self.table.cursor_format == "epoch_ms" else norm
+            arrow_sql = "SELECT " + select.format(extra=f"{fast}, {raw} AS _raw") + rest
         return arrow_sql, f"SELECT {cols}, {norm}, {raw}{rest}", [*params, limit]
 
     def _fetch(self, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:

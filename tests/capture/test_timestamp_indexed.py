@@ -338,3 +338,20 @@ def test_a_page_across_midnight_goes_to_both_date_partitions(
     partitions = {p.parent.name for p in lake_files(tmp_path / "lake")}
     assert partitions == {"date=2025-06-01", "date=2025-06-02"}
     assert len(read_changes(tmp_path / "lake")) == 240
+
+
+def test_epoch_ms_reals_are_rounded_to_the_millisecond(tmp_path: Path, harness_factory) -> None:
+    """A real in an epoch_ms column (the Arrow read then sees doubles): that page goes
+    through sqlite3, the value rounded half up, in order with the integers."""
+    db = tmp_path / "ms.db"
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, updated_at INTEGER)")
+        con.executemany("INSERT INTO items VALUES (?, ?)",
+                        [(1, 1748779200000), (2, 1748779200000.5), (3, 1748779200001.25),
+                         (4, 1748779200002)])
+    h = harness_factory(make_config(tmp_path, db, [{**TS_TABLE, "deleted_flag": ""}]))
+    assert h.flush().ok
+    got = [(c["values"]["id"], c["_ts_ms"]) for c in read_changes(tmp_path / "lake")]
+    assert got == [(1, 1748779200000), (2, 1748779200001), (3, 1748779200001),
+                   (4, 1748779200002)]
