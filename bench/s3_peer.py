@@ -6,6 +6,7 @@ indexed) is loaded once, from scratch, by
 - dlt: ``sql_table`` with ``incremental("updated_at")`` and the pyarrow backend
   (dlt's fastest SQL backend), into a local ``filesystem`` destination as Parquet;
 - edge-agent: timestamp mode (``mode = "timestamp"``, ``cursor = "updated_at"``,
+  ``cursor_format = "epoch_ms"``: pages on the indexed column, read into Arrow;
   ``key = ["id"]``), ``edge-agent flush`` one-shot, dir sink.
 
 Each runs in its own process on a fresh copy of the database; changes/s is rows
@@ -79,7 +80,7 @@ def agent_config_text(work: Path, db: Path) -> str:
             'log_format = "json"\n\n[buffer]\nmax_memory = "16MiB"\n\n'
             f'[[sources]]\nname = "vendor"\npath = "{db}"\n\n'
             f'[[sources.tables]]\nname = "{TABLE}"\nmode = "timestamp"\n'
-            'cursor = "updated_at"\nkey = ["id"]\n\n'
+            'cursor = "updated_at"\ncursor_format = "epoch_ms"\nkey = ["id"]\n\n'
             f'[sink]\nkind = "dir"\npath = "{work / "lake"}"\ncreate = true\n')
 
 

@@ -64,6 +64,11 @@ def partition_for(change_ms: int, captured_ms: int, min_valid_ms: int) -> str:
     return UNSYNCED_PARTITION
 
 
+def day_of(ts: object, min_valid_ms: int) -> int:
+    """The UTC day number of a change time; -1 when it is not a plausible time."""
+    return ts // DAY_MS if isinstance(ts, int) and ts >= min_valid_ms else -1
+
+
 def split_by_day(change_ms: Sequence[object], min_valid_ms: int) -> list[tuple[int, int]]:
     """Index ranges [start, end) of changes whose change time falls on one UTC day.
 
@@ -72,7 +77,7 @@ def split_by_day(change_ms: Sequence[object], min_valid_ms: int) -> list[tuple[i
     """
 
     def day(ts: object) -> int:
-        return ts // DAY_MS if isinstance(ts, int) and ts >= min_valid_ms else -1
+        return day_of(ts, min_valid_ms)
 
     if not change_ms:
         return []

@@ -21,6 +21,12 @@ from edge_agent.config_mqtt import boolean
 from edge_agent.errors import ConfigError
 from edge_agent.units import parse_duration, parse_size
 
+CURSOR_FORMATS = ("auto", "epoch_ms", "epoch_s")
+CURSOR_FORMAT_FIX = (
+    'use "auto" (any time format, read without the index), "epoch_ms" or "epoch_s" (the '
+    "column holds Unix epoch milliseconds or seconds: pages are read through an index on it)"
+)
+
 
 @dataclass(frozen=True)
 class TimestampTable:
@@ -31,6 +37,9 @@ class TimestampTable:
     key: tuple[str, ...] = ()  # default: the declared primary key
     lag: float = 5.0
     deleted_flag: str = ""
+    # SQLite: how the cursor column stores time; "auto" normalises every value (any
+    # format, no index); a declared format polls the raw column through its index.
+    cursor_format: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -118,7 +127,7 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
         " or [[sources.tables]] entries",
     )
     tables, stamped = _split_tables(
-        entries, "trigger" if mode == "logical" else mode, s.prefix, errors
+        entries, "trigger" if mode == "logical" else mode, s.prefix, errors, kind
     )
     if mode == "logical" and stamped:
         errors.append(
@@ -307,6 +316,7 @@ def _split_tables(
     mode: str,
     prefix: str,
     errors: list[ConfigError],
+    kind: str = "sqlite",
 ) -> tuple[tuple[str, ...], tuple[TimestampTable, ...]]:
     """Short form names are trigger tables; [[sources.tables]] entries may be either."""
     triggers: list[str] = []
@@ -343,10 +353,18 @@ def _split_tables(
                 key=tuple(t.get("key", [], _key_list, 'give the key columns, e.g. ["id"]')),
                 lag=t.get("lag", 5.0, parse_duration, DURATION_FIX),
                 deleted_flag=t.get("deleted_flag", "", _text, "name a soft-delete column or omit"),
+                cursor_format=_cursor_format(t, kind),
             )
         )
-        t.finish("name, mode, cursor, key, lag, deleted_flag")
+        t.finish("name, mode, cursor, key, lag, deleted_flag, cursor_format")
     return tuple(triggers), tuple(stamped)
+
+
+def _cursor_format(t: _Section, kind: str) -> str:
+    if kind == "postgres":  # typed columns: always read through the raw column
+        fix = "SQLite only: a PostgreSQL cursor column is typed; remove the key"
+        return t.get("cursor_format", "auto", _choice(("auto",)), fix)
+    return t.get("cursor_format", "auto", _choice(CURSOR_FORMATS), CURSOR_FORMAT_FIX)
 
 
 def _key_list(raw: Any) -> list[str]:

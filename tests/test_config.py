@@ -701,3 +701,27 @@ def test_a_postgres_password_comes_from_a_file_or_the_environment_never_the_conf
     path.write_text(toml_text({"sources": [pg_source(password="inline")]}))
     with pytest.raises(ConfigErrors, match="EDGE_AGENT__SOURCES__0__PASSWORD"):
         load_config(path, {})
+
+
+# --- timestamp tables: cursor_format ------------------------------------------------
+STAMPED = {"name": "readings", "mode": "timestamp", "cursor": "updated_at"}
+
+
+def test_cursor_format_defaults_to_auto_and_takes_a_declared_format() -> None:
+    cfg = config_from_dict({"sources": [source(tables=[STAMPED, {**STAMPED, "name": "b",
+                                                                 "cursor_format": "epoch_s"}])]})
+    assert [t.cursor_format for t in cfg.sources[0].timestamp_tables] == ["auto", "epoch_s"]
+
+
+def test_a_bad_cursor_format_is_refused_naming_the_field_the_value_and_the_fix() -> None:
+    error = the_error({"sources": [source(tables=[{**STAMPED, "cursor_format": "iso"}])]})
+    assert error.field == "sources[0].tables[0].cursor_format"
+    assert error.value == "iso"
+    assert '"epoch_ms"' in str(error) and '"auto"' in str(error)
+
+
+def test_a_postgres_table_refuses_a_cursor_format() -> None:
+    stamped = {"name": "events", "mode": "timestamp", "cursor": "at", "cursor_format": "epoch_ms"}
+    error = the_error({"sources": [pg_source(tables=[stamped])]})
+    assert error.field == "sources[0].tables[0].cursor_format"
+    assert "SQLite only" in str(error)

@@ -1,12 +1,13 @@
 """The compound (cursor, key) watermark of timestamp capture, as pure logic.
 
 Rows are polled with ``cursor >= watermark - lag`` in (cursor, key) order. A
-row is emitted once per (key, cursor value): the ``seen`` set holds what was
-emitted inside the lag window, so rows with equal cursor values split across
-polls, and late commits landing inside the window, are neither lost nor
-emitted twice. Only what is in sealed files counts for the durable state
-(:meth:`CursorState.sealed_up_to`); after a crash the window is read again and
-whatever was emitted but not sealed comes out again.
+row is emitted once per (key, cursor value): the window holds what was emitted
+inside the lag window (only that: memory does not grow with a backlog), so
+rows with equal cursor values split across polls, and late commits landing
+inside the window, are neither lost nor emitted twice. Only what is in sealed
+files counts for the durable state (:meth:`CursorState.sealed_up_to`); after a
+crash the window is read again and whatever was emitted but not sealed comes
+out again.
 
 Cursor values are UTC epoch milliseconds (the SQL side normalises ISO text,
 epoch numbers and Julian days; see capture/timestamp.py).
@@ -16,9 +17,9 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 Key = tuple[Hashable, ...]
 
@@ -77,15 +78,107 @@ def _json_to_bytes(obj: dict[str, Any]) -> Any:
     return base64.b64decode(obj["b64"]) if set(obj) == {"b64"} else obj
 
 
+class SortedPage(Protocol):
+    """One poll page, in (cursor, key) order: cursor values never decrease."""
+
+    def __len__(self) -> int: ...
+
+    def cursor(self, index: int) -> int:
+        """The cursor value of one row (cheap: called a few times per page)."""
+        ...
+
+    def pairs(self, start: int, stop: int) -> list[tuple[Key, int]]:
+        """The (key, cursor) pairs of rows ``start`` to ``stop`` (a slice, read at once)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """What a page brings that was not emitted before: the rows ``kept`` (indexes into
+    the page, in order) and every row from ``fresh_from`` on; positions from
+    ``first_pos``, in that order."""
+
+    kept: list[int]
+    fresh_from: int
+    size: int
+    first_pos: int
+
+    @property
+    def count(self) -> int:
+        return len(self.kept) + self.size - self.fresh_from
+
+    @property
+    def last_pos(self) -> int:
+        return self.first_pos + self.count - 1
+
+    def index_of(self, pos: int) -> int:
+        """The page row that got position ``pos``."""
+        offset = pos - self.first_pos
+        if offset < len(self.kept):
+            return self.kept[offset]
+        return self.fresh_from + offset - len(self.kept)
+
+    def runs(self) -> list[tuple[int, int]]:
+        """The emitted rows as [start, stop) ranges of the page, in position order."""
+        out: list[tuple[int, int]] = []
+        for i in self.kept:
+            if out and out[-1][1] == i:
+                out[-1] = (out[-1][0], i + 1)
+            else:
+                out.append((i, i + 1))
+        if self.fresh_from < self.size:
+            if out and out[-1][1] == self.fresh_from:
+                out[-1] = (out[-1][0], self.size)
+            else:
+                out.append((self.fresh_from, self.size))
+        return out
+
+
+def first_above(page: SortedPage, bound: int | None, strict: bool) -> int:
+    """The first row whose cursor is above ``bound`` (``strict``) or at least ``bound``:
+    a binary search, the page being in cursor order."""
+    if bound is None:
+        return 0
+    lo, hi = 0, len(page)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        c = page.cursor(mid)
+        if c > bound or (not strict and c == bound):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@dataclass
+class _Latest:
+    """The newest page, kept as the capture read it until the next one comes: a seal
+    inside it needs its cursor values, and only its tail joins the window."""
+
+    page: SortedPage
+    accepted: Accepted
+    top_before: int | None
+
+
 @dataclass
 class CursorState:
+    """The emitted (key, cursor) pairs that still matter, and the positions given out.
+
+    Memory is the lag window, not the backlog: ``window`` holds the pairs with a
+    cursor at least ``top - lag`` (what a poll reads again), the newest page stays
+    as the capture's own arrays until the next page. A file is sealed inside the
+    newest page or at its start (the writer seals while the page is written, or
+    later with everything written), which is all :meth:`checkpoint_for` needs.
+    """
+
     lag_ms: int
     durable: Checkpoint
-    emitted: dict[tuple[Key, int], int] = field(default_factory=dict)  # -> position
+    window: dict[tuple[Key, int], int] = field(default_factory=dict)  # -> position
     next_pos: int = 0
 
     top: int | None = None  # the largest cursor emitted or sealed (kept, not recomputed)
     snapshot_end: int | None = None  # a snapshot's re-read reached the end at this position
+    latest: _Latest | None = None
 
     def __post_init__(self) -> None:
         self.rewind()
@@ -94,32 +187,90 @@ class CursorState:
         """Poll rows with cursor >= this (None: from the beginning)."""
         return self.top - self.lag_ms if self.top is not None else None
 
+    def accept_page(self, page: SortedPage) -> Accepted:
+        """A poll page (cursor >= :meth:`low_bound`, in (cursor, key) order): which rows
+        are new, with their positions. Only rows at or below the current top can have
+        been emitted before; they are looked up, the rest is new as a whole."""
+        self._settle()
+        top0 = self.top
+        split = first_above(page, top0, strict=True)
+        head = page.pairs(0, split) if split else []
+        kept = [i for i, pair in enumerate(head) if pair not in self.window]
+        accepted = Accepted(kept, split, len(page), self.next_pos)
+        for offset, i in enumerate(kept):
+            self.window[head[i]] = accepted.first_pos + offset
+        self.next_pos += accepted.count
+        if split < len(page):
+            self.top = page.cursor(len(page) - 1)
+        if accepted.count:
+            self.latest = _Latest(page, accepted, top0)
+        return accepted
+
     def accept(self, rows: Iterable[tuple[Key, int, Any]]) -> list[tuple[int, Key, int, Any]]:
-        """Rows (key, cursor, payload) in a poll; returns the new ones with positions."""
+        """Rows (key, cursor, payload) of a poll; returns the new ones with positions."""
+        page = ListPage(list(rows))
+        accepted = self.accept_page(page)
         out = []
-        for key, cursor, payload in rows:
-            if (key, cursor) in self.emitted:
-                continue
-            self.emitted[(key, cursor)] = self.next_pos
-            out.append((self.next_pos, key, cursor, payload))
-            self.next_pos += 1
-            if self.top is None or cursor > self.top:
-                self.top = cursor
+        for offset in range(accepted.count):
+            key, cursor, payload = page.rows[accepted.index_of(accepted.first_pos + offset)]
+            out.append((accepted.first_pos + offset, key, cursor, payload))
         return out
+
+    def _settle(self) -> None:
+        """The newest page's tail joins the window; pairs below it are forgotten."""
+        if self.top is None:
+            return
+        floor = self.top - self.lag_ms
+        latest, self.latest = self.latest, None
+        if latest is not None:
+            acc = latest.accepted
+            start = max(acc.fresh_from, first_above(latest.page, floor, strict=False))
+            pos = acc.first_pos + len(acc.kept) + start - acc.fresh_from
+            for offset, pair in enumerate(latest.page.pairs(start, acc.size)):
+                self.window[pair] = pos + offset
+        if any(c < floor for _, c in self.window):
+            self.window = {kc: p for kc, p in self.window.items() if kc[1] >= floor}
 
     def checkpoint_for(self, last_pos: int) -> Checkpoint:
         """The checkpoint once every position up to ``last_pos`` is in a sealed file.
 
         Pure: apply it with :meth:`commit` only after it is stored durably.
         """
-        sealed = {kc: p for kc, p in self.emitted.items() if p <= last_pos}
-        marks = [c for _, c in sealed]
-        if self.durable.watermark is not None:
-            marks.append(self.durable.watermark)
+        top, tail = self._sealed_top(last_pos)
+        marks = [m for m in (top, self.durable.watermark) if m is not None]
         watermark = max(marks) if marks else None
         floor = watermark - self.lag_ms if watermark is not None else None
-        seen = frozenset(kc for kc in sealed if floor is None or kc[1] >= floor)
+        pairs = [kc for kc, p in self.window.items() if p <= last_pos] + tail(floor)
+        seen = frozenset(kc for kc in pairs if floor is None or kc[1] >= floor)
         return Checkpoint(watermark, seen, last_pos + 1, self._snapshot_after(last_pos))
+
+    def _sealed_top(
+        self, last_pos: int
+    ) -> tuple[int | None, Callable[[int | None], list[tuple[Key, int]]]]:
+        """The largest cursor at positions up to ``last_pos``, and the sealed pairs of
+        the newest page above a floor."""
+        latest = self.latest
+        if latest is None or last_pos < latest.accepted.first_pos:
+            start = latest.accepted.first_pos if latest else self.next_pos
+            if last_pos < start - 1:
+                raise ValueError(
+                    f"cursor checkpoint asked for position {last_pos}, before the newest "
+                    f"page (from {start}): only a seal inside or after it can be recorded"
+                )
+            return (latest.top_before if latest else self.top), lambda floor: []
+        acc = latest.accepted
+        last_index = acc.index_of(min(last_pos, acc.last_pos))
+        top = latest.page.cursor(last_index)
+        if latest.top_before is not None:
+            top = max(top, latest.top_before)
+
+        def tail(floor: int | None) -> list[tuple[Key, int]]:
+            if last_index < acc.fresh_from:
+                return []
+            start = max(acc.fresh_from, first_above(latest.page, floor, strict=False))
+            return latest.page.pairs(start, last_index + 1) if start <= last_index else []
+
+        return top, tail
 
     def _snapshot_after(self, last_pos: int) -> int | None:
         """The snapshot bound once ``last_pos`` is sealed: cleared when the re-read's end
@@ -139,27 +290,35 @@ class CursorState:
 
     def commit(self, checkpoint: Checkpoint) -> None:
         self.durable = checkpoint
-        if checkpoint.watermark is not None:
-            self._forget(checkpoint.watermark - self.lag_ms)
 
     def sealed_up_to(self, last_pos: int) -> Checkpoint:
         checkpoint = self.checkpoint_for(last_pos)
         self.commit(checkpoint)
         return checkpoint
 
-    def _forget(self, floor: int | None) -> None:
-        """Drop entries below the window that are already sealed (memory stays bounded)."""
-        if floor is None:
-            return
-        last = self.durable.next_pos - 1
-        self.emitted = {kc: p for kc, p in self.emitted.items() if kc[1] >= floor or p > last}
-
     def rewind(self) -> None:
         """Forget unsealed emissions (after a failure they are read again)."""
         self.snapshot_end = None
-        self.emitted = dict.fromkeys(self.durable.seen, 0)
+        self.latest = None
+        self.window = dict.fromkeys(self.durable.seen, 0)
         self.next_pos = self.durable.next_pos
         marks = [c for _, c in self.durable.seen]
         if self.durable.watermark is not None:
             marks.append(self.durable.watermark)
         self.top = max(marks) if marks else None
+
+
+@dataclass
+class ListPage:
+    """A page of (key, cursor, payload) rows already in Python (the exact read)."""
+
+    rows: list[tuple[Key, int, Any]]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def cursor(self, index: int) -> int:
+        return self.rows[index][1]
+
+    def pairs(self, start: int, stop: int) -> list[tuple[Key, int]]:
+        return [(k, c) for k, c, _ in self.rows[start:stop]]

@@ -116,6 +116,10 @@ class PgTimestampCapture:
         rows = self._run(query, params)
         return Polled(rows, len(rows) == limit)
 
+    def prefetch(self, low: int | None, after: tuple[Any, ...] | None, limit: int) -> None:
+        """Nothing is read ahead from PostgreSQL (the SQLite capture reads the next page
+        while the pipeline writes this one)."""
+
     def poll_query(
         self, low: int | None, after: tuple[Any, ...] | None, limit: int
     ) -> tuple[sql.Composed, dict[str, Any]]:

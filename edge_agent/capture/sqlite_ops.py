@@ -8,6 +8,7 @@ from typing import Any
 from edge_agent.capture import snapshot as snapshots
 from edge_agent.capture.registry import Backlog, TriggerRequest
 from edge_agent.capture.snapshot import SNAPSHOTS
+from edge_agent.capture.timestamp import cursor_format_problems
 from edge_agent.capture.trigger_commands import trigger_action
 from edge_agent.capture.triggers import LOG, ChangeLog
 from edge_agent.config_sources import SourceConfig
@@ -89,6 +90,8 @@ def _table_problems(con: sqlite3.Connection, source: SourceConfig) -> list[str]:
                     f"sources[{source.name}]: table {t.name!r} has no column {column!r} "
                     f"(sources.tables.{role}): use one of {', '.join(names)}"
                 )
+        if t.cursor in names:
+            problems += [f"sources[{source.name}]: {p}" for p in cursor_format_problems(con, t)]
     return problems
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.capture.cursor import Checkpoint, CursorState
-from edge_agent.capture.pages import ChangeBatch
 from edge_agent.capture.timestamp import TimestampCapture
+from edge_agent.capture.ts_pages import ArrowPage, OpRule, RowsPage
 from edge_agent.log import get_logger
 from edge_agent.runtime.pipeline import FilePipeline, PageResult, Parts
 from edge_agent.spool.state import FileRecord, snapshot_request
@@ -78,26 +78,27 @@ class TimestampPipeline(FilePipeline):
         polled = self.capture.poll(
             self.cursor.low_bound(), self.after, self.capture.source.page_rows
         )
-        if schema is None or not polled.rows:
+        if schema is None or not (len(polled) or polled.full):
             self.after = None
             self._end_of_table()
             return PageResult()
-        key_index = [i for i, c in enumerate(schema.shape.columns) if c.pk]
-        key_index.sort(key=lambda i: schema.shape.columns[i].pk)
-        fresh = self.cursor.accept(
-            (tuple(r[i] for i in key_index), int(r[-1]), r) for r in polled.rows
-        )
-        last = polled.rows[-1]
-        self.after = (last[-1], *(last[i] for i in key_index)) if polled.full else None
-        rows = [
-            (pos, 0, self._op(row, schema, cursor), cursor // self.scale, *row[:-1])
-            for pos, _, cursor, row in fresh
-        ]
-        sealed = self.write_batch(ChangeBatch.of(schema, rows, self.envelope())) if rows else 0
+        page = ArrowPage(polled.arrow, schema) if polled.arrow else RowsPage(polled.rows, schema)
+        accepted = self.cursor.accept_page(page)
+        self.after = None
+        if polled.full:  # the next page starts after this one's last row
+            self.after = polled.resume or (page.resume() if isinstance(page, RowsPage) else None)
+            self.capture.prefetch(
+                self.cursor.low_bound(), self.after, self.capture.source.page_rows
+            )
+        sealed = 0
+        if accepted.count:
+            rule = OpRule(self.table.deleted_flag, self.cursor.durable.snapshot_until)
+            changes = page.changes(schema, accepted, rule, self.scale, self.envelope())
+            sealed = self.write_batch(changes)
         if not polled.full:
             self._end_of_table()
         return PageResult(
-            rows=len(polled.rows), changes=len(rows), sealed=sealed, caught_up=not polled.full
+            rows=len(polled), changes=accepted.count, sealed=sealed, caught_up=not polled.full
         )
 
     @property
@@ -133,15 +134,6 @@ class TimestampPipeline(FilePipeline):
         self._check_clock()
         if self.cursor.durable.snapshot and self.cursor.snapshot_end is None:
             self.cursor.snapshot_end = self.cursor.next_pos - 1
-
-    def _op(self, row: tuple[Any, ...], schema: Any, cursor: int) -> str:
-        flag = self.table.deleted_flag
-        if flag:
-            index = [c.name for c in schema.shape.columns].index(flag)
-            if row[index] not in (None, 0, "", "0", b""):
-                return "d"
-        until = self.cursor.durable.snapshot_until
-        return "r" if until is not None and cursor <= until else "u"
 
     def record(self, rec: FileRecord) -> None:
         checkpoint = self.cursor.checkpoint_for(rec.last_pos)

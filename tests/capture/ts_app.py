@@ -1,6 +1,8 @@
 """A writer process for timestamp-mode tests: upserts and soft deletes with updated_at.
 
-    python -m tests.capture.ts_app DB SEED N
+    python -m tests.capture.ts_app DB SEED N [epoch_ms]
+
+``epoch_ms``: updated_at holds Unix epoch milliseconds (EPOCH_SCHEMA, indexed).
 """
 
 from __future__ import annotations
@@ -17,9 +19,17 @@ CREATE TABLE IF NOT EXISTS items (
     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')));
 """
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+EPOCH_NOW = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
+EPOCH_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY, name TEXT, qty INTEGER, price REAL,
+    is_deleted INTEGER NOT NULL DEFAULT 0,
+    updated_at INTEGER NOT NULL DEFAULT ({EPOCH_NOW}));
+CREATE INDEX IF NOT EXISTS items_updated_at ON items (updated_at);
+"""
 
 
-def run(db: str, seed: int, n: int) -> None:
+def run(db: str, seed: int, n: int, now: str = NOW) -> None:
     rng = random.Random(seed)
     con = sqlite3.connect(db, isolation_level=None, timeout=30)
     for _ in range(n):
@@ -30,12 +40,12 @@ def run(db: str, seed: int, n: int) -> None:
             if action < 0.6:
                 con.execute(
                     "INSERT INTO items (id, name, qty, price, updated_at) "
-                    f"VALUES (?, ?, ?, ?, {NOW}) ON CONFLICT (id) DO UPDATE SET "
+                    f"VALUES (?, ?, ?, ?, {now}) ON CONFLICT (id) DO UPDATE SET "
                     "qty = excluded.qty, price = excluded.price, "
-                    f"is_deleted = 0, updated_at = {NOW}",
+                    f"is_deleted = 0, updated_at = {now}",
                     (key, f"item {key} ü", rng.randint(0, 10**12), rng.random()))
             else:
-                con.execute(f"UPDATE items SET is_deleted = 1, updated_at = {NOW} WHERE id = ?",
+                con.execute(f"UPDATE items SET is_deleted = 1, updated_at = {now} WHERE id = ?",
                             (key,))
         con.execute("COMMIT")
         time.sleep(0.001)
@@ -43,4 +53,5 @@ def run(db: str, seed: int, n: int) -> None:
 
 
 if __name__ == "__main__":
-    run(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    epoch = sys.argv[4:] == ["epoch_ms"]
+    run(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), EPOCH_NOW if epoch else NOW)
