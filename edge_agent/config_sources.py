@@ -61,6 +61,7 @@ class SourceConfig:
     connect_timeout: float = 10.0
     before_image: bool = False  # postgres trigger mode: updates carry the old row in _before
     delete_image: str = "row"  # sqlite trigger mode: "key" logs only the key of a delete
+    delete_images: tuple[tuple[str, str], ...] = ()  # per-table overrides (lower-case names)
     # kind = "postgres", mode = "logical" (capture/pg_logical.py)
     slot: str = ""  # "" = edge_agent_<device_id>, sanitised (Config.sources fills it in)
     publication: str = "edge_agent"
@@ -80,6 +81,11 @@ class SourceConfig:
     @property
     def all_tables(self) -> tuple[str, ...]:
         return self.tables + tuple(t.name for t in self.timestamp_tables)
+
+    def key_only_deletes(self, table: str) -> bool:
+        """Whether a delete from this trigger table logs only its key: the table's own
+        ``delete_image``, else the source's (SQLite names are case-insensitive)."""
+        return dict(self.delete_images).get(table.lower(), self.delete_image) == "key"
 
 
 def _tables(raw: Any) -> list[Any]:
@@ -126,7 +132,7 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
         'give a non-empty list of distinct table names, e.g. ["readings"],'
         " or [[sources.tables]] entries",
     )
-    tables, stamped = _split_tables(
+    tables, stamped, images = _split_tables(
         entries, "trigger" if mode == "logical" else mode, s.prefix, errors, kind
     )
     if mode == "logical" and stamped:
@@ -142,20 +148,7 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
         tables, stamped = _qualified(tables, stamped)
     page_rows = s.get("page_rows", 5000, _int(1, 1_000_000), "use an integer from 1 to 1000000")
     busy = s.get("busy_timeout", 5.0, parse_duration, DURATION_FIX)
-    delete_image = s.get(
-        "delete_image",
-        "row",
-        _choice(("row", "key")),
-        'use "row" (a delete carries the deleted row) or "key" (only its key: cheaper)',
-    )
-    if delete_image == "key" and kind != "sqlite":
-        errors.append(
-            ConfigError(
-                f"{s.prefix}.delete_image",
-                "key",
-                'only SQLite sources log key-only deletes so far: use "row"',
-            )
-        )
+    delete_image = _delete_image(s, kind, "row")
     snap = s.get(
         "snapshot",
         "initial",
@@ -183,6 +176,7 @@ def _source(data: object, index: int, errors: list[ConfigError]) -> SourceConfig
         busy_timeout=busy,
         snapshot=snap,
         delete_image=delete_image,
+        delete_images=images,
         timestamp_tables=stamped,
         **pg,
     )
@@ -311,16 +305,31 @@ def _qualified(
     return tuple(map(q, tables)), tuple(replace(t, name=q(t.name)) for t in stamped)
 
 
+def _delete_image(s: _Section, kind: str, default: str) -> str:
+    image = s.get(
+        "delete_image",
+        default,
+        _choice(("row", "key")),
+        'use "row" (a delete carries the deleted row) or "key" (only its key: cheaper)',
+    )
+    if image == "key" and kind != "sqlite":
+        fix = 'only SQLite sources log key-only deletes so far: use "row"'
+        s.errors.append(ConfigError(f"{s.prefix}.delete_image", "key", fix))
+    return image
+
+
 def _split_tables(
     entries: list[Any],
     mode: str,
     prefix: str,
     errors: list[ConfigError],
     kind: str = "sqlite",
-) -> tuple[tuple[str, ...], tuple[TimestampTable, ...]]:
-    """Short form names are trigger tables; [[sources.tables]] entries may be either."""
+) -> tuple[tuple[str, ...], tuple[TimestampTable, ...], tuple[tuple[str, str], ...]]:
+    """Short form names are trigger tables; [[sources.tables]] entries may be either
+    (a trigger entry may set its own delete_image)."""
     triggers: list[str] = []
     stamped: list[TimestampTable] = []
+    images: list[tuple[str, str]] = []
     for i, entry in enumerate(entries):
         if isinstance(entry, str) and mode == "trigger":
             triggers.append(entry)
@@ -333,7 +342,9 @@ def _split_tables(
             "mode", mode, _choice(("trigger", "timestamp")), 'use "trigger" or "timestamp"'
         )
         if table_mode == "trigger":
-            t.finish("name, mode")
+            if "delete_image" in t.data:
+                images.append((name.lower(), _delete_image(t, kind, "row")))
+            t.finish("name, mode, delete_image")
             triggers.append(name)
             continue
         if "cursor" not in t.data:
@@ -357,7 +368,7 @@ def _split_tables(
             )
         )
         t.finish("name, mode, cursor, key, lag, deleted_flag, cursor_format")
-    return tuple(triggers), tuple(stamped)
+    return tuple(triggers), tuple(stamped), tuple(images)
 
 
 def _cursor_format(t: _Section, kind: str) -> str:

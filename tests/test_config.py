@@ -725,3 +725,31 @@ def test_a_postgres_table_refuses_a_cursor_format() -> None:
     error = the_error({"sources": [pg_source(tables=[stamped])]})
     assert error.field == "sources[0].tables[0].cursor_format"
     assert "SQLite only" in str(error)
+
+
+# --- trigger tables: delete_image per table ------------------------------------------
+def test_delete_image_per_table_overrides_the_source_default() -> None:
+    cfg = config_from_dict({"sources": [source(delete_image="key", tables=[
+        "a", {"name": "b", "delete_image": "row"}, {"name": "c", "mode": "trigger"}])]})
+    src = cfg.sources[0]
+    assert src.tables == ("a", "b", "c")
+    assert [src.key_only_deletes(t) for t in ("a", "b", "c", "B")] == [True, False, True, False]
+    plain = config_from_dict({"sources": [source(tables=["a", {"name": "b",
+                                                               "delete_image": "key"}])]})
+    assert [plain.sources[0].key_only_deletes(t) for t in ("a", "b")] == [False, True]
+
+
+def test_a_bad_table_delete_image_is_refused_naming_the_field_the_value_and_the_fix() -> None:
+    error = the_error({"sources": [source(tables=[{"name": "b", "delete_image": "none"}])]})
+    assert error.field == "sources[0].tables[0].delete_image"
+    assert error.value == "none"
+    assert '"row"' in str(error) and '"key"' in str(error)
+
+
+def test_a_timestamp_or_postgres_table_refuses_delete_image() -> None:
+    error = the_error({"sources": [source(tables=[{**STAMPED, "delete_image": "key"}])]})
+    assert error.field == "sources[0].tables[0].delete_image"
+    assert "unknown key" in str(error)  # timestamp mode sees deletes only as soft deletes
+    error = the_error({"sources": [pg_source(tables=[{"name": "t", "delete_image": "key"}])]})
+    assert error.field == "sources[0].tables[0].delete_image"
+    assert "SQLite" in str(error)

@@ -39,7 +39,7 @@ class SqliteOps:
     def triggers(self, source: SourceConfig, req: TriggerRequest) -> tuple[list[str], bool]:
         con = connect(source.path, source.busy_timeout)
         try:
-            log = ChangeLog(con, source.path, source.delete_image == "key")
+            log = ChangeLog(con, source.path, source.key_only_deletes)
             return trigger_action(log, source, req)
         finally:
             con.close()

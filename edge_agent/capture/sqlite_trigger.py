@@ -39,7 +39,7 @@ class TriggerCapture:
     def open(self, seed: int, now_ms: int) -> list[str]:
         """Connect and install triggers; returns the tables whose triggers changed."""
         self.con = connect(self.cfg.path, self.cfg.busy_timeout)
-        self.log = ChangeLog(self.con, self.cfg.path, self.cfg.delete_image == "key")
+        self.log = ChangeLog(self.con, self.cfg.path, self.cfg.key_only_deletes)
         return self.sync_triggers(seed, now_ms)
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ import contextlib
 import json
 import sqlite3
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from operator import itemgetter
@@ -113,10 +113,16 @@ def trigger_sql(cap: Capture, delete_key_only: bool = False) -> list[str]:
 class ChangeLog:
     """The capture objects inside one application database."""
 
-    def __init__(self, con: sqlite3.Connection, path: Path, delete_key_only: bool = False) -> None:
+    def __init__(
+        self,
+        con: sqlite3.Connection,
+        path: Path,
+        delete_key_only: bool | Callable[[str], bool] = False,
+    ) -> None:
         self.con = con
         self.path = path
-        self.delete_key_only = delete_key_only  # sources.delete_image = "key"
+        # delete_image = "key" (the source's, or per table): a delete logs only its key
+        self.key_only = delete_key_only if callable(delete_key_only) else _always(delete_key_only)
         self._width = 0
 
     # -- reading ----------------------------------------------------------
@@ -273,10 +279,9 @@ class ChangeLog:
             return "gap"
         if current.shape != shape:
             return "changed"
-        if not self._triggers_match(current, self.delete_key_only):
-            return (
-                "options" if self._triggers_match(current, not self.delete_key_only) else "changed"
-            )
+        key_only = self.key_only(shape.name)
+        if not self._triggers_match(current, key_only):
+            return "options" if self._triggers_match(current, not key_only) else "changed"
         return None
 
     def _apply(
@@ -368,7 +373,7 @@ class ChangeLog:
         tid = int(cur.lastrowid or 0)
         self._widen(len(shape.columns))
         cap = Capture(tid, shape)
-        for sql in trigger_sql(cap, self.delete_key_only):
+        for sql in trigger_sql(cap, self.key_only(shape.name)):
             self._run(sql)
         return cap
 
@@ -378,7 +383,7 @@ class ChangeLog:
         self._run(f"UPDATE {META} SET active = 0 WHERE tid = ?", (cap.tid,))
 
     def _triggers_match(self, cap: Capture, delete_key_only: bool | None = None) -> bool:
-        key_only = self.delete_key_only if delete_key_only is None else delete_key_only
+        key_only = self.key_only(cap.table) if delete_key_only is None else delete_key_only
         names = trigger_names(cap.tid)
         rows = self._run(
             "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name IN (?, ?, ?)",
@@ -432,3 +437,7 @@ class _Transaction:
     def _rollback(self) -> None:
         with contextlib.suppress(sqlite3.Error):
             self.log.con.execute("ROLLBACK")
+
+
+def _always(value: bool) -> Callable[[str], bool]:
+    return lambda _table: value

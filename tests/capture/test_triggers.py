@@ -159,6 +159,32 @@ def test_key_only_deletes_log_the_key_and_the_lake_still_replays(
     assert any(v is not None for c in deletes for k, v in c["values"].items() if k != "id")
 
 
+def test_delete_image_per_table_overrides_the_sources(
+        tmp_path: Path, app_db: Path, harness_factory) -> None:
+    """Issue 14: the before image of deletes is a per-table choice: a [[sources.tables]]
+    entry's delete_image wins over the source's; the lake still replays exactly."""
+    from tests.conftest import WORKLOAD_TABLES, make_config, run_workload
+    from tests.lake import assert_exact, read_changes
+
+    tables: list[object] = [{"name": "readings", "delete_image": "key"},
+                            *(t for t in WORKLOAD_TABLES if t != "readings")]
+    cfg = make_config(tmp_path, app_db, tables)  # type: ignore[arg-type]
+    h = harness_factory(cfg)
+    h.step()
+    run_workload(app_db, seed=14, transactions=200)
+    h.step(0.1)
+    assert h.flush().ok
+    deletes = [c for c in read_changes(Path(cfg.sink.path)) if c["_op"] == "d"]
+    keyed = [c for c in deletes if c["_table"] == "readings"]
+    full = [c for c in deletes if c["_table"] == "events"]
+    assert keyed and all(c["values"]["sensor"] is None and c["values"]["payload"] is None
+                         for c in keyed)
+    assert full and any(v is not None for c in full for k, v in c["values"].items()
+                        if k != "id")
+    assert_exact(Path(cfg.sink.path), app_db, WORKLOAD_TABLES, None)
+    h.close()
+
+
 def test_a_trigger_altered_by_hand_is_regenerated_with_a_snapshot(app_db: Path) -> None:
     """Only the agent's own triggers for the other delete option skip the snapshot."""
     log = log_for(app_db)
