@@ -2,7 +2,8 @@
 
 N sealed bronze files (real Parquet of the bronze schema, 1000 rows whose payload
 column is random, incompressible bytes) with a matching FileRecord and manifest
-(the collector checks the file's footer against it), shipped one after the other:
+(the collector checks the file's footer against it), shipped as the daemon ships
+them (``ship_all``: the MQTT sink keeps ``max_files_in_flight`` files in flight):
 
 (a) MQTT, to a real Mosquitto on 127.0.0.1 (tests/servers.py): ``MqttShipper.put()``
     with a real collector process (``edge-agent collect``) writing into a lake
@@ -116,6 +117,7 @@ def _wait(cond: Any, what: str, timeout: float = 30) -> None:
 def _mqtt_agent(broker: Any, work: Path, files: list[tuple[Path, Path, Any]],
                 warm: tuple[Path, Path, Any], run_no: int) -> float:
     from edge_agent.config import SinkConfig
+    from edge_agent.shippers.base import Outgoing, Receipt, ship_all
     from edge_agent.shippers.mqtt import MqttShipper
 
     prefix = f"{PREFIX}{run_no}a"
@@ -139,8 +141,11 @@ def _mqtt_agent(broker: Any, work: Path, files: list[tuple[Path, Path, Any]],
                                          topic_prefix=prefix, ack_timeout=60.0))
         shipper.put(*warm)
         t0 = time.perf_counter()
-        for local, manifest, rec in files:
-            shipper.put(local, manifest, rec)
+        # As the daemon's shipping stage drives it (runtime/shipping.py): several files
+        # in flight, each outcome in order.
+        for item, outcome in ship_all(shipper, [Outgoing(*f) for f in files]):
+            if not isinstance(outcome, Receipt):
+                raise RuntimeError(f"shipping {item.rec.id} failed: {outcome}")
         wall = time.perf_counter() - t0
         for _, _, rec in files:  # the collector wrote every file, whole
             got = coll / "lake" / rec.relpath

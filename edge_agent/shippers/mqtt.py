@@ -15,16 +15,21 @@ Imported only when ``sink.kind = "mqtt"`` (paho costs ~20 MiB of memory).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from edge_agent.config import SinkConfig
-from edge_agent.errors import CorruptFileError, TerminalError, TransientError
+from edge_agent.errors import CorruptFileError, EdgeAgentError, TerminalError, TransientError
 from edge_agent.fsutil import sha256_file
 from edge_agent.log import get_logger
-from edge_agent.shippers.base import Receipt
+from edge_agent.shippers.base import Outcome, Outgoing, Receipt
 from edge_agent.shippers.mqtt_link import Link
 from edge_agent.shippers.mqtt_wire import (
     CHUNK,
@@ -58,27 +63,80 @@ class MqttShipper:
         self.device = ""
 
     def put(self, local: Path, manifest: Path, rec: FileRecord) -> Receipt:
-        manifest_data = _checked_manifest(local, manifest, rec)
-        header = FileHeader(
-            device_of_file_id(rec.id),
-            rec.id,
-            rec.relpath,
-            rec.bytes,
-            rec.sha256,
-            self.cfg.chunk_bytes,
-            secrets.token_hex(8),
-        )
-        link = self._link(header.device)
+        with contextlib.closing(self.put_many([Outgoing(local, manifest, rec)])) as outcomes:
+            _, outcome = next(outcomes)
+        if isinstance(outcome, EdgeAgentError):
+            raise outcome
+        return outcome
+
+    def put_many(
+        self, files: Iterable[Outgoing]
+    ) -> Generator[tuple[Outgoing, Outcome], None, None]:
+        """Up to ``max_files_in_flight`` files sent and awaiting their acks; outcomes in
+        the order of the files (shippers/base.py). Sending the next file overlaps the
+        collector's work on the earlier ones."""
+        window: deque[_Sent] = deque()
+        limit = self.cfg.max_files_in_flight
         try:
-            ack = self._deliver(link, local, manifest_data, header)
+            for item in files:
+                device = device_of_file_id(item.rec.id)
+
+                def full(device: str = device) -> bool:
+                    return len(window) >= limit or device != self.device
+
+                if (yield from self._settle_front(window, full)):
+                    return
+                try:
+                    window.append(self._start(item))
+                except CorruptFileError as exc:
+                    yield item, exc
+                except (TransientError, TerminalError) as exc:
+                    # The files before it that were answered already are settled; the
+                    # first one that was not gets the error.
+                    if not (yield from self._settle_front(window, lambda: False)):
+                        yield (window.popleft().item if window else item), exc
+                    return
+            yield from self._settle_front(window, lambda: True)
         finally:
-            if not link.healthy:
+            for sent in window:
+                sent.link.forget(sent.header.file_id)
+            if self.link is not None and not self.link.healthy:
                 self._drop_link()
-        return Receipt(
-            f"mqtt://{self.broker.host}:{self.broker.effective_port}/{rec.relpath}",
-            rec.bytes,
-            ack.existed,
-        )
+
+    def _settle_front(
+        self, window: deque[_Sent], wait: Callable[[], bool]
+    ) -> Generator[tuple[Outgoing, Outcome], None, bool]:
+        """Settle the files at the front of the window that are answered, and while
+        ``wait()`` the next one whatever it takes; True when an outcome ended the run."""
+        while window and (wait() or window[0].answered):
+            sent = window.popleft()
+            outcome = self._outcome(sent)
+            yield sent.item, outcome
+            if _stops(outcome):
+                return True
+        return False
+
+    def _outcome(self, sent: _Sent) -> Outcome:
+        """The file's receipt or error, waiting for its ack until its deadline."""
+        h = sent.header
+        try:
+            ack = sent.early or sent.link.wait_answer(
+                h,
+                max(0.0, sent.deadline - time.monotonic()),
+                f"ack from a collector for {h.file_id!r}",
+            )
+            if ack is None:
+                raise TransientError(
+                    f"{self.broker.where} has no subscriber for {sent.topic!r}: start a "
+                    "collector (`edge-agent collect`) with the same topic_prefix; will resend"
+                )
+            _settle(ack, h)
+        except (TransientError, TerminalError) as exc:
+            return exc
+        finally:
+            sent.link.forget(h.file_id)
+        where = f"mqtt://{self.broker.host}:{self.broker.effective_port}/{sent.item.rec.relpath}"
+        return Receipt(where, sent.item.rec.bytes, ack.existed)
 
     def probe(self, device: str) -> None:
         self._link(device)
@@ -108,26 +166,30 @@ class MqttShipper:
             self.link = None
 
     # -- one file ---------------------------------------------------------------
-    def _deliver(self, link: Link, local: Path, manifest_data: bytes, header: FileHeader) -> Ack:
+    def _start(self, item: Outgoing) -> _Sent:
+        """Send one file's chunks and manifest without waiting for its ack."""
+        rec = item.rec
+        manifest_data = _checked_manifest(item.local, item.manifest, rec)
+        header = FileHeader(
+            device_of_file_id(rec.id),
+            rec.id,
+            rec.relpath,
+            rec.bytes,
+            rec.sha256,
+            self.cfg.chunk_bytes,
+            secrets.token_hex(8),
+        )
+        link = self._link(header.device)
         topic = batch_topic(self.cfg.topic_prefix, header.device)
         self._check_packet_size(link, topic, header)
         link.expect(header.file_id)
-        early = self._send_chunks(link, local, topic, header)
-        if early is not None:
-            return _settle(early, header)
-        link.publish(
-            topic, manifest_data, header_properties(header, MANIFEST, _sha(manifest_data)), 1
-        )
-        link.drain()
-        if link.no_subscribers and link.answer(header) is None:
-            raise TransientError(
-                f"{self.broker.where} has no subscriber for {topic!r}: start a collector "
-                "(`edge-agent collect`) with the same topic_prefix; will resend"
+        early = self._send_chunks(link, item.local, topic, header)
+        if early is None:
+            link.publish(
+                topic, manifest_data, header_properties(header, MANIFEST, _sha(manifest_data)), 1
             )
-        ack = link.wait_answer(
-            header, self.cfg.ack_timeout, f"ack from a collector for {header.file_id!r}"
-        )
-        return _settle(ack, header)
+        deadline = time.monotonic() + self.cfg.ack_timeout
+        return _Sent(item, header, link, topic, deadline, early)
 
     def _send_chunks(self, link: Link, local: Path, topic: str, header: FileHeader) -> Ack | None:
         """Publish every chunk; returns early with an ack that settles the file already
@@ -175,6 +237,27 @@ def packet_size(topic: str, pairs: list[tuple[str, str]], payload: int) -> int:
     props = sum(1 + 2 + len(k.encode()) + 2 + len(v.encode()) for k, v in pairs)
     variable = 2 + len(topic.encode()) + 2 + 4 + props
     return 1 + 4 + variable + payload
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A file whose chunks and manifest went out, awaiting its ack."""
+
+    item: Outgoing
+    header: FileHeader
+    link: Link
+    topic: str
+    deadline: float  # time.monotonic() by which the ack is due
+    early: Ack | None  # the answer that came while its chunks went out (none sent after)
+
+    @property
+    def answered(self) -> bool:
+        return self.early is not None or self.link.answer(self.header) is not None
+
+
+def _stops(outcome: Outcome | None) -> bool:
+    """A transient or terminal error ends the run; a corrupt file does not."""
+    return isinstance(outcome, EdgeAgentError) and not isinstance(outcome, CorruptFileError)
 
 
 def _settle(ack: Ack, header: FileHeader) -> Ack:

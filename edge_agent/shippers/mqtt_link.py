@@ -51,8 +51,7 @@ class Link:
         self.pubacks: dict[int, ReasonCode] = {}
         self.outstanding: list[int] = []
         self.no_subscribers = False
-        self.expecting = ""
-        self.acks: list[Ack] = []
+        self.acks: dict[str, list[Ack]] = {}  # file id -> its acks, for the files in flight
         self.client = new_client(broker, client_id)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -138,10 +137,16 @@ class Link:
 
     # -- the collector's acks ----------------------------------------------------
     def expect(self, file_id: str) -> None:
+        """Start collecting acks for a file (those of an earlier attempt are dropped)."""
         with self.cond:
-            self.expecting = file_id
-            self.acks.clear()
-            self.no_subscribers = False
+            self.acks[file_id] = []
+            if len(self.acks) == 1:
+                self.no_subscribers = False
+
+    def forget(self, file_id: str) -> None:
+        """The file is settled: acks for it are no longer kept."""
+        with self.cond:
+            self.acks.pop(file_id, None)
 
     def answer(self, header: FileHeader) -> Ack | None:
         """The ack that settles this attempt, if it came: an "ok" for these bytes (from
@@ -150,19 +155,22 @@ class Link:
             return self._answer(header)
 
     def _answer(self, h: FileHeader) -> Ack | None:
-        for ack in self.acks:
+        for ack in self.acks.get(h.file_id, ()):
             if ack.status == OK and ack.sha256 == h.sha256:
                 return ack
             if ack.status != OK and ack.attempt == h.attempt:
                 return ack
         return None
 
-    def wait_answer(self, header: FileHeader, timeout: float, what: str) -> Ack:
-        self.wait(lambda: self._answer(header) is not None, what, timeout)
-        ack = self._answer(header)
-        if ack is None:  # cannot happen: wait() returned because it is there
-            raise TransientError(f"{what}: vanished; will resend")
-        return ack
+    def wait_answer(self, header: FileHeader, timeout: float, what: str) -> Ack | None:
+        """The ack that settles this attempt; None when a PUBACK said that nobody
+        subscribes to the batch topic and no ack came; TransientError after ``timeout``."""
+        self.wait(lambda: self._answer(header) is not None or self._nobody_listens(), what, timeout)
+        return self._answer(header)
+
+    def _nobody_listens(self) -> bool:
+        self._in_flight()  # reads the PUBACKs that came
+        return self.no_subscribers
 
     # -- waiting ---------------------------------------------------------------
     def wait(self, ready: Callable[[], bool], what: str, timeout: float | None = None) -> None:
@@ -236,6 +244,6 @@ class Link:
             log.warning("mqtt.ack_malformed", topic=message.topic, error=str(exc))
             return
         with self.cond:
-            if ack.file_id == self.expecting:
-                self.acks.append(ack)
+            if ack.file_id in self.acks:
+                self.acks[ack.file_id].append(ack)
                 self.cond.notify_all()

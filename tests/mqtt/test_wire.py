@@ -169,8 +169,10 @@ def test_a_damaged_staged_chunk_is_discarded_and_asked_for_again(tmp_path: Path,
     rx = receiver(tmp_path)
     msgs = messages(data, 1000)
     rx.handle(TOPIC, *msgs[damaged])
-    chunk = next((tmp_path / "staging" / "files").glob(f"*/{damaged:08d}.chunk"))
-    chunk.write_bytes(b"X" * 1000)  # same size, other bytes: bit rot at rest
+    staged = next((tmp_path / "staging" / "files").glob("*/data"))
+    with staged.open("r+b") as f:  # same size, other bytes: bit rot at rest
+        f.seek(damaged * 1000)
+        f.write(b"X" * 1000)
     replies = [r for i, (pairs, payload) in enumerate(msgs) if i != damaged
                for r in rx.handle(TOPIC, pairs, payload)]
     assert [r.ack.status for r in replies] == [wire.RETRY]
@@ -206,9 +208,10 @@ def test_a_landed_file_is_immutable(tmp_path: Path) -> None:
     landed = tmp_path / "lake" / rec.relpath
     assert landed.read_bytes() == data
 
+    # Every part of a resend is answered "ok" at once (the agent stops at the first).
     again = [r.ack for pairs, payload in messages(data, 1000, attempt="a2")
              for r in rx.handle(TOPIC, pairs, payload)]
-    assert [(a.status, a.existed) for a in again] == [(wire.OK, True)]
+    assert [(a.status, a.existed) for a in again] == [(wire.OK, True)] * 4
 
     other = parquet_bytes(2600, seed=1)  # same length, same file id and path
     assert len(other) == len(data) and other != data
@@ -404,3 +407,37 @@ def test_a_manifest_for_an_already_landed_file_must_describe_it(tmp_path: Path) 
              for r in rx.handle(TOPIC, pairs, payload)]
     assert [(a.status, a.existed) for a in again] == [(wire.OK, True)]
     assert (tmp_path / "lake" / rec.manifest_relpath).exists()
+
+
+def test_a_resent_part_of_a_landed_file_is_answered_ok_at_once(tmp_path: Path) -> None:
+    """A gateway whose ack came too late resends the whole file: the collector answers
+    its first chunk from the landed manifest and the landed bytes, staging nothing."""
+    rx = receiver(tmp_path)
+    data = parquet_bytes(2600)
+    for pairs, payload in messages(data, 1000):
+        rx.handle(TOPIC, pairs, payload)
+    resend = messages(data, 1000, attempt="a2")
+    for part in (resend[1], resend[-1]):  # a chunk, the manifest
+        acks = [r.ack for r in rx.handle(TOPIC, *part)]
+        assert [(a.status, a.existed, a.attempt) for a in acks] == [(wire.OK, True, "a2")]
+    assert rx.counters["parts_of_landed_files"] == 2
+    assert not list((tmp_path / "staging" / "files").iterdir())
+    assert rx.counters["files_landed"] == 1 and not rx.counters["files_existing"]
+
+
+def test_a_resent_chunk_that_differs_from_the_landed_bytes_takes_the_full_path(
+        tmp_path: Path) -> None:
+    """The landed manifest alone is not enough: a chunk whose bytes differ from the landed
+    file's (the lake's copy was damaged, or the device sends other bytes under the same
+    sha256) is staged, and the manifest then finds the conflict."""
+    rx = receiver(tmp_path)
+    data = parquet_bytes(2600)
+    for pairs, payload in messages(data, 1000):
+        rx.handle(TOPIC, pairs, payload)
+    landed = tmp_path / "lake" / record(data).relpath
+    landed.write_bytes(b"Z" * 1000 + data[1000:])  # same size, first chunk damaged
+    acks = [r.ack for pairs, payload in messages(data, 1000, attempt="a2")
+            for r in rx.handle(TOPIC, pairs, payload)]
+    assert acks[0].status == wire.OK  # chunk 1 matches the landed bytes
+    assert acks[-1].status == wire.REJECTED and "other bytes" in acks[-1].reason
+    assert rx.counters["rejected.conflict"] == 1
