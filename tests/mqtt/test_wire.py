@@ -441,3 +441,38 @@ def test_a_resent_chunk_that_differs_from_the_landed_bytes_takes_the_full_path(
     assert acks[0].status == wire.OK  # chunk 1 matches the landed bytes
     assert acks[-1].status == wire.REJECTED and "other bytes" in acks[-1].reason
     assert rx.counters["rejected.conflict"] == 1
+
+
+@pytest.mark.parametrize("where", ["staging", "lake-manifest"])
+def test_a_full_disk_at_the_collector_asks_for_a_resend_and_never_leaves_half_a_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """ENOSPC while staging a chunk, or after the file landed but before its manifest:
+    the answer is "retry", the lake never holds a manifest without its whole file, and
+    the resend (space freed) lands the file with its manifest."""
+    import errno
+    import os
+
+    from edge_agent.lake import staging as staging_module
+
+    def no_space(*_: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    rx = receiver(tmp_path)
+    data = parquet_bytes(2600)
+    rec = record(data)
+    with monkeypatch.context() as patch:
+        if where == "staging":
+            patch.setattr(staging_module, "_pwrite", no_space)
+        else:
+            patch.setattr(Lake, "write_manifest", lambda self, h, payload: no_space())
+        acks = [r.ack for pairs, payload in messages(data, 1000)
+                for r in rx.handle(TOPIC, pairs, payload)]
+    assert acks and {a.status for a in acks} == {wire.RETRY}
+    assert "No space left" in acks[0].reason
+    assert not (tmp_path / "lake" / rec.manifest_relpath).exists()
+    assert rx.counters["rejected.storage_error"] >= 1
+    again = [r.ack for pairs, payload in messages(data, 1000, attempt="a2")
+             for r in rx.handle(TOPIC, pairs, payload)]
+    assert again and {a.status for a in again} == {wire.OK}
+    assert (tmp_path / "lake" / rec.relpath).read_bytes() == data
+    assert (tmp_path / "lake" / rec.manifest_relpath).read_bytes() == manifest_of(rec)
