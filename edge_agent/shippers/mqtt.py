@@ -27,7 +27,6 @@ from typing import BinaryIO, Protocol
 
 from edge_agent.config import SinkConfig
 from edge_agent.errors import CorruptFileError, EdgeAgentError, TerminalError, TransientError
-from edge_agent.fsutil import sha256_file
 from edge_agent.log import get_logger
 from edge_agent.shippers.base import Outcome, Outgoing, Receipt
 from edge_agent.shippers.mqtt_link import Link
@@ -193,7 +192,10 @@ class MqttShipper:
 
     def _send_chunks(self, link: Link, local: Path, topic: str, header: FileHeader) -> Ack | None:
         """Publish every chunk; returns early with an ack that settles the file already
-        (a negative one for this attempt, or "ok" from an earlier attempt)."""
+        (a negative one for this attempt, or "ok" from an earlier attempt). The bytes
+        sent are checked against the record's sha256 on the way (one read of the file):
+        a CorruptFileError before the manifest, so the collector never lands them."""
+        whole = hashlib.sha256()
         with open(local, "rb") as raw:
             reader = self._reader(raw)
             for index in range(header.count):
@@ -205,12 +207,19 @@ class MqttShipper:
                 early = link.answer(header)
                 if early is not None:
                     return early
+                whole.update(data)
                 link.publish(
                     topic,
                     data,
                     header_properties(header, CHUNK, _sha(data), index),
                     self.cfg.max_inflight,
                 )
+            grew = bool(raw.read(1))
+        if grew or whole.hexdigest() != header.sha256:
+            raise CorruptFileError(
+                f"spooled file {header.file_id} is corrupt: the bytes sent do not match its "
+                f"record ({header.size} bytes sha256 {header.sha256})"
+            )
         return None
 
     def _reader(self, raw: BinaryIO) -> _Reader:
@@ -269,16 +278,17 @@ def _settle(ack: Ack, header: FileHeader) -> Ack:
 
 
 def _checked_manifest(local: Path, manifest: Path, rec: FileRecord) -> bytes:
-    """The manifest's bytes, once the spooled file is known to match its record."""
+    """The manifest's bytes, once the spooled file has its record's size (its sha256 is
+    checked as it is sent: ``_send_chunks``)."""
     try:
-        size, sha = sha256_file(local)
+        size = local.stat().st_size
         manifest_data = manifest.read_bytes()
     except FileNotFoundError as exc:
         raise CorruptFileError(f"spooled file {rec.id} is missing: {exc}") from exc
-    if (size, sha) != (rec.bytes, rec.sha256):
+    if size != rec.bytes:
         raise CorruptFileError(
-            f"spooled file {rec.id} is corrupt: {size} bytes sha256 {sha}, expected "
-            f"{rec.bytes} bytes sha256 {rec.sha256}"
+            f"spooled file {rec.id} is corrupt: {size} bytes, expected {rec.bytes} bytes "
+            f"sha256 {rec.sha256}"
         )
     return manifest_data
 
