@@ -91,25 +91,25 @@ class Staging:
     def put_chunk(self, h: FileHeader, index: int, data: bytes) -> bool:
         """Stage one chunk at its place in the file (caller holds the lock). False when
         it was already there."""
-        if self._present(h, index):
-            return False
-        self._make_room(h, len(data))
-        self._ensure(h)
         entry = self.entry(h)
-        _pwrite(entry / DATA, data, index * h.chunk_bytes)
-        _pwrite(entry / PRESENT, b"\1", index)  # after the bytes: see the docstring
+        try:  # an entry's marks exist once it has a chunk: no other lookup per chunk
+            marks = os.open(entry / PRESENT, os.O_RDWR)
+        except FileNotFoundError:
+            marks = -1
+        try:
+            if marks >= 0 and os.pread(marks, 1, index) == b"\1":
+                return False
+            self._make_room(h, len(data))
+            if marks < 0:
+                self._ensure(h)
+                marks = os.open(entry / PRESENT, os.O_RDWR | os.O_CREAT, 0o640)
+            _pwrite(entry / DATA, data, index * h.chunk_bytes)
+            os.pwrite(marks, b"\1", index)  # after the bytes: see the docstring
+        finally:
+            if marks >= 0:
+                os.close(marks)
         self.used += len(data) + 1
         return True
-
-    def _present(self, h: FileHeader, index: int) -> bool:
-        try:
-            fd = os.open(self.entry(h) / PRESENT, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            return os.pread(fd, 1, index) == b"\1"
-        finally:
-            os.close(fd)
 
     def put_manifest(self, h: FileHeader, data: bytes) -> None:
         """Stage the manifest (caller holds the lock); it counts against the quota too."""

@@ -476,3 +476,28 @@ def test_a_full_disk_at_the_collector_asks_for_a_resend_and_never_leaves_half_a_
     assert again and {a.status for a in again} == {wire.OK}
     assert (tmp_path / "lake" / rec.relpath).read_bytes() == data
     assert (tmp_path / "lake" / rec.manifest_relpath).read_bytes() == manifest_of(rec)
+
+
+def test_the_faster_property_lookups_answer_as_paho_does() -> None:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from edge_agent.shippers import mqtt_conn
+
+    mqtt_conn.speed_up_properties()
+    mqtt_conn.speed_up_properties()  # idempotent: paho's own stay recorded once
+    paho_ident, paho_name = mqtt_conn.PAHO_LOOKUPS
+    props = Properties(PacketTypes.PUBLISH)
+    for name, ident in props.names.items():
+        for asked in (name.replace(" ", ""), name):
+            assert props.getIdentFromName(asked) == paho_ident(props, asked)
+        assert props.getNameFromIdent(ident) == paho_name(props, ident)
+    assert props.getIdentFromName("NoSuchProperty") == paho_ident(props, "NoSuchProperty")
+    assert props.getNameFromIdent(999) == paho_name(props, 999)
+    # A round trip of a chunk's properties through paho's packing and unpacking.
+    h = header_of(record(b"x" * 10), 4)
+    pairs = wire.header_properties(h, wire.CHUNK, "0" * 64, 2)
+    packed = mqtt_conn.publish_properties(pairs).pack()
+    back = Properties(PacketTypes.PUBLISH)
+    back.unpack(packed + b"payload bytes")
+    assert back.UserProperty == pairs
