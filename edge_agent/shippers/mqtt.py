@@ -76,6 +76,8 @@ class MqttShipper:
         collector's work on the earlier ones."""
         window: deque[_Sent] = deque()
         limit = self.cfg.max_files_in_flight
+        if self.link is not None:
+            self.link.begin_round()
         try:
             for item in files:
                 device = device_of_file_id(item.rec.id)
@@ -182,11 +184,14 @@ class MqttShipper:
         topic = batch_topic(self.cfg.topic_prefix, header.device)
         self._check_packet_size(link, topic, header)
         link.expect(header.file_id)
-        early = self._send_chunks(link, item.local, topic, header)
-        if early is None:
-            link.publish(
-                topic, manifest_data, header_properties(header, MANIFEST, _sha(manifest_data)), 1
-            )
+        try:
+            early = self._send_chunks(link, item.local, topic, header)
+            if early is None:
+                pairs = header_properties(header, MANIFEST, _sha(manifest_data))
+                link.publish(topic, manifest_data, pairs, 1)
+        except BaseException:
+            link.forget(header.file_id)
+            raise
         deadline = time.monotonic() + self.cfg.ack_timeout
         return _Sent(item, header, link, topic, deadline, early)
 

@@ -49,7 +49,8 @@ class Link:
         self.max_packet: int | None = None
         self.subacks: dict[int, list[ReasonCode]] = {}
         self.pubacks: dict[int, ReasonCode] = {}
-        self.outstanding: list[int] = []
+        self.outstanding: set[int] = set()  # message ids awaiting their PUBACK
+        self.stale: set[int] = set()  # ones an earlier round left awaiting theirs
         self.no_subscribers = False
         self.acks: dict[str, list[Ack]] = {}  # file id -> its acks, for the files in flight
         self.client = new_client(broker, client_id)
@@ -105,7 +106,7 @@ class Link:
                 "will retry"
             )
         with self.cond:
-            self.outstanding.append(info.mid)
+            self.outstanding.add(info.mid)
 
     def drain(self) -> None:
         """Wait until the broker acknowledged (PUBACK) every message published so far."""
@@ -113,11 +114,11 @@ class Link:
 
     def _in_flight(self) -> int:
         """Messages without PUBACK; records failures the PUBACKs report (under cond)."""
-        waiting = []
+        waiting = set()
         for mid in self.outstanding:
             reason = self.pubacks.pop(mid, None)
             if reason is None:
-                waiting.append(mid)
+                waiting.add(mid)
             elif reason.value == NO_MATCHING_SUBSCRIBERS:
                 self.no_subscribers = True
             elif reason.is_failure and self.failure is None:
@@ -136,12 +137,20 @@ class Link:
         return TransientError(f"{refused}: will retry")
 
     # -- the collector's acks ----------------------------------------------------
+    def begin_round(self) -> None:
+        """A new round of files: what the last one left (messages still without PUBACK,
+        a "no matching subscribers", acks of files no longer awaited) is forgotten."""
+        with self.cond:
+            self.stale = (self.stale | self.outstanding) if len(self.stale) < 1024 else set()
+            self.outstanding.clear()
+            self.pubacks.clear()
+            self.acks.clear()
+            self.no_subscribers = False
+
     def expect(self, file_id: str) -> None:
         """Start collecting acks for a file (those of an earlier attempt are dropped)."""
         with self.cond:
             self.acks[file_id] = []
-            if len(self.acks) == 1:
-                self.no_subscribers = False
 
     def forget(self, file_id: str) -> None:
         """The file is settled: acks for it are no longer kept."""
@@ -222,6 +231,9 @@ class Link:
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any
     ) -> None:
         with self.cond:
+            if mid in self.stale:  # of a message an earlier round left behind
+                self.stale.discard(mid)
+                return
             self.pubacks[mid] = reason
             self.cond.notify_all()
 

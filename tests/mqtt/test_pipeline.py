@@ -156,3 +156,49 @@ def test_the_real_collector_lands_every_file_once_whatever_the_window(
     for f in files:
         assert (tmp_path / "c" / "lake" / f.rec.relpath).read_bytes() == f.local.read_bytes()
     assert col.counters["files_landed"] == 6 and col.counters["parts_of_landed_files"] >= 6
+
+
+@pytest.mark.slow
+def test_collector_killed_with_several_files_in_flight_loses_and_duplicates_nothing(
+        tmp_path: Path, mosquitto: Mosquitto, mqtt_prefix: str) -> None:
+    """kill -9 of the collector while files are in flight (some landed and unacked, one
+    half staged): the round ends with an error for the first unsettled file and no
+    later one is reported shipped; the next round, with a new collector, settles every
+    file, and the lake holds each once, whole, with its manifest."""
+    from tests.mqtt.support import CollectorProcess, collector_section, staged_chunks
+
+    section = collector_section(tmp_path / "c", mosquitto, mqtt_prefix)
+    collector = CollectorProcess(tmp_path / "c", section).start()
+    files = outgoing(tmp_path, 8)
+    shipper = MqttShipper(SinkConfig(kind="mqtt", host="127.0.0.1", port=mosquitto.port,
+                                     topic_prefix=mqtt_prefix, chunk_bytes=512,
+                                     max_bandwidth=24 * 1024, ack_timeout=5.0,
+                                     max_files_in_flight=4))
+    lake = tmp_path / "c" / "lake"
+    first: list[tuple[Outgoing, object]] = []
+    sender = threading.Thread(target=lambda: first.extend(ship_all(shipper, files)))
+    sender.start()
+    wait_until(lambda: len(list(lake.rglob("*.parquet"))) >= 2
+               and staged_chunks(tmp_path / "c" / "staging" / "files") >= 2,
+               "files landed and one half staged", timeout=120)
+    collector.kill()
+    sender.join(timeout=120)
+    shipped = [item for item, outcome in first if isinstance(outcome, Receipt)]
+    assert first and not isinstance(first[-1][1], Receipt)  # the round ended on an error
+    assert shipped == files[: len(shipped)]  # in order: nothing after the failed one
+    assert len(shipped) < len(files)
+
+    collector = CollectorProcess(tmp_path / "c", section, name="collector-2").start()
+    rest = files[len(shipped):]
+    try:
+        second = list(ship_all(shipper, rest))
+    finally:
+        shipper.close()
+        assert collector.terminate() == 0
+    assert [o if not isinstance(o, Receipt) else Receipt for _, o in second] == (
+        [Receipt] * len(rest))
+    for f in files:
+        assert (lake / f.rec.relpath).read_bytes() == f.local.read_bytes()
+        assert (lake / f.rec.manifest_relpath).read_bytes() == f.manifest.read_bytes()
+    assert len(list(lake.rglob("*.parquet"))) == len(files)
+    assert not list(lake.rglob("*.tmp")) and not list(lake.rglob(".*"))
