@@ -2,7 +2,8 @@
 
 N sealed bronze files (real Parquet of the bronze schema, 1000 rows whose payload
 column is random, incompressible bytes) with a matching FileRecord and manifest
-(the collector checks the file's footer against it), shipped one after the other:
+(the collector checks the file's footer against it), shipped as the daemon ships
+them (``ship_all``: the MQTT sink keeps ``max_files_in_flight`` files in flight):
 
 (a) MQTT, to a real Mosquitto on 127.0.0.1 (tests/servers.py): ``MqttShipper.put()``
     with a real collector process (``edge-agent collect``) writing into a lake
@@ -116,6 +117,7 @@ def _wait(cond: Any, what: str, timeout: float = 30) -> None:
 def _mqtt_agent(broker: Any, work: Path, files: list[tuple[Path, Path, Any]],
                 warm: tuple[Path, Path, Any], run_no: int) -> float:
     from edge_agent.config import SinkConfig
+    from edge_agent.shippers.base import Outgoing, Receipt, ship_all
     from edge_agent.shippers.mqtt import MqttShipper
 
     prefix = f"{PREFIX}{run_no}a"
@@ -139,8 +141,11 @@ def _mqtt_agent(broker: Any, work: Path, files: list[tuple[Path, Path, Any]],
                                          topic_prefix=prefix, ack_timeout=60.0))
         shipper.put(*warm)
         t0 = time.perf_counter()
-        for local, manifest, rec in files:
-            shipper.put(local, manifest, rec)
+        # As the daemon's shipping stage drives it (runtime/shipping.py): several files
+        # in flight, each outcome in order.
+        for item, outcome in ship_all(shipper, [Outgoing(*f) for f in files]):
+            if not isinstance(outcome, Receipt):
+                raise RuntimeError(f"shipping {item.rec.id} failed: {outcome}")
         wall = time.perf_counter() - t0
         for _, _, rec in files:  # the collector wrote every file, whole
             got = coll / "lake" / rec.relpath
@@ -188,6 +193,87 @@ def _mqtt_raw(broker: Any, work: Path, files: list[tuple[Path, Path, Any]],
             client.disconnect()
             client.loop_stop()
         stop(sub, timeout=10)
+
+
+def _mqtt_floor(broker: Any, work: Path, files: list[tuple[Path, Path, Any]],
+                chunk: int, inflight: int, run_no: int) -> float:
+    """The durable floor: raw paho publishes every file's chunks and manifest (the
+    collector's headers, QoS 1, the same window) to scenario 12's floor subscriber
+    (bench/s12_floor.py: each file written with fsync of file, manifest and directory,
+    then acked) and waits for every file's ack."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+    from paho.mqtt.subscribeoptions import SubscribeOptions
+
+    from edge_agent.shippers.mqtt_conn import publish_properties
+    from edge_agent.shippers.mqtt_wire import (
+        CHUNK,
+        MANIFEST,
+        OK,
+        Ack,
+        FileHeader,
+        ack_topic,
+        batch_topic,
+        header_properties,
+    )
+
+    prefix = f"{PREFIX}{run_no}f"
+    where = work / f"floor-{run_no}"
+    where.mkdir()
+    ready = where / "floor.ready"
+    floor = subprocess.Popen([sys.executable, "-m", "bench.s12_floor", str(broker.port), prefix,
+                              str(where / "lake"), str(ready)], cwd=ROOT, env=env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    acked: set[str] = set()
+    done = threading.Event()
+    subscribed = threading.Event()
+
+    def on_ack(_c: Any, _u: Any, message: Any) -> None:
+        ack = Ack.from_json(message.payload)
+        if ack.status == OK:
+            acked.add(ack.file_id)
+        if len(acked) == len(files):
+            done.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion.MQTTv5)
+    client.max_inflight_messages_set(inflight)
+    client.on_message = on_ack
+    client.on_subscribe = lambda *_: subscribed.set()
+    topic = batch_topic(prefix, DEVICE)
+    try:
+        _wait(lambda: ready.exists() or floor.poll() is not None, "the floor subscriber")
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        client.subscribe(ack_topic(prefix, DEVICE), options=SubscribeOptions(qos=1))
+        if not subscribed.wait(30):
+            raise RuntimeError("floor publisher: no SUBACK within 30 s")
+        t0 = time.perf_counter()
+        for local, manifest, rec in files:
+            h = FileHeader(DEVICE, rec.id, rec.relpath, rec.bytes, rec.sha256, chunk,
+                           f"r{run_no}")
+            data = local.read_bytes()
+            for i in range(h.count):
+                props = publish_properties(header_properties(h, CHUNK, rec.sha256, i))
+                client.publish(topic, data[i * chunk:(i + 1) * chunk], qos=1,
+                               properties=props)
+            props = publish_properties(header_properties(h, MANIFEST, rec.sha256))
+            client.publish(topic, manifest.read_bytes(), qos=1, properties=props)
+        if not done.wait(120):
+            raise RuntimeError(f"floor: {len(acked)} of {len(files)} acks within 120 s")
+        wall = time.perf_counter() - t0
+        for _, _, rec in files:  # the floor wrote every file, whole
+            got = where / "lake" / rec.relpath
+            if hashlib.sha256(got.read_bytes()).hexdigest() != rec.sha256:
+                raise RuntimeError(f"the floor wrote a different {rec.relpath}")
+        return wall
+    finally:
+        with contextlib.suppress(Exception):
+            client.disconnect()
+            client.loop_stop()
+        stop(floor, timeout=10)
+        shutil.rmtree(where, ignore_errors=True)
 
 
 # -- S3 -------------------------------------------------------------------------------
@@ -255,14 +341,18 @@ def run(session: Session) -> dict[str, Any]:
     try:
         mq_agent: list[float] = []
         mq_raw: list[float] = []
+        mq_floor: list[float] = []
         for run_no in range(mode.runs):
             steps = [lambda r=run_no: mq_agent.append(_mqtt_agent(broker, work, files, warm, r)),
+                     lambda r=run_no: mq_floor.append(_mqtt_floor(
+                         broker, work, files, defaults.chunk_bytes, defaults.max_inflight, r)),
                      lambda r=run_no: mq_raw.append(_mqtt_raw(
                          broker, work, files, defaults.chunk_bytes, defaults.max_inflight, r))]
             for step in steps if run_no % 2 == 0 else steps[::-1]:
                 step()
             log(f"transports: mqtt run {run_no + 1}/{mode.runs} done")
         out["mqtt"] = _rates(mq_agent, mq_raw, total)
+        out["mqtt_durable"] = _rates(mq_agent, mq_floor, total)
 
         client = moto.client()
         s3_agent: list[float] = []

@@ -112,6 +112,7 @@ class SinkConfig:
     topic_prefix: str = "edge"
     chunk_bytes: int = 120 * 1024  # under AWS IoT Core's 128 KB message limit
     max_inflight: int = 16
+    max_files_in_flight: int = 4  # files sent and awaiting the collector's ack
     ack_timeout: float = 30.0
 
     @property
@@ -273,12 +274,19 @@ def _sink(data: object, errors: list[ConfigError]) -> SinkConfig:
         max_inflight=s.get(
             "max_inflight", d.max_inflight, _int(1, 65535), "use an integer from 1 to 65535"
         ),
+        max_files_in_flight=s.get(
+            "max_files_in_flight",
+            d.max_files_in_flight,
+            _int(1, 64),
+            "use an integer from 1 to 64",
+        ),
         ack_timeout=s.get("ack_timeout", d.ack_timeout, _positive_duration, DURATION_FIX),
         **mq.broker_keys(s, d),
     )
     s.finish(
         "kind, path, create, retry_min, retry_max, max_bandwidth, bucket, prefix, region, "
-        "endpoint_url, addressing_style, chunk_bytes, max_inflight, ack_timeout, " + mq.BROKER_KEYS
+        "endpoint_url, addressing_style, chunk_bytes, max_inflight, max_files_in_flight, "
+        "ack_timeout, " + mq.BROKER_KEYS
     )
     _check_sink(cfg, errors)
     return cfg

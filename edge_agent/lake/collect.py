@@ -92,6 +92,7 @@ class Collector:
                 self.step()
         finally:
             self.close()
+            self.staging.close()
             log.info("collector.stopped", **self.counters)
 
     def step(self, timeout: float = 0.2) -> None:

@@ -1,24 +1,27 @@
 """Writing a staged file into the lake: the same layout and the same atomic,
 idempotent rules as the ``dir`` sink (shippers/dir.py).
 
-``<lake>/<relpath>`` is written tmp -> fsync -> rename -> fsync(dir) from the
-staged chunks, streamed (one chunk in memory at a time) and verified against
-the header's size and sha256 before it becomes visible; the manifest goes
-beside it last, so its presence means the file beside it is whole. (The receiver
-checks the staged file's Parquet footer against its manifest before it is
-assembled: lake/content.py.) What has
-landed is never replaced: the same bytes again are an idempotent success, other
-bytes (or another manifest) for the same file are refused.
+The staged file (assembled in place as its chunks arrived: lake/staging.py) is
+verified against the header's size and sha256, fsynced, and renamed to
+``<lake>/<relpath>`` (then the directory is fsynced); when staging and lake are on
+different file systems it is copied instead, tmp -> fsync -> rename -> fsync(dir),
+verified on the way. Either way nothing is visible in the lake before it is whole
+and durable. The manifest goes beside it last, so its presence means the file
+beside it is whole. (The receiver checks the staged file's Parquet footer against
+its manifest before it lands: lake/content.py.) What has landed is never
+replaced: the same bytes again are an idempotent success, other bytes (or another
+manifest) for the same file are refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 from pathlib import Path
 
 from edge_agent.bronze.layout import manifest_relpath_of
-from edge_agent.fsutil import TMP_SUFFIX, ensure_dir, publish, sha256_file, write_atomic
+from edge_agent.fsutil import TMP_SUFFIX, publish, sha256_file, write_atomic
 from edge_agent.shippers.mqtt_wire import FileHeader
 
 
@@ -53,21 +56,32 @@ class Lake:
                 return f"file {h.file_id} already landed with another manifest"
         return None
 
-    def assemble(self, h: FileHeader, chunks: list[Path]) -> None:
-        """Concatenate the chunks into the file's place, atomically and verified."""
+    def holds(self, h: FileHeader, offset: int, data: bytes) -> bool:
+        """The landed file has exactly ``data`` at ``offset`` (FileNotFoundError when
+        nothing landed)."""
+        with open(self.path(h), "rb") as f:
+            f.seek(offset)
+            return f.read(len(data)) == data
+
+    def assemble(self, h: FileHeader, staged: Path) -> None:
+        """Move the staged file into its place, verified, atomically and durably."""
+        wrong = staged_mismatch(h, staged)
+        if wrong is not None:
+            raise AssemblyMismatch(wrong)
         dest = self.path(h)
-        ensure_dir(dest.parent)
+        try:
+            publish(staged, dest)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            self._copy(h, staged, dest)  # staging on another file system
+
+    def _copy(self, h: FileHeader, staged: Path, dest: Path) -> None:
         # One name per file: a crashed earlier try is overwritten, not left behind.
         tmp = dest.with_name(f".{dest.name}.{h.staging_key[:12]}{TMP_SUFFIX}")
-        digest, size = hashlib.sha256(), 0
         try:
-            with open(tmp, "wb") as out:
-                for chunk in chunks:
-                    data = chunk.read_bytes()
-                    digest.update(data)
-                    out.write(data)
-                    size += len(data)
-            wrong = mismatch(h, size, digest.hexdigest())
+            size, sha = _copy_hashing(staged, tmp)
+            wrong = mismatch(h, size, sha)
             if wrong is not None:
                 raise AssemblyMismatch(wrong)
             publish(tmp, dest)
@@ -84,15 +98,20 @@ class Lake:
         write_atomic(path, data)
 
 
-def staged_mismatch(h: FileHeader, chunks: list[Path]) -> str | None:
-    """Why the staged chunks do not add up to the header's size and sha256, or None
-    (streamed, one chunk in memory at a time)."""
+def staged_mismatch(h: FileHeader, staged: Path) -> str | None:
+    """Why the staged file does not match the header's size and sha256, or None."""
+    size, sha = sha256_file(staged)
+    return mismatch(h, size, sha)
+
+
+def _copy_hashing(src: Path, dest: Path) -> tuple[int, str]:
     digest, size = hashlib.sha256(), 0
-    for chunk in chunks:
-        data = chunk.read_bytes()
-        digest.update(data)
-        size += len(data)
-    return mismatch(h, size, digest.hexdigest())
+    with open(src, "rb") as inp, open(dest, "wb") as out:
+        for data in iter(lambda: inp.read(1024 * 1024), b""):
+            digest.update(data)
+            out.write(data)
+            size += len(data)
+    return size, digest.hexdigest()
 
 
 def mismatch(h: FileHeader, size: int, sha256: str) -> str | None:

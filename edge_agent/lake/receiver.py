@@ -84,6 +84,9 @@ class Receiver:
     def _accept(self, part: Part, payload: bytes) -> list[Reply]:
         h = part.header
         with self.staging.lock(h):
+            if self._landed_already(part, payload):
+                self.counters["parts_of_landed_files"] += 1
+                return [self._reply(Ack(h.file_id, h.sha256, OK, h.attempt, True, path=h.relpath))]
             if part.kind == CHUNK:
                 fresh = self.staging.put_chunk(h, part.index, payload)
                 self.counters["chunks" if fresh else "chunks_already_staged"] += 1
@@ -94,6 +97,29 @@ class Receiver:
                 self.counters["manifests"] += 1
             ack = self._land(h, manifest_arrived=part.kind != CHUNK)
         return [self._reply(ack)] if ack is not None else []
+
+    def _landed_already(self, part: Part, payload: bytes) -> bool:
+        """A resent part of a file that landed already, judged by the landed manifest
+        (its presence means the file beside it is whole): a chunk whose header names
+        the same file, size and sha256 and whose bytes are the landed file's at that
+        place, or the same manifest again with nothing staged for the file. Then the
+        answer is "ok" at once, so the agent stops sending the file (it was resent
+        because its ack came late or was lost); anything else takes the full path,
+        where a conflict is found and refused."""
+        h = part.header
+        try:
+            landed = self.lake.manifest_path(h).read_bytes()
+            if part.kind == CHUNK:
+                return _describes(landed, h) and self.lake.holds(
+                    h, part.index * h.chunk_bytes, payload
+                )
+            return (
+                landed == payload
+                and not self.staging.entry(h).exists()
+                and self.lake.path(h).stat().st_size == h.size
+            )
+        except FileNotFoundError:
+            return False
 
     def land_staged(self, h: FileHeader) -> Reply | None:
         """Recovery after a restart: land an entry that is already complete."""
@@ -160,7 +186,7 @@ class Receiver:
     def _assemble(self, h: FileHeader) -> Ack | None:
         """Under the entry's lock: the staged chunks into the lake, or a refusal."""
         try:
-            self.lake.assemble(h, self.staging.chunk_paths(h))
+            self.lake.assemble(h, self.staging.data(h))
         except AssemblyMismatch as exc:
             return self._corrupt_staging(h, str(exc))
         return None
@@ -178,13 +204,11 @@ class Receiver:
         answer is a refusal. A file that fails because a staged chunk was damaged at
         rest (the chunks no longer match the header's sha256) is asked for again."""
         manifest = json.loads(self.staging.manifest(h))  # manifest_problem() passed
-        chunks = self.staging.chunk_paths(h)
-        parts = [(path, h.chunk_length(i)) for i, path in enumerate(chunks)]
-        with ChunkFile(parts) as staged:
+        with ChunkFile([(self.staging.data(h), h.size)]) as staged:
             problem = parquet_problem(staged, manifest["rows"], manifest["schema_fingerprint"])
         if problem is None:
             return None
-        damaged = staged_mismatch(h, chunks)
+        damaged = staged_mismatch(h, self.staging.data(h))
         if damaged is not None:
             return self._corrupt_staging(h, damaged)
         self.staging.discard(h)
@@ -246,6 +270,21 @@ def manifest_problem(h: FileHeader, data: bytes) -> str | None:
     if not isinstance(fingerprint, str) or not fingerprint:
         return "has no schema_fingerprint (a non-empty string)"
     return None
+
+
+def _describes(manifest: bytes, h: FileHeader) -> bool:
+    """The landed manifest names the file, size and sha256 of these headers."""
+    try:
+        found = json.loads(manifest)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(found, dict):
+        return False
+    return (found.get("id"), found.get("bytes"), found.get("sha256")) == (
+        h.file_id,
+        h.size,
+        h.sha256,
+    )
 
 
 def _ack(to: AckTo, status: str, reason: str) -> Ack:

@@ -1,9 +1,10 @@
-"""The collector's staging area: chunks of files still arriving, on disk, bounded.
+"""The collector's staging area: files still arriving, on disk, bounded.
 
 Layout under ``staging_dir``::
 
     files/<key>/header.json        the file's header (FileHeader fields)
-    files/<key>/<index>.chunk      chunk bytes, index zero-padded to 8 digits
+    files/<key>/data               the file itself, each chunk written at its offset
+    files/<key>/present            one byte per chunk: 1 once that chunk is in ``data``
     files/<key>/manifest.json      the manifest, once it arrived
     locks/<n>.lock                 64 lock stripes (flock); <key> -> one stripe
 
@@ -11,10 +12,15 @@ Layout under ``staging_dir``::
 same entry whatever the attempt, so a resend after a restart finds the chunks
 already there (resume). Every change to an entry happens under its stripe's
 flock, so several collectors of one share group may share this directory (they
-must: the broker spreads the chunks of one file over the group). Chunk files
-are written tmp -> rename but not fsynced: the whole file's sha256 is checked
-when it is assembled, and a damaged entry is discarded and asked for again.
+must: the broker spreads the chunks of one file over the group). Chunks are
+written in place (the file is assembled as it arrives, never copied) and not
+fsynced: the whole file's sha256 is checked before it lands, and a damaged entry
+is discarded and asked for again. A chunk is marked present only after its bytes
+are written, so a crash between the two leaves it missing, never half there.
 Memory never holds more than one chunk.
+
+Entries of the older layout (one ``<index>.chunk`` file per chunk) never count as
+complete; they expire after ``staging_ttl`` and the agent's resend lands the file.
 """
 
 from __future__ import annotations
@@ -35,8 +41,7 @@ from edge_agent.fsutil import TMP_SUFFIX
 from edge_agent.shippers.mqtt_wire import FileHeader
 
 STRIPES = 64
-HEADER, MANIFEST = "header.json", "manifest.json"
-CHUNK_SUFFIX = ".chunk"
+HEADER, MANIFEST, DATA, PRESENT = "header.json", "manifest.json", "data", "present"
 EVICT_IDLE = 60.0  # seconds: a manifest-only entry this idle may go when staging is full
 
 
@@ -57,6 +62,7 @@ class Staging:
         self.files.mkdir(parents=True, exist_ok=True)
         self.locks.mkdir(parents=True, exist_ok=True)
         self.used = 0
+        self._lock_fds: dict[int, int] = {}
         self.rescan()
 
     # -- entries ----------------------------------------------------------------
@@ -66,23 +72,43 @@ class Staging:
     @contextlib.contextmanager
     def lock(self, h: FileHeader) -> Iterator[None]:
         stripe = zlib.crc32(h.staging_key.encode()) % STRIPES
-        with open(self.locks / f"{stripe:02d}.lock", "a+b") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        fd = self._lock_fds.get(stripe)
+        if fd is None:  # opened once, kept: one open() per message was a hot spot
+            fd = self._lock_fds[stripe] = os.open(
+                self.locks / f"{stripe:02d}.lock", os.O_RDWR | os.O_CREAT, 0o640
+            )
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        for fd in self._lock_fds.values():
+            os.close(fd)
+        self._lock_fds.clear()
 
     def put_chunk(self, h: FileHeader, index: int, data: bytes) -> bool:
-        """Stage one chunk (caller holds the lock). False when it was already there."""
-        path = self._chunk(h, index)
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_size == len(data):
+        """Stage one chunk at its place in the file (caller holds the lock). False when
+        it was already there."""
+        entry = self.entry(h)
+        try:  # an entry's marks exist once it has a chunk: no other lookup per chunk
+            marks = os.open(entry / PRESENT, os.O_RDWR)
+        except FileNotFoundError:
+            marks = -1
+        try:
+            if marks >= 0 and os.pread(marks, 1, index) == b"\1":
                 return False
-        self._make_room(h, len(data))
-        self._ensure(h)
-        _write(path, data)
-        self.used += len(data)
+            self._make_room(h, len(data))
+            if marks < 0:
+                self._ensure(h)
+                marks = os.open(entry / PRESENT, os.O_RDWR | os.O_CREAT, 0o640)
+            _pwrite(entry / DATA, data, index * h.chunk_bytes)
+            os.pwrite(marks, b"\1", index)  # after the bytes: see the docstring
+        finally:
+            if marks >= 0:
+                os.close(marks)
+        self.used += len(data) + 1
         return True
 
     def put_manifest(self, h: FileHeader, data: bytes) -> None:
@@ -116,7 +142,7 @@ class Staging:
         found = []
         for entry in self.files.iterdir():
             with contextlib.suppress(FileNotFoundError):
-                if entry == skip or any(entry.glob(f"*{CHUNK_SUFFIX}")):
+                if entry == skip or (entry / PRESENT).exists():
                     continue
                 idle = now - entry.stat().st_mtime
                 if idle >= min(self.ttl, EVICT_IDLE):
@@ -130,25 +156,21 @@ class Staging:
         return (self.entry(h) / MANIFEST).read_bytes()
 
     def complete(self, h: FileHeader) -> bool:
-        """Every chunk there with its exact length, and the manifest."""
+        """Every chunk there (marked present), and the manifest."""
         if not self.has_manifest(h):
             return False
-        for index in range(h.count):
-            try:
-                if self._chunk(h, index).stat().st_size != h.chunk_length(index):
-                    return False
-            except FileNotFoundError:
-                return False
-        return True
+        try:
+            marks = (self.entry(h) / PRESENT).read_bytes()
+        except FileNotFoundError:
+            return False
+        return marks[: h.count] == b"\1" * h.count
 
-    def chunk_paths(self, h: FileHeader) -> list[Path]:
-        return [self._chunk(h, i) for i in range(h.count)]
+    def data(self, h: FileHeader) -> Path:
+        """The staged file (whole once complete(); its sha256 is not checked yet)."""
+        return self.entry(h) / DATA
 
     def discard(self, h: FileHeader) -> None:
         self._remove(self.entry(h))
-
-    def _chunk(self, h: FileHeader, index: int) -> Path:
-        return self.entry(h) / f"{index:08d}{CHUNK_SUFFIX}"
 
     def _ensure(self, h: FileHeader) -> None:
         header = self.entry(h) / HEADER
@@ -212,6 +234,17 @@ def _size(entry: Path) -> int:
         with contextlib.suppress(FileNotFoundError):
             total += path.stat().st_size
     return total
+
+
+def _pwrite(path: Path, data: bytes, offset: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
+    try:
+        view = memoryview(data)
+        while view:  # a regular file takes it whole; a short write is not an error
+            done = os.pwrite(fd, view, offset)
+            view, offset = view[done:], offset + done
+    finally:
+        os.close(fd)
 
 
 def _write(path: Path, data: bytes) -> None:

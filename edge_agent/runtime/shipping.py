@@ -1,4 +1,5 @@
-"""Shipping stage: ready files to the sink in order, with capped backoff and jitter.
+"""Shipping stage: ready files to the sink in order, with capped backoff and jitter
+(several in flight when the sink can: shippers/base.py, ``ship_all``).
 
 A local file is deleted only after the sink's put() returned (verified); the
 ledger row moves to ``shipped`` first, so a crash in between only leaves a
@@ -8,12 +9,13 @@ local copy that the next start removes.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from edge_agent.clock import Clock
-from edge_agent.errors import CorruptFileError, TerminalError, TransientError
+from edge_agent.errors import CorruptFileError, EdgeAgentError
 from edge_agent.log import get_logger
-from edge_agent.shippers.base import Shipper
+from edge_agent.shippers.base import Outgoing, Shipper, ship_all
 from edge_agent.spool.outbox import Spool
 from edge_agent.spool.state import READY, SHIPPED, FileRecord, StateDB
 
@@ -73,31 +75,41 @@ class ShipStage:
         result = ShipResult()
         if not force and not self.due(now):
             return result
-        start = self.clock.monotonic()
-        for rec in self.state.files(READY):
-            if self.clock.monotonic() - start > budget:
-                break
-            try:
-                self._check_manifest(rec)
-                self.shipper.put(
-                    self.spool.path(rec.relpath), self.spool.path(rec.manifest_relpath), rec
-                )
-            except CorruptFileError as exc:
-                self.spool.quarantine(rec, str(exc), self.clock.wall_ms())
-                self.state.add_counter("corrupt_files", 1)
-                result.quarantined += 1
-                continue
-            except (TransientError, TerminalError) as exc:
+        files = self._outgoing(self.clock.monotonic() + budget, result)
+        for item, outcome in ship_all(self.shipper, files):
+            if isinstance(outcome, CorruptFileError):
+                self._quarantine(item.rec, outcome, result)
+            elif isinstance(outcome, EdgeAgentError):
                 self.failures += 1
                 self.next_attempt = now + self.backoff()
-                result.error = str(exc)
+                result.error = str(outcome)
                 self.state.set_note(NOTE, result.error, self.clock.wall_ms())
                 return result
-            self.state.set_status(rec.id, SHIPPED, self.clock.wall_ms())
-            self.spool.remove(rec)
-            result.shipped += 1
+            else:
+                self.state.set_status(item.rec.id, SHIPPED, self.clock.wall_ms())
+                self.spool.remove(item.rec)
+                result.shipped += 1
         if self.failures or result.shipped:
             self.state.set_note(NOTE, None, self.clock.wall_ms())
         self.failures = 0
         self.next_attempt = 0.0
         return result
+
+    def _outgoing(self, until: float, result: ShipResult) -> Iterator[Outgoing]:
+        """The ready files in order, each with its manifest checked (a corrupt one is
+        quarantined here); no new file is started after ``until``, the ones in flight
+        finish."""
+        for rec in self.state.files(READY):
+            if self.clock.monotonic() > until:
+                return
+            try:
+                self._check_manifest(rec)
+            except CorruptFileError as exc:
+                self._quarantine(rec, exc, result)
+                continue
+            yield Outgoing(self.spool.path(rec.relpath), self.spool.path(rec.manifest_relpath), rec)
+
+    def _quarantine(self, rec: FileRecord, exc: CorruptFileError, result: ShipResult) -> None:
+        self.spool.quarantine(rec, str(exc), self.clock.wall_ms())
+        self.state.add_counter("corrupt_files", 1)
+        result.quarantined += 1

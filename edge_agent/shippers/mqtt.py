@@ -15,16 +15,20 @@ Imported only when ``sink.kind = "mqtt"`` (paho costs ~20 MiB of memory).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from edge_agent.config import SinkConfig
-from edge_agent.errors import CorruptFileError, TerminalError, TransientError
-from edge_agent.fsutil import sha256_file
+from edge_agent.errors import CorruptFileError, EdgeAgentError, TerminalError, TransientError
 from edge_agent.log import get_logger
-from edge_agent.shippers.base import Receipt
+from edge_agent.shippers.base import Outcome, Outgoing, Receipt
 from edge_agent.shippers.mqtt_link import Link
 from edge_agent.shippers.mqtt_wire import (
     CHUNK,
@@ -58,27 +62,82 @@ class MqttShipper:
         self.device = ""
 
     def put(self, local: Path, manifest: Path, rec: FileRecord) -> Receipt:
-        manifest_data = _checked_manifest(local, manifest, rec)
-        header = FileHeader(
-            device_of_file_id(rec.id),
-            rec.id,
-            rec.relpath,
-            rec.bytes,
-            rec.sha256,
-            self.cfg.chunk_bytes,
-            secrets.token_hex(8),
-        )
-        link = self._link(header.device)
+        with contextlib.closing(self.put_many([Outgoing(local, manifest, rec)])) as outcomes:
+            _, outcome = next(outcomes)
+        if isinstance(outcome, EdgeAgentError):
+            raise outcome
+        return outcome
+
+    def put_many(
+        self, files: Iterable[Outgoing]
+    ) -> Generator[tuple[Outgoing, Outcome], None, None]:
+        """Up to ``max_files_in_flight`` files sent and awaiting their acks; outcomes in
+        the order of the files (shippers/base.py). Sending the next file overlaps the
+        collector's work on the earlier ones."""
+        window: deque[_Sent] = deque()
+        limit = self.cfg.max_files_in_flight
+        if self.link is not None:
+            self.link.begin_round()
         try:
-            ack = self._deliver(link, local, manifest_data, header)
+            for item in files:
+                device = device_of_file_id(item.rec.id)
+
+                def full(device: str = device) -> bool:
+                    return len(window) >= limit or device != self.device
+
+                if (yield from self._settle_front(window, full)):
+                    return
+                try:
+                    window.append(self._start(item))
+                except CorruptFileError as exc:
+                    yield item, exc
+                except (TransientError, TerminalError) as exc:
+                    # The files before it that were answered already are settled; the
+                    # first one that was not gets the error.
+                    if not (yield from self._settle_front(window, lambda: False)):
+                        yield (window.popleft().item if window else item), exc
+                    return
+            yield from self._settle_front(window, lambda: True)
         finally:
-            if not link.healthy:
+            for sent in window:
+                sent.link.forget(sent.header.file_id)
+            if self.link is not None and not self.link.healthy:
                 self._drop_link()
-        return Receipt(
-            f"mqtt://{self.broker.host}:{self.broker.effective_port}/{rec.relpath}",
-            rec.bytes,
-            ack.existed,
-        )
+
+    def _settle_front(
+        self, window: deque[_Sent], wait: Callable[[], bool]
+    ) -> Generator[tuple[Outgoing, Outcome], None, bool]:
+        """Settle the files at the front of the window that are answered, and while
+        ``wait()`` the next one whatever it takes; True when an outcome ended the run."""
+        while window and (wait() or window[0].answered):
+            sent = window.popleft()
+            outcome = self._outcome(sent)
+            yield sent.item, outcome
+            if _stops(outcome):
+                return True
+        return False
+
+    def _outcome(self, sent: _Sent) -> Outcome:
+        """The file's receipt or error, waiting for its ack until its deadline."""
+        h = sent.header
+        try:
+            ack = sent.early or sent.link.wait_answer(
+                h,
+                max(0.0, sent.deadline - time.monotonic()),
+                f"ack from a collector for {h.file_id!r}",
+            )
+            if ack is None:
+                raise TransientError(
+                    f"{self.broker.where} has no subscriber for {sent.topic!r}: start a "
+                    "collector (`edge-agent collect`) with the same topic_prefix; will resend"
+                )
+            _settle(ack, h)
+        except (TransientError, TerminalError) as exc:
+            return exc
+        finally:
+            sent.link.forget(h.file_id)
+        where = f"mqtt://{self.broker.host}:{self.broker.effective_port}/{sent.item.rec.relpath}"
+        return Receipt(where, sent.item.rec.bytes, ack.existed)
 
     def probe(self, device: str) -> None:
         self._link(device)
@@ -108,30 +167,40 @@ class MqttShipper:
             self.link = None
 
     # -- one file ---------------------------------------------------------------
-    def _deliver(self, link: Link, local: Path, manifest_data: bytes, header: FileHeader) -> Ack:
+    def _start(self, item: Outgoing) -> _Sent:
+        """Send one file's chunks and manifest without waiting for its ack."""
+        rec = item.rec
+        manifest_data = _checked_manifest(item.local, item.manifest, rec)
+        header = FileHeader(
+            device_of_file_id(rec.id),
+            rec.id,
+            rec.relpath,
+            rec.bytes,
+            rec.sha256,
+            self.cfg.chunk_bytes,
+            secrets.token_hex(8),
+        )
+        link = self._link(header.device)
         topic = batch_topic(self.cfg.topic_prefix, header.device)
         self._check_packet_size(link, topic, header)
         link.expect(header.file_id)
-        early = self._send_chunks(link, local, topic, header)
-        if early is not None:
-            return _settle(early, header)
-        link.publish(
-            topic, manifest_data, header_properties(header, MANIFEST, _sha(manifest_data)), 1
-        )
-        link.drain()
-        if link.no_subscribers and link.answer(header) is None:
-            raise TransientError(
-                f"{self.broker.where} has no subscriber for {topic!r}: start a collector "
-                "(`edge-agent collect`) with the same topic_prefix; will resend"
-            )
-        ack = link.wait_answer(
-            header, self.cfg.ack_timeout, f"ack from a collector for {header.file_id!r}"
-        )
-        return _settle(ack, header)
+        try:
+            early = self._send_chunks(link, item.local, topic, header)
+            if early is None:
+                pairs = header_properties(header, MANIFEST, _sha(manifest_data))
+                link.publish(topic, manifest_data, pairs, 1)
+        except BaseException:
+            link.forget(header.file_id)
+            raise
+        deadline = time.monotonic() + self.cfg.ack_timeout
+        return _Sent(item, header, link, topic, deadline, early)
 
     def _send_chunks(self, link: Link, local: Path, topic: str, header: FileHeader) -> Ack | None:
         """Publish every chunk; returns early with an ack that settles the file already
-        (a negative one for this attempt, or "ok" from an earlier attempt)."""
+        (a negative one for this attempt, or "ok" from an earlier attempt). The bytes
+        sent are checked against the record's sha256 on the way (one read of the file):
+        a CorruptFileError before the manifest, so the collector never lands them."""
+        whole = hashlib.sha256()
         with open(local, "rb") as raw:
             reader = self._reader(raw)
             for index in range(header.count):
@@ -143,12 +212,19 @@ class MqttShipper:
                 early = link.answer(header)
                 if early is not None:
                     return early
+                whole.update(data)
                 link.publish(
                     topic,
                     data,
                     header_properties(header, CHUNK, _sha(data), index),
                     self.cfg.max_inflight,
                 )
+            grew = bool(raw.read(1))
+        if grew or whole.hexdigest() != header.sha256:
+            raise CorruptFileError(
+                f"spooled file {header.file_id} is corrupt: the bytes sent do not match its "
+                f"record ({header.size} bytes sha256 {header.sha256})"
+            )
         return None
 
     def _reader(self, raw: BinaryIO) -> _Reader:
@@ -177,6 +253,27 @@ def packet_size(topic: str, pairs: list[tuple[str, str]], payload: int) -> int:
     return 1 + 4 + variable + payload
 
 
+@dataclass(frozen=True)
+class _Sent:
+    """A file whose chunks and manifest went out, awaiting its ack."""
+
+    item: Outgoing
+    header: FileHeader
+    link: Link
+    topic: str
+    deadline: float  # time.monotonic() by which the ack is due
+    early: Ack | None  # the answer that came while its chunks went out (none sent after)
+
+    @property
+    def answered(self) -> bool:
+        return self.early is not None or self.link.answer(self.header) is not None
+
+
+def _stops(outcome: Outcome | None) -> bool:
+    """A transient or terminal error ends the run; a corrupt file does not."""
+    return isinstance(outcome, EdgeAgentError) and not isinstance(outcome, CorruptFileError)
+
+
 def _settle(ack: Ack, header: FileHeader) -> Ack:
     if ack.status == OK:
         return ack
@@ -186,16 +283,17 @@ def _settle(ack: Ack, header: FileHeader) -> Ack:
 
 
 def _checked_manifest(local: Path, manifest: Path, rec: FileRecord) -> bytes:
-    """The manifest's bytes, once the spooled file is known to match its record."""
+    """The manifest's bytes, once the spooled file has its record's size (its sha256 is
+    checked as it is sent: ``_send_chunks``)."""
     try:
-        size, sha = sha256_file(local)
+        size = local.stat().st_size
         manifest_data = manifest.read_bytes()
     except FileNotFoundError as exc:
         raise CorruptFileError(f"spooled file {rec.id} is missing: {exc}") from exc
-    if (size, sha) != (rec.bytes, rec.sha256):
+    if size != rec.bytes:
         raise CorruptFileError(
-            f"spooled file {rec.id} is corrupt: {size} bytes sha256 {sha}, expected "
-            f"{rec.bytes} bytes sha256 {rec.sha256}"
+            f"spooled file {rec.id} is corrupt: {size} bytes, expected {rec.bytes} bytes "
+            f"sha256 {rec.sha256}"
         )
     return manifest_data
 

@@ -49,10 +49,10 @@ class Link:
         self.max_packet: int | None = None
         self.subacks: dict[int, list[ReasonCode]] = {}
         self.pubacks: dict[int, ReasonCode] = {}
-        self.outstanding: list[int] = []
+        self.outstanding: set[int] = set()  # message ids awaiting their PUBACK
+        self.stale: set[int] = set()  # ones an earlier round left awaiting theirs
         self.no_subscribers = False
-        self.expecting = ""
-        self.acks: list[Ack] = []
+        self.acks: dict[str, list[Ack]] = {}  # file id -> its acks, for the files in flight
         self.client = new_client(broker, client_id)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -106,7 +106,7 @@ class Link:
                 "will retry"
             )
         with self.cond:
-            self.outstanding.append(info.mid)
+            self.outstanding.add(info.mid)
 
     def drain(self) -> None:
         """Wait until the broker acknowledged (PUBACK) every message published so far."""
@@ -114,11 +114,11 @@ class Link:
 
     def _in_flight(self) -> int:
         """Messages without PUBACK; records failures the PUBACKs report (under cond)."""
-        waiting = []
+        waiting = set()
         for mid in self.outstanding:
             reason = self.pubacks.pop(mid, None)
             if reason is None:
-                waiting.append(mid)
+                waiting.add(mid)
             elif reason.value == NO_MATCHING_SUBSCRIBERS:
                 self.no_subscribers = True
             elif reason.is_failure and self.failure is None:
@@ -137,11 +137,25 @@ class Link:
         return TransientError(f"{refused}: will retry")
 
     # -- the collector's acks ----------------------------------------------------
-    def expect(self, file_id: str) -> None:
+    def begin_round(self) -> None:
+        """A new round of files: what the last one left (messages still without PUBACK,
+        a "no matching subscribers", acks of files no longer awaited) is forgotten."""
         with self.cond:
-            self.expecting = file_id
+            self.stale = (self.stale | self.outstanding) if len(self.stale) < 1024 else set()
+            self.outstanding.clear()
+            self.pubacks.clear()
             self.acks.clear()
             self.no_subscribers = False
+
+    def expect(self, file_id: str) -> None:
+        """Start collecting acks for a file (those of an earlier attempt are dropped)."""
+        with self.cond:
+            self.acks[file_id] = []
+
+    def forget(self, file_id: str) -> None:
+        """The file is settled: acks for it are no longer kept."""
+        with self.cond:
+            self.acks.pop(file_id, None)
 
     def answer(self, header: FileHeader) -> Ack | None:
         """The ack that settles this attempt, if it came: an "ok" for these bytes (from
@@ -150,19 +164,22 @@ class Link:
             return self._answer(header)
 
     def _answer(self, h: FileHeader) -> Ack | None:
-        for ack in self.acks:
+        for ack in self.acks.get(h.file_id, ()):
             if ack.status == OK and ack.sha256 == h.sha256:
                 return ack
             if ack.status != OK and ack.attempt == h.attempt:
                 return ack
         return None
 
-    def wait_answer(self, header: FileHeader, timeout: float, what: str) -> Ack:
-        self.wait(lambda: self._answer(header) is not None, what, timeout)
-        ack = self._answer(header)
-        if ack is None:  # cannot happen: wait() returned because it is there
-            raise TransientError(f"{what}: vanished; will resend")
-        return ack
+    def wait_answer(self, header: FileHeader, timeout: float, what: str) -> Ack | None:
+        """The ack that settles this attempt; None when a PUBACK said that nobody
+        subscribes to the batch topic and no ack came; TransientError after ``timeout``."""
+        self.wait(lambda: self._answer(header) is not None or self._nobody_listens(), what, timeout)
+        return self._answer(header)
+
+    def _nobody_listens(self) -> bool:
+        self._in_flight()  # reads the PUBACKs that came
+        return self.no_subscribers
 
     # -- waiting ---------------------------------------------------------------
     def wait(self, ready: Callable[[], bool], what: str, timeout: float | None = None) -> None:
@@ -214,6 +231,9 @@ class Link:
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, properties: Any
     ) -> None:
         with self.cond:
+            if mid in self.stale:  # of a message an earlier round left behind
+                self.stale.discard(mid)
+                return
             self.pubacks[mid] = reason
             self.cond.notify_all()
 
@@ -236,6 +256,6 @@ class Link:
             log.warning("mqtt.ack_malformed", topic=message.topic, error=str(exc))
             return
         with self.cond:
-            if ack.file_id == self.expecting:
-                self.acks.append(ack)
+            if ack.file_id in self.acks:
+                self.acks[ack.file_id].append(ack)
                 self.cond.notify_all()

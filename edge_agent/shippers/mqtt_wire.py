@@ -11,6 +11,7 @@ order). The collector answers on ``<prefix>/<device>/ack`` with a JSON ack.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -102,7 +103,7 @@ class FileHeader:
     def ack_to(self) -> AckTo:
         return AckTo(self.device, self.file_id, self.attempt, self.sha256)
 
-    @property
+    @functools.cached_property
     def staging_key(self) -> str:
         """Same file, same bytes, same chunking -> same key, whatever the attempt."""
         ident = "\0".join(

@@ -44,6 +44,11 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0,
         time.sleep(every)
 
 
+def staged_chunks(files: Path) -> int:
+    """Chunks staged under a collector's ``<staging_dir>/files`` (marked present)."""
+    return sum(p.read_bytes().count(1) for p in files.glob("*/present"))
+
+
 def mqtt_sink(broker: Mosquitto, prefix: str, **extra: Any) -> dict[str, Any]:
     """A [sink] section for config_dict(); short timeouts so failures retry fast."""
     return {"kind": "mqtt", "host": "127.0.0.1", "port": broker.port, "topic_prefix": prefix,

@@ -22,6 +22,7 @@ def test_mqtt_sink_defaults_fit_aws_iot_core() -> None:
     sink = config_from_dict({"sink": {"kind": "mqtt", "host": "broker.example"}}).sink
     assert sink.chunk_bytes == 120 * 1024 < 128_000
     assert (sink.topic_prefix, sink.max_inflight, sink.ack_timeout) == ("edge", 16, 30.0)
+    assert sink.max_files_in_flight == 4
     assert sink.broker.effective_port == 1883
     tls = config_from_dict({"sink": {"kind": "mqtt", "host": "b", "tls": True}}).sink
     assert tls.broker.effective_port == 8883
@@ -36,6 +37,8 @@ def test_mqtt_sink_defaults_fit_aws_iot_core() -> None:
      "needs both cert_file and key_file"),
     ({"kind": "mqtt", "host": "b", "password_file": "/p"}, "a password needs a user name"),
     ({"kind": "mqtt", "host": "b", "port": 70000}, "sink.port = 70000"),
+    ({"kind": "mqtt", "host": "b", "max_files_in_flight": 0},
+     "sink.max_files_in_flight = 0"),
 ])
 def test_bad_mqtt_sink_keys_name_the_fix(sink: dict, message: str) -> None:
     assert message in errors_of({"sink": sink})

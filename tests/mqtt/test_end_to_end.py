@@ -11,7 +11,7 @@ import pytest
 from edge_agent.spool.state import READY
 from tests.conftest import WORKLOAD_TABLES, make_config, run_workload
 from tests.lake import assert_exact, lake_files
-from tests.mqtt.support import collector_config, mqtt_sink, wait_until
+from tests.mqtt.support import collector_config, mqtt_sink, staged_chunks, wait_until
 from tests.servers import Mosquitto
 
 SMALL_FILES = {"max_file_bytes": "24KiB", "row_group_bytes": "8KiB"}
@@ -126,7 +126,7 @@ def test_agent_failure_mid_file_is_resent_whole(tmp_path: Path, app_db: Path,
     staging = tmp_path / "c" / "staging" / "files"
 
     def cut_when_half_staged() -> None:
-        wait_until(lambda: len(list(staging.glob("*/*.chunk"))) >= 3, "chunks staged")
+        wait_until(lambda: staged_chunks(staging) >= 3, "chunks staged")
         shipper = h.agent.shipping.shipper
         shipper.link.client.disconnect()  # the agent side goes away mid-file
 

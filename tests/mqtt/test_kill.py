@@ -20,12 +20,13 @@ from tests.conftest import (
     write_config,
 )
 from tests.lake import assert_exact, lake_files
+from tests.mqtt import support
 from tests.mqtt.support import CollectorProcess, collector_section, mqtt_sink, wait_until
 from tests.servers import Mosquitto
 
 
 def staged_chunks(staging: Path) -> int:
-    return len(list((staging / "files").glob("*/*.chunk")))
+    return support.staged_chunks(staging / "files")
 
 
 @pytest.mark.slow

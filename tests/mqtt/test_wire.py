@@ -169,8 +169,10 @@ def test_a_damaged_staged_chunk_is_discarded_and_asked_for_again(tmp_path: Path,
     rx = receiver(tmp_path)
     msgs = messages(data, 1000)
     rx.handle(TOPIC, *msgs[damaged])
-    chunk = next((tmp_path / "staging" / "files").glob(f"*/{damaged:08d}.chunk"))
-    chunk.write_bytes(b"X" * 1000)  # same size, other bytes: bit rot at rest
+    staged = next((tmp_path / "staging" / "files").glob("*/data"))
+    with staged.open("r+b") as f:  # same size, other bytes: bit rot at rest
+        f.seek(damaged * 1000)
+        f.write(b"X" * 1000)
     replies = [r for i, (pairs, payload) in enumerate(msgs) if i != damaged
                for r in rx.handle(TOPIC, pairs, payload)]
     assert [r.ack.status for r in replies] == [wire.RETRY]
@@ -206,9 +208,10 @@ def test_a_landed_file_is_immutable(tmp_path: Path) -> None:
     landed = tmp_path / "lake" / rec.relpath
     assert landed.read_bytes() == data
 
+    # Every part of a resend is answered "ok" at once (the agent stops at the first).
     again = [r.ack for pairs, payload in messages(data, 1000, attempt="a2")
              for r in rx.handle(TOPIC, pairs, payload)]
-    assert [(a.status, a.existed) for a in again] == [(wire.OK, True)]
+    assert [(a.status, a.existed) for a in again] == [(wire.OK, True)] * 4
 
     other = parquet_bytes(2600, seed=1)  # same length, same file id and path
     assert len(other) == len(data) and other != data
@@ -404,3 +407,97 @@ def test_a_manifest_for_an_already_landed_file_must_describe_it(tmp_path: Path) 
              for r in rx.handle(TOPIC, pairs, payload)]
     assert [(a.status, a.existed) for a in again] == [(wire.OK, True)]
     assert (tmp_path / "lake" / rec.manifest_relpath).exists()
+
+
+def test_a_resent_part_of_a_landed_file_is_answered_ok_at_once(tmp_path: Path) -> None:
+    """A gateway whose ack came too late resends the whole file: the collector answers
+    its first chunk from the landed manifest and the landed bytes, staging nothing."""
+    rx = receiver(tmp_path)
+    data = parquet_bytes(2600)
+    for pairs, payload in messages(data, 1000):
+        rx.handle(TOPIC, pairs, payload)
+    resend = messages(data, 1000, attempt="a2")
+    for part in (resend[1], resend[-1]):  # a chunk, the manifest
+        acks = [r.ack for r in rx.handle(TOPIC, *part)]
+        assert [(a.status, a.existed, a.attempt) for a in acks] == [(wire.OK, True, "a2")]
+    assert rx.counters["parts_of_landed_files"] == 2
+    assert not list((tmp_path / "staging" / "files").iterdir())
+    assert rx.counters["files_landed"] == 1 and not rx.counters["files_existing"]
+
+
+def test_a_resent_chunk_that_differs_from_the_landed_bytes_takes_the_full_path(
+        tmp_path: Path) -> None:
+    """The landed manifest alone is not enough: a chunk whose bytes differ from the landed
+    file's (the lake's copy was damaged, or the device sends other bytes under the same
+    sha256) is staged, and the manifest then finds the conflict."""
+    rx = receiver(tmp_path)
+    data = parquet_bytes(2600)
+    for pairs, payload in messages(data, 1000):
+        rx.handle(TOPIC, pairs, payload)
+    landed = tmp_path / "lake" / record(data).relpath
+    landed.write_bytes(b"Z" * 1000 + data[1000:])  # same size, first chunk damaged
+    acks = [r.ack for pairs, payload in messages(data, 1000, attempt="a2")
+            for r in rx.handle(TOPIC, pairs, payload)]
+    assert acks[0].status == wire.OK  # chunk 1 matches the landed bytes
+    assert acks[-1].status == wire.REJECTED and "other bytes" in acks[-1].reason
+    assert rx.counters["rejected.conflict"] == 1
+
+
+@pytest.mark.parametrize("where", ["staging", "lake-manifest"])
+def test_a_full_disk_at_the_collector_asks_for_a_resend_and_never_leaves_half_a_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """ENOSPC while staging a chunk, or after the file landed but before its manifest:
+    the answer is "retry", the lake never holds a manifest without its whole file, and
+    the resend (space freed) lands the file with its manifest."""
+    import errno
+    import os
+
+    from edge_agent.lake import staging as staging_module
+
+    def no_space(*_: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    rx = receiver(tmp_path)
+    data = parquet_bytes(2600)
+    rec = record(data)
+    with monkeypatch.context() as patch:
+        if where == "staging":
+            patch.setattr(staging_module, "_pwrite", no_space)
+        else:
+            patch.setattr(Lake, "write_manifest", lambda self, h, payload: no_space())
+        acks = [r.ack for pairs, payload in messages(data, 1000)
+                for r in rx.handle(TOPIC, pairs, payload)]
+    assert acks and {a.status for a in acks} == {wire.RETRY}
+    assert "No space left" in acks[0].reason
+    assert not (tmp_path / "lake" / rec.manifest_relpath).exists()
+    assert rx.counters["rejected.storage_error"] >= 1
+    again = [r.ack for pairs, payload in messages(data, 1000, attempt="a2")
+             for r in rx.handle(TOPIC, pairs, payload)]
+    assert again and {a.status for a in again} == {wire.OK}
+    assert (tmp_path / "lake" / rec.relpath).read_bytes() == data
+    assert (tmp_path / "lake" / rec.manifest_relpath).read_bytes() == manifest_of(rec)
+
+
+def test_the_faster_property_lookups_answer_as_paho_does() -> None:
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from edge_agent.shippers import mqtt_conn
+
+    mqtt_conn.speed_up_properties()
+    mqtt_conn.speed_up_properties()  # idempotent: paho's own stay recorded once
+    paho_ident, paho_name = mqtt_conn.PAHO_LOOKUPS
+    props = Properties(PacketTypes.PUBLISH)
+    for name, ident in props.names.items():
+        for asked in (name.replace(" ", ""), name):
+            assert props.getIdentFromName(asked) == paho_ident(props, asked)
+        assert props.getNameFromIdent(ident) == paho_name(props, ident)
+    assert props.getIdentFromName("NoSuchProperty") == paho_ident(props, "NoSuchProperty")
+    assert props.getNameFromIdent(999) == paho_name(props, 999)
+    # A round trip of a chunk's properties through paho's packing and unpacking.
+    h = header_of(record(b"x" * 10), 4)
+    pairs = wire.header_properties(h, wire.CHUNK, "0" * 64, 2)
+    packed = mqtt_conn.publish_properties(pairs).pack()
+    back = Properties(PacketTypes.PUBLISH)
+    back.unpack(packed + b"payload bytes")
+    assert back.UserProperty == pairs
