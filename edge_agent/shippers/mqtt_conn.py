@@ -91,12 +91,16 @@ def speed_up_properties() -> None:
     idempotent. tests/mqtt/test_wire.py checks the answers against paho's own."""
     if getattr(Properties, "_edge_agent_lookups", False):
         return
-    names: dict[str, int] = _properties(PacketTypes.PUBLISH).names
+    probe = _properties(PacketTypes.PUBLISH)
+    names: dict[str, int] = probe.names
     ident_of: dict[str, int] = {}
     name_of: dict[int, str] = {}
     for name, ident in names.items():
         ident_of.setdefault(name.replace(" ", ""), ident)  # paho: the first match
         name_of[ident] = name  # paho: the last match
+    if not _same_answers(probe, ident_of, name_of):
+        Properties._edge_agent_lookups = True  # type: ignore[attr-defined]  # decided: keep
+        return  # another paho whose lookups differ: its own, slower ones stay
 
     def ident_from_name(self: Properties, compressed: str) -> int:
         return ident_of.get(compressed, -1)
@@ -108,6 +112,20 @@ def speed_up_properties() -> None:
     Properties.getIdentFromName = ident_from_name  # type: ignore[method-assign]
     Properties.getNameFromIdent = name_from_ident  # type: ignore[method-assign]
     Properties._edge_agent_lookups = True  # type: ignore[attr-defined]
+
+
+def _same_answers(probe: Properties, ident_of: dict[str, int], name_of: dict[int, str]) -> bool:
+    """Whether the dicts answer as this paho's own lookups do, for every name and ident
+    (checked once per process, before anything is replaced: a paho whose lookups
+    changed keeps its own)."""
+    own_ident: Any = probe.getIdentFromName
+    own_name: Any = probe.getNameFromIdent
+    try:
+        return all(own_ident(c) == ident_of.get(c, -1) for c in ident_of) and all(
+            own_name(i) == name_of.get(i) for i in name_of
+        )
+    except Exception:  # any surprise means: do not replace
+        return False
 
 
 def _properties(packet_type: int) -> Properties:

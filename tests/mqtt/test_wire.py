@@ -501,3 +501,26 @@ def test_the_faster_property_lookups_answer_as_paho_does() -> None:
     back = Properties(PacketTypes.PUBLISH)
     back.unpack(packed + b"payload bytes")
     assert back.UserProperty == pairs
+
+
+def test_a_paho_whose_lookups_answer_differently_keeps_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dicts replace paho's lookups only when they give paho's own answers: a paho
+    release that changed its names keeps its (slower) methods."""
+    from paho.mqtt.properties import Properties
+
+    from edge_agent.shippers import mqtt_conn
+
+    def odd_ident(self: Properties, compressed: str) -> int:
+        return 7  # not what the names table says
+
+    def own_name(self: Properties, ident: int) -> str | None:
+        return None
+
+    monkeypatch.delattr(Properties, "_edge_agent_lookups", raising=False)
+    monkeypatch.setattr(Properties, "getIdentFromName", odd_ident)
+    monkeypatch.setattr(Properties, "getNameFromIdent", own_name)
+    mqtt_conn.speed_up_properties()
+    assert Properties.getIdentFromName is odd_ident
+    assert Properties.getNameFromIdent is own_name
+    monkeypatch.delattr(Properties, "_edge_agent_lookups", raising=False)
