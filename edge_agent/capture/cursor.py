@@ -91,6 +91,11 @@ class SortedPage(Protocol):
         """The (key, cursor) pairs of rows ``start`` to ``stop`` (a slice, read at once)."""
         ...
 
+    def narrow(self) -> SortedPage:
+        """The same page holding only its keys and cursor values, in memory of its own:
+        what the state keeps of the newest page (the rest is the writer's, counted)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Accepted:
@@ -203,7 +208,7 @@ class CursorState:
         if split < len(page):
             self.top = page.cursor(len(page) - 1)
         if accepted.count:
-            self.latest = _Latest(page, accepted, top0)
+            self.latest = _Latest(page.narrow(), accepted, top0)
         return accepted
 
     def accept(self, rows: Iterable[tuple[Key, int, Any]]) -> list[tuple[int, Key, int, Any]]:
@@ -322,3 +327,6 @@ class ListPage:
 
     def pairs(self, start: int, stop: int) -> list[tuple[Key, int]]:
         return [(k, c) for k, c, _ in self.rows[start:stop]]
+
+    def narrow(self) -> SortedPage:
+        return ListPage([(k, c, None) for k, c, _ in self.rows])

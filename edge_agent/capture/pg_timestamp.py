@@ -120,6 +120,9 @@ class PgTimestampCapture:
         """Nothing is read ahead from PostgreSQL (the SQLite capture reads the next page
         while the pipeline writes this one)."""
 
+    def drop_ahead(self) -> None:
+        """Nothing is read ahead from PostgreSQL."""
+
     def poll_query(
         self, low: int | None, after: tuple[Any, ...] | None, limit: int
     ) -> tuple[sql.Composed, dict[str, Any]]:

@@ -47,8 +47,11 @@ _ARROW_OF_KIND = {
 # (an integer column with a real in it comes back as doubles), which ``fitted`` sees.
 _SILENT = {
     "int": "",
+    # NUMERIC affinity (NUMERIC, DECIMAL, JSON, UUID, ...: any type name no other rule
+    # matches) keeps text and blobs as they are: never read those as numbers.
     "float": (
-        "(typeof({c}) = 'integer' AND ({c} < -{big} OR {c} > {big}))"  # NUMERIC affinity
+        "(typeof({c}) = 'integer' AND ({c} < -{big} OR {c} > {big}))"
+        " OR typeof({c}) IN ('text', 'blob')"
     ),
     "str": "typeof({c}) IN ('integer', 'real')",  # not TEXT affinity (a DATETIME column)
     "bytes": "typeof({c}) NOT IN ('blob', 'null')",
@@ -83,11 +86,17 @@ def arrow_select(schema: BatchSchema) -> str | None:
         c = quote(column.name)
         guaranteed = {"float": "real", "str": "text"}.get(kind)
         own = guaranteed is not None and affinity(column.source_type) == guaranteed
-        exprs.append(f"CAST({c} AS REAL)" if kind == "float" and not own else c)
+        exprs.append(_as_real(c) if kind == "float" and not own else c)
         if _SILENT[kind] and not own:
             silent.append(_SILENT[kind].format(c=c, big=FLOAT_EXACT))
     misfit = f"CASE WHEN {' OR '.join(silent)} THEN 1 END" if silent else "NULL"
     return ", ".join([*exprs, "{extra}", f"{misfit} AS {MISFIT}"])
+
+
+def _as_real(c: str) -> str:
+    """Integers as reals; anything else as it is (a text or blob value then changes the
+    result column's type, and its row is flagged besides: never a silent 0.0)."""
+    return f"CASE WHEN typeof({c}) = 'integer' THEN CAST({c} AS REAL) ELSE {c} END"
 
 
 def fitted(batch: pa.RecordBatch, schema: BatchSchema, extra: int) -> pa.RecordBatch | None:
@@ -155,6 +164,10 @@ class ArrowReader:
         if ahead is not None and ahead.query == (sql, params, batch_rows):
             return ahead.result()
         return self._read(sql, params, batch_rows)
+
+    def discard(self) -> None:
+        """Drop a read ahead that was not taken (after it ends: the connection is free)."""
+        self._join()
 
     def _join(self) -> _Ahead | None:
         ahead, self._ahead = self._ahead, None

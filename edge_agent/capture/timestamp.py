@@ -208,6 +208,10 @@ class TimestampCapture:
         if arrow_sql is not None:
             self.arrow.start(arrow_sql, params, limit)
 
+    def drop_ahead(self) -> None:
+        """Let go of a page read ahead and not taken (waits for its read to end)."""
+        self.arrow.discard()
+
     def _raw_query(
         self, schema: BatchSchema, low: int | None, after: tuple[Any, ...] | None, limit: int
     ) -> tuple[str | None, str, list[Any]]:

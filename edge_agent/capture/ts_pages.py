@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from edge_agent.bronze.schema import BatchSchema, Envelope
-from edge_agent.capture.cursor import Accepted, Key
+from edge_agent.capture.cursor import Accepted, Key, ListPage, SortedPage
 from edge_agent.capture.pages import ChangeBatch
 
 FALSY = (None, 0, "", "0", b"")  # a soft-delete flag that says "not deleted"
@@ -54,6 +54,9 @@ class RowsPage:
         ki = self.key_index
         return [(tuple(r[i] for i in ki), int(r[-1])) for r in self.rows[start:stop]]
 
+    def narrow(self) -> SortedPage:
+        return ListPage([(key, cursor, None) for key, cursor in self.pairs(0, len(self.rows))])
+
     def resume(self) -> tuple[Any, ...]:
         last = self.rows[-1]
         return (last[-1], *(last[i] for i in self.key_index))
@@ -72,18 +75,23 @@ class RowsPage:
         return ChangeBatch.of(schema, out, env)
 
 
-class ArrowPage:
-    """A page read into Arrow: the table's columns in their bronze types, then the
-    cursor (UTC epoch milliseconds, int64). Every value fits its column."""
+class ArrowPairs:
+    """The keys and cursor values of a page read into Arrow."""
 
-    def __init__(self, batch: pa.RecordBatch, schema: BatchSchema) -> None:
-        self.batch = batch
-        self.cursors = batch.column(batch.num_columns - 1)
-        self.keys = [batch.column(k) for k in schema.shape.key]
+    def __init__(self, keys: list[pa.Array], cursors: pa.Array) -> None:
+        self.keys = keys
+        self.cursors = cursors
 
     def __len__(self) -> int:
-        rows: int = self.batch.num_rows
-        return rows
+        return len(self.cursors)
+
+    def narrow(self) -> SortedPage:
+        # Copies: a column of a batch imported from the driver keeps the whole batch's
+        # memory alive; concatenation allocates buffers of its own.
+        def own(a: pa.Array) -> pa.Array:
+            return pa.concat_arrays([a, a.slice(0, 0)])
+
+        return ArrowPairs([own(k) for k in self.keys], own(self.cursors))
 
     def cursor(self, index: int) -> int:
         cursor: int = self.cursors[index].as_py()
@@ -93,6 +101,17 @@ class ArrowPage:
         n = stop - start
         keys = zip(*(k.slice(start, n).to_pylist() for k in self.keys), strict=True)
         return list(zip(keys, self.cursors.slice(start, n).to_pylist(), strict=True))
+
+
+class ArrowPage(ArrowPairs):
+    """A page read into Arrow: the table's columns in their bronze types, then the
+    cursor (UTC epoch milliseconds, int64). Every value fits its column."""
+
+    def __init__(self, batch: pa.RecordBatch, schema: BatchSchema) -> None:
+        super().__init__(
+            [batch.column(k) for k in schema.shape.key], batch.column(batch.num_columns - 1)
+        )
+        self.batch = batch
 
     def changes(
         self, schema: BatchSchema, accepted: Accepted, rule: OpRule, scale: int, env: Envelope

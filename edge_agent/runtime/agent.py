@@ -181,7 +181,10 @@ class Agent:
             summary.errors.append(self.open_errors.get(spec.key, f"source {spec.key} not open"))
             return
         until = drain_until if drain_until is not None else now + STEP_BUDGET
-        self._guarded(pipe, now, summary, lambda p: self._capture_pages(p, summary, until))
+        try:
+            self._guarded(pipe, now, summary, lambda p: self._capture_pages(p, summary, until))
+        finally:
+            pipe.pause()  # a page read ahead would sit outside the budget until the next turn
 
     def _capture_pages(self, pipe: Pipeline, summary: StepSummary, until: float) -> None:
         pipe.drop_poisoned()

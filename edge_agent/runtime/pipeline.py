@@ -55,6 +55,11 @@ class Pipeline(Protocol):
         ...
 
     def capture_page(self, max_bytes: int) -> PageResult: ...
+    def pause(self) -> None:
+        """The agent stops reading pages here for now: let go of anything read ahead
+        (it is outside the writer's memory budget)."""
+        ...
+
     def idle_work(self, now_ms: int) -> int: ...
     def seal_due(self, now: float) -> int: ...
     def seal_all(self) -> int: ...
@@ -164,6 +169,9 @@ class FilePipeline:
 
     def rewind(self) -> None:
         raise NotImplementedError
+
+    def pause(self) -> None:
+        """Nothing is read ahead by default."""
 
     def drop_poisoned(self) -> bool:
         """A write to one of this pipeline's files failed (perhaps while making room for

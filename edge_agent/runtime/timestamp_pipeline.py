@@ -73,6 +73,9 @@ class TimestampPipeline(FilePipeline):
     def idle_work(self, now_ms: int) -> int:
         return 0
 
+    def pause(self) -> None:
+        self.capture.drop_ahead()
+
     def capture_page(self, max_bytes: int) -> PageResult:
         schema = self.capture.schema
         polled = self.capture.poll(

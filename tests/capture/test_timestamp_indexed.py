@@ -4,6 +4,7 @@ on real SQLite files, and values that do not fit land exactly as the app stored 
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import sqlite3
@@ -162,6 +163,63 @@ def test_values_that_do_not_fit_land_exactly_as_with_the_normalised_path(
     assert len(lakes["auto"]) == 1000
     stored = {i: lakes["auto"][i][0][column] for i, (column, _) in ODD.items()}
     assert stored == {i: value for i, (_, value) in ODD.items()}
+
+
+def _both_formats(tmp_path: Path, db: Path, harness_factory, table: dict[str, Any],
+                  page_rows: int) -> dict[str, list[tuple[Any, Any]]]:
+    lakes = {}
+    for fmt in ("auto", "epoch_ms"):
+        sub = tmp_path / fmt
+        sub.mkdir()
+        h = harness_factory(make_config(sub, db, [{**table, "cursor_format": fmt}],
+                                        source={"page_rows": page_rows}))
+        assert h.flush().ok
+        lakes[fmt] = sorted(((c["values"], c["_unfit"]) for c in read_changes(sub / "lake")),
+                            key=repr)
+    return lakes
+
+
+def test_text_in_numeric_affinity_columns_is_never_read_as_a_number(
+        tmp_path: Path, harness_factory) -> None:
+    """Review of issue 14: JSON, STRING, NUMERIC, DECIMAL columns (NUMERIC affinity, float
+    in bronze) keep text and blobs as stored; the Arrow read once cast them to 0.0 or
+    12.0. Such pages now go through sqlite3 and land as with the normalised path."""
+    db = tmp_path / "app.db"
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, doc JSON, name STRING, "
+                    "p NUMERIC, d DECIMAL(10,2), updated_at INTEGER)")
+        con.executemany("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?)", [
+            (1, '{"temp": 21.5}', "pump-7", "3.25 kPa", x := b"12", 1748779200001),
+            (2, "", "é", "abc", "0x10", 1748779200002),
+            (3, 1.5, 7, 2, 3.5, 1748779200003),
+        ])
+    con.close()
+    del x
+    table = {"name": "items", "mode": "timestamp", "cursor": "updated_at", "key": ["id"]}
+    lakes = _both_formats(tmp_path, db, harness_factory, table, 100)
+    assert lakes["epoch_ms"] == lakes["auto"]
+    first = json.loads(next(u for v, u in lakes["auto"] if v["id"] == 1))
+    assert first["doc"]["v"] == '{"temp": 21.5}' and first["name"]["v"] == "pump-7"
+
+
+def test_a_text_key_in_a_numeric_affinity_column_pages_through_equal_cursors(
+        tmp_path: Path, harness_factory) -> None:
+    """A UUID primary key (NUMERIC affinity, text values) and ten rows on one cursor value
+    across pages of three: every row lands once, with its own key (the Arrow read made
+    every key 0.0 and polled the first page forever)."""
+    db = tmp_path / "app.db"
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("CREATE TABLE items (uuid UUID PRIMARY KEY, v INTEGER, updated_at INTEGER)")
+        con.executemany("INSERT INTO items VALUES (?, ?, 1748779200000)",
+                        [(f"id-{i:02d}", i) for i in range(10)])
+    con.close()
+    table = {"name": "items", "mode": "timestamp", "cursor": "updated_at"}
+    lakes = _both_formats(tmp_path, db, harness_factory, table, 3)
+    assert lakes["epoch_ms"] == lakes["auto"]
+    assert sorted(v["v"] for v, _ in lakes["auto"]) == list(range(10))
+    assert all(json.loads(u)["uuid"]["v"] == f"id-{v['v']:02d}" for v, u in lakes["auto"])
 
 
 def test_only_pages_with_a_value_that_does_not_fit_leave_the_arrow_read(tmp_path: Path) -> None:
@@ -355,3 +413,42 @@ def test_epoch_ms_reals_are_rounded_to_the_millisecond(tmp_path: Path, harness_f
     got = [(c["values"]["id"], c["_ts_ms"]) for c in read_changes(tmp_path / "lake")]
     assert got == [(1, 1748779200000), (2, 1748779200001), (3, 1748779200001),
                    (4, 1748779200002)]
+
+
+def test_the_state_keeps_only_keys_and_cursors_of_the_newest_page_and_no_read_ahead(
+        tmp_path: Path, harness_factory) -> None:
+    """Review of issue 14: the newest page stays in the cursor state until the next one,
+    and a page read ahead until the next turn; both are outside the writer's budget, so
+    the state keeps only the page's keys and cursor values (copies of their own) and a
+    read ahead is let go when the agent leaves the table."""
+    db = tmp_path / "app.db"
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, body TEXT, "
+                    "updated_at INTEGER)")
+        con.execute("CREATE INDEX items_at ON items(updated_at)")
+        con.executemany("INSERT INTO items VALUES (?, ?, ?)",
+                        [(i, "x" * 1000, 1748779200000 + i) for i in range(1, 2001)])
+    con.close()
+    table = {"name": "items", "mode": "timestamp", "cursor": "updated_at",
+             "cursor_format": "epoch_ms"}
+    h = harness_factory(make_config(tmp_path, db, [table], source={"page_rows": 500}))
+    assert h.flush().ok
+    pipes = [p for p in h.agent.pipelines.values() if hasattr(p, "cursor")]
+    assert pipes
+    for pipe in pipes:
+        latest = pipe.cursor.latest
+        assert latest is not None and not hasattr(latest.page, "batch")
+        held = sum(a.nbytes for a in [*latest.page.keys, latest.page.cursors])
+        assert held <= 16 * len(latest.page) + 64  # an int64 key and cursor, not the text
+    capture = TimestampCapture(SourceConfig(name="app", path=db, tables=()), TimestampTable(
+        "items", "updated_at", ("id",), cursor_format="epoch_ms"))
+    capture.open()
+    try:
+        capture.prefetch(None, None, 500)
+        assert capture.arrow._ahead is not None
+        capture.drop_ahead()
+        assert capture.arrow._ahead is None
+        assert len(capture.poll(None, None, 500)) == 500  # still reads as before
+    finally:
+        capture.close()
