@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from edge_agent.bronze.schema import BatchSchema, batch_schema
 from edge_agent.capture.sqlite_arrow import ArrowReader, arrow_select, fitted
+from edge_agent.capture.ts_pages import key_indexes
 from edge_agent.config_sources import SourceConfig, TimestampTable
 from edge_agent.errors import SourceError
 from edge_agent.sources.sqlite import connect, map_error, quote, table_shape
@@ -194,7 +195,7 @@ class TimestampCapture:
             batch = self.arrow.read(arrow_sql, params, limit)
             page = fitted(batch, schema, 2) if batch is not None else None
             if page is not None and page.column(-2).type == pa.int64():
-                return _arrow_polled(page, schema.shape.key, low, limit)
+                return _arrow_polled(page, key_indexes(schema), low, limit)
         rows = self._fetch(exact_sql, params)
         names = [c.name for c in schema.shape.columns]
         return _rows_polled(rows, names, schema.shape.key, low, limit)
@@ -259,10 +260,9 @@ def _rows_polled(
     return Polled([r[:-1] for r in rows[start:]], len(rows) == limit, resume=resume)
 
 
-def _arrow_polled(
-    page: pa.RecordBatch, key: tuple[str, ...], low: int | None, limit: int
-) -> Polled:
-    """A raw-ordered page read into Arrow (columns..., _cursor, _raw)."""
+def _arrow_polled(page: pa.RecordBatch, key: list[int], low: int | None, limit: int) -> Polled:
+    """A raw-ordered page read into Arrow (columns..., _cursor, _raw); the key columns by
+    position (a table may have columns named like the extras)."""
     n = page.num_rows
     resume = None
     if n == limit:

@@ -36,13 +36,18 @@ class OpRule:
         return "r" if self.snapshot_until is not None and cursor <= self.snapshot_until else "u"
 
 
+def key_indexes(schema: BatchSchema) -> list[int]:
+    """The positions of the key columns among the table's columns."""
+    names = [c.name for c in schema.shape.columns]
+    return [names.index(k) for k in schema.shape.key]
+
+
 class RowsPage:
     """Rows from sqlite3 or psycopg: the table's columns, then the cursor value."""
 
     def __init__(self, rows: list[tuple[Any, ...]], schema: BatchSchema) -> None:
         self.rows = rows
-        names = [c.name for c in schema.shape.columns]
-        self.key_index = [names.index(k) for k in schema.shape.key]
+        self.key_index = key_indexes(schema)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -109,7 +114,7 @@ class ArrowPage(ArrowPairs):
 
     def __init__(self, batch: pa.RecordBatch, schema: BatchSchema) -> None:
         super().__init__(
-            [batch.column(k) for k in schema.shape.key], batch.column(batch.num_columns - 1)
+            [batch.column(i) for i in key_indexes(schema)], batch.column(batch.num_columns - 1)
         )
         self.batch = batch
 
@@ -124,7 +129,7 @@ class ArrowPage(ArrowPairs):
         cursors = rows.column(rows.num_columns - 1)
         string = pa.string()
         arrays = [
-            _ops(rows, rule, cursors),
+            _ops(rows, rule, cursors, _flag_index(schema, rule)),
             _positions(accepted.first_pos, n),
             cursors,
             pa.repeat(pa.scalar(env.captured_ms, pa.int64()), n),
@@ -148,10 +153,15 @@ def _concat(parts: list[pa.RecordBatch]) -> pa.RecordBatch:
     return pa.Table.from_batches(parts).combine_chunks().to_batches()[0]
 
 
-def _ops(rows: pa.RecordBatch, rule: OpRule, cursors: pa.Array) -> pa.Array:
+def _flag_index(schema: BatchSchema, rule: OpRule) -> int | None:
+    """The soft-delete column's position (by name it could clash with the read's extras)."""
+    return [c.name for c in schema.shape.columns].index(rule.flag) if rule.flag else None
+
+
+def _ops(rows: pa.RecordBatch, rule: OpRule, cursors: pa.Array, flag: int | None) -> pa.Array:
     n = rows.num_rows
-    if not rule.flag and rule.snapshot_until is None:
+    if flag is None and rule.snapshot_until is None:
         return pa.repeat(pa.scalar("u", pa.string()), n)
-    flags = rows.column(rule.flag).to_pylist() if rule.flag else [None] * n
+    flags = rows.column(flag).to_pylist() if flag is not None else [None] * n
     ops = [rule.op(f, c) for f, c in zip(flags, cursors.to_pylist(), strict=True)]
     return pa.array(ops, pa.string())

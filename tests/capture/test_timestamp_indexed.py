@@ -452,3 +452,23 @@ def test_the_state_keeps_only_keys_and_cursors_of_the_newest_page_and_no_read_ah
         assert len(capture.poll(None, None, 500)) == 500  # still reads as before
     finally:
         capture.close()
+
+
+def test_columns_named_like_the_reads_extras_are_read_by_position(
+        tmp_path: Path, harness_factory) -> None:
+    """Review of issue 14: the Arrow read adds _cursor, _raw and _misfit to its select
+    list; a table whose key and soft-delete columns carry those names lands as with the
+    normalised path."""
+    db = tmp_path / "app.db"
+    con = sqlite3.connect(db)
+    with con:
+        con.execute('CREATE TABLE items ("_cursor" INTEGER PRIMARY KEY, "_raw" TEXT, '
+                    '"_misfit" INTEGER, updated_at INTEGER)')
+        con.executemany("INSERT INTO items VALUES (?, ?, ?, ?)",
+                        [(i, f"r{i}", i % 3 == 0, 1748779200000 + i) for i in range(1, 11)])
+    con.close()
+    table = {"name": "items", "mode": "timestamp", "cursor": "updated_at",
+             "deleted_flag": "_misfit"}
+    lakes = _both_formats(tmp_path, db, harness_factory, table, 4)
+    assert lakes["epoch_ms"] == lakes["auto"]
+    assert sorted(v["_cursor"] for v, _ in lakes["auto"]) == list(range(1, 11))
