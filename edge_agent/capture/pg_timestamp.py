@@ -120,6 +120,10 @@ class PgTimestampCapture:
         """Nothing is read ahead from PostgreSQL (the SQLite capture reads the next page
         while the pipeline writes this one)."""
 
+    def unread_cursor(self) -> object | None:
+        """A typed PostgreSQL cursor column holds no value the poll cannot read."""
+        return None
+
     def drop_ahead(self) -> None:
         """Nothing is read ahead from PostgreSQL."""
 

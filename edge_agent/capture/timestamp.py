@@ -209,6 +209,18 @@ class TimestampCapture:
         if arrow_sql is not None:
             self.arrow.start(arrow_sql, params, limit)
 
+    def unread_cursor(self) -> object | None:
+        """With a declared format, a cursor value it never reads (text or a blob, which
+        sort after every number: one index seek), else None."""
+        if self.table.cursor_format == "auto":
+            return None
+        c, t = quote(self.table.cursor), quote(self.table.name)
+        try:
+            row = self._con().execute(f"SELECT {c} FROM {t} WHERE {c} >= '' LIMIT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise map_error(exc, self.source.path) from exc
+        return None if row is None else row[0]
+
     def drop_ahead(self) -> None:
         """Let go of a page read ahead and not taken (waits for its read to end)."""
         self.arrow.discard()

@@ -50,7 +50,7 @@ def build_status(cfg: Config, state: StateDB, live: dict[str, Any] | None = None
                     "mode": "timestamp" if table in stamped else src.mode_of_tables,
                     "cursor": _cursor(state, src, table) if table in stamped else None,
                     "last_error": _note(notes, f"source.{src.name}/{table}.last_error"),
-                    "warning": _note(notes, f"source.{src.name}/{table}.clock"),
+                    "warning": _warnings(notes, f"source.{src.name}/{table}"),
                 }
             )
         sources.append(
@@ -100,6 +100,12 @@ def _cursor(state: StateDB, source: SourceConfig, table: str) -> dict[str, Any] 
         "next_pos": point.next_pos,
         "seen_in_window": len(point.seen),
     }
+
+
+def _warnings(notes: dict[str, tuple[str, int]], prefix: str) -> str | None:
+    """A timestamp table's warnings: its clock, and rows its cursor format never reads."""
+    found = [n for n in (_note(notes, f"{prefix}.{w}") for w in ("clock", "unread")) if n]
+    return "; ".join(found) or None
 
 
 def _note(notes: dict[str, tuple[str, int]], name: str) -> str | None:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 log = get_logger("edge_agent.timestamp")
 CLOCK_MARGIN_S = 60  # a watermark this far (beyond the lag) ahead of the clock: a warning
+UNREAD_CHECK_S = 300  # how often a declared cursor format looks for rows it cannot read
 
 
 class TimestampPipeline(FilePipeline):
@@ -36,6 +37,8 @@ class TimestampPipeline(FilePipeline):
         )
         self.after: tuple[Any, ...] | None = None  # paging inside one poll
         self.clock_warning: str | None = parts.state.notes().get(self.clock_note, (None, 0))[0]
+        self.unread_warning: str | None = parts.state.notes().get(self.unread_note, (None, 0))[0]
+        self.unread_checked: float | None = None  # monotonic time of the last look
 
     @property
     def key(self) -> str:
@@ -132,9 +135,36 @@ class TimestampPipeline(FilePipeline):
             if warning:
                 log.warning("timestamp.clock_behind", source=self.source, ahead_s=round(ahead_s))
 
+    @property
+    def unread_note(self) -> str:
+        return f"source.{self.key}.unread"
+
+    def _check_unread(self) -> None:
+        """A declared cursor format reads numbers only: rows whose cursor holds text are
+        never captured. Looked for now and then (an index seek), and said in `status`."""
+        now = self.clock.monotonic()
+        if self.unread_checked is not None and now - self.unread_checked < UNREAD_CHECK_S:
+            return
+        self.unread_checked = now
+        found = self.capture.unread_cursor()
+        warning = None
+        if found is not None:
+            warning = (
+                f"table {self.table.name!r}: cursor_format = {self.table.cursor_format!r} "
+                f"reads numbers only, and column {self.table.cursor!r} holds {found!r}: such "
+                'rows are never captured; use cursor_format = "auto" (any time format), or '
+                "store the cursor as a number"
+            )
+        if warning != self.unread_warning:
+            self.unread_warning = warning
+            self.state.set_note(self.unread_note, warning, self.clock.wall_ms())
+            if warning:
+                log.warning("timestamp.unread_rows", source=self.source, table=self.table.name)
+
     def _end_of_table(self) -> None:
         """A poll reached the end: a running snapshot has read everything it must."""
         self._check_clock()
+        self._check_unread()
         if self.cursor.durable.snapshot and self.cursor.snapshot_end is None:
             self.cursor.snapshot_end = self.cursor.next_pos - 1
 

@@ -292,6 +292,30 @@ def test_clock_stepped_back_is_said_in_status(tmp_path: Path, epoch_db: Path,
     assert any("ahead of the clock" in p for p in problems(build_status(h.cfg, h.agent.state)))
 
 
+def test_text_in_a_declared_format_cursor_column_is_said_in_status(
+        tmp_path: Path, epoch_db: Path, harness_factory) -> None:
+    """Review of issue 14: a declared format reads numbers only; a row whose cursor holds
+    text is never captured. The daemon says so in status (table, value, fix), not only
+    `config check`; the note clears once no such row is left."""
+    from edge_agent.runtime.status import build_status, problems
+
+    con = sqlite3.connect(epoch_db)
+    with con:
+        con.execute("INSERT INTO items (id, name, updated_at) VALUES (1, 'a', 1748779200000)")
+        con.execute("INSERT INTO items (id, name, updated_at) VALUES (2, 'b', "
+                    "'2025-06-01T12:00:00Z')")
+    h = harness_factory(ts_config(tmp_path, epoch_db))
+    h.step(0.1)
+    said = [p for p in problems(build_status(h.cfg, h.agent.state)) if "never captured" in p]
+    assert said and "2025-06-01T12:00:00Z" in said[0] and "items" in said[0]
+    assert 'cursor_format = "auto"' in said[0]
+    with con:
+        con.execute("UPDATE items SET updated_at = 1748779200005 WHERE id = 2")
+    con.close()
+    h.step(400)  # the check runs again after a while
+    assert not [p for p in problems(build_status(h.cfg, h.agent.state)) if "never captured" in p]
+
+
 @pytest.mark.slow
 def test_sigkill_during_a_load_with_updates_loses_and_repeats_nothing(
         tmp_path: Path, epoch_db: Path) -> None:
