@@ -20,25 +20,11 @@ TS_TABLE = {"name": "items", "mode": "timestamp", "cursor": "updated_at", "key":
 
 @pytest.fixture
 def items_db(tmp_path: Path) -> Path:
-    db = tmp_path / "vendor.db"
-    con = sqlite3.connect(db)
-    con.execute("PRAGMA journal_mode = WAL")
-    con.executescript(ts_app.SCHEMA)
-    con.close()
-    return db
+    return ts_app.vendor_db(tmp_path, ts_app.SCHEMA)
 
 
 def ts_config(tmp_path: Path, db: Path, **table: object):
     return make_config(tmp_path, db, [{**TS_TABLE, **table}], source={"page_rows": 50})
-
-
-def live_rows(db: Path) -> dict[tuple[int], dict[str, object]]:
-    con = sqlite3.connect(db)
-    cur = con.execute("SELECT * FROM items WHERE is_deleted = 0")
-    names = [d[0] for d in cur.description]
-    rows = {(r[0],): dict(zip(names, r, strict=True)) for r in cur}
-    con.close()
-    return rows
 
 
 def test_concurrent_writer_lands_exactly_and_never_writes_the_database(
@@ -51,7 +37,7 @@ def test_concurrent_writer_lands_exactly_and_never_writes_the_database(
     assert app.returncode == 0
     assert h.flush().ok
     changes = read_changes(tmp_path / "lake")
-    assert replay(changes)["items"] == live_rows(items_db)
+    assert replay(changes)["items"] == ts_app.live_rows(items_db)
     pairs = [(c["values"]["id"], c["_ts_ms"]) for c in changes]
     assert len(pairs) == len(set(pairs)), "a (key, cursor) version was emitted twice"
     assert {c["_op"] for c in changes} <= {"u", "d"}
@@ -109,7 +95,7 @@ def test_crash_before_sealing_recaptures_without_repeats(tmp_path: Path, items_d
     changes = read_changes(tmp_path / "lake")
     pairs = [(c["values"]["id"], c["_ts_ms"]) for c in changes]
     assert len(pairs) == len(set(pairs))
-    assert replay(changes)["items"] == live_rows(items_db)
+    assert replay(changes)["items"] == ts_app.live_rows(items_db)
 
 
 @pytest.mark.parametrize(("value", "expected_ms"), [

@@ -36,25 +36,11 @@ TS_TABLE = {"name": "items", "mode": "timestamp", "cursor": "updated_at", "key":
 
 @pytest.fixture
 def epoch_db(tmp_path: Path) -> Path:
-    db = tmp_path / "vendor.db"
-    con = sqlite3.connect(db)
-    con.execute("PRAGMA journal_mode = WAL")
-    con.executescript(ts_app.EPOCH_SCHEMA)
-    con.close()
-    return db
+    return ts_app.vendor_db(tmp_path, ts_app.EPOCH_SCHEMA)
 
 
 def ts_config(tmp_path: Path, db: Path, **table: object):
     return make_config(tmp_path, db, [{**TS_TABLE, **table}], source={"page_rows": 50})
-
-
-def live_rows(db: Path) -> dict[tuple[int], dict[str, object]]:
-    con = sqlite3.connect(db)
-    cur = con.execute("SELECT * FROM items WHERE is_deleted = 0")
-    names = [d[0] for d in cur.description]
-    rows = {(r[0],): dict(zip(names, r, strict=True)) for r in cur}
-    con.close()
-    return rows
 
 
 def assert_once_each(changes: list[dict[str, Any]]) -> None:
@@ -71,7 +57,7 @@ def test_concurrent_writer_lands_exactly(tmp_path: Path, epoch_db: Path, harness
     assert app.returncode == 0
     assert h.flush().ok
     changes = read_changes(tmp_path / "lake")
-    assert replay(changes)["items"] == live_rows(epoch_db)
+    assert replay(changes)["items"] == ts_app.live_rows(epoch_db)
     assert_once_each(changes)
     assert all(c["_ts_ms"] == c["values"]["updated_at"] for c in changes)
 
@@ -345,7 +331,7 @@ def test_sigkill_during_a_load_with_updates_loses_and_repeats_nothing(
     assert done.returncode == 0, done.stderr
     changes = read_changes(tmp_path / "lake")
     assert_once_each(changes)
-    assert replay(changes)["items"] == live_rows(epoch_db)
+    assert replay(changes)["items"] == ts_app.live_rows(epoch_db)
 
 
 def test_invalid_utf8_text_is_not_passed_on_as_a_string(tmp_path: Path) -> None:

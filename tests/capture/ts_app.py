@@ -11,6 +11,7 @@ import random
 import sqlite3
 import sys
 import time
+from pathlib import Path
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -27,6 +28,26 @@ CREATE TABLE IF NOT EXISTS items (
     updated_at INTEGER NOT NULL DEFAULT ({EPOCH_NOW}));
 CREATE INDEX IF NOT EXISTS items_updated_at ON items (updated_at);
 """
+
+
+def vendor_db(tmp_path: Path, schema: str) -> Path:
+    """The tests' vendor database: WAL mode, the items table of ``schema``."""
+    db = tmp_path / "vendor.db"
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode = WAL")
+    con.executescript(schema)
+    con.close()
+    return db
+
+
+def live_rows(db: Path) -> dict[tuple[int], dict[str, object]]:
+    """The application's rows that are not soft-deleted, by key."""
+    con = sqlite3.connect(db)
+    cur = con.execute("SELECT * FROM items WHERE is_deleted = 0")
+    names = [d[0] for d in cur.description]
+    rows = {(r[0],): dict(zip(names, r, strict=True)) for r in cur}
+    con.close()
+    return rows
 
 
 def run(db: str, seed: int, n: int, now: str = NOW) -> None:
