@@ -206,6 +206,8 @@ class Agent:
             if page.caught_up and not pipe.idle_work(self.clock.wall_ms()):
                 self._source_ok(pipe.key)
                 return
+            if page.turn_over:
+                break
         summary.caught_up = False
 
     def _guarded(self, pipe: Pipeline, now: float, summary: StepSummary, action: Any) -> None:
@@ -275,8 +277,7 @@ class Agent:
         errors: list[str] = []
         summary = StepSummary()
         if capture:
-            summary = self.step(self.clock.monotonic(), drain_until=deadline)
-            errors.extend(summary.errors)
+            summary = self._drain(deadline, errors)
         self.seal_all()
         while True:
             now = self.clock.monotonic()
@@ -300,6 +301,21 @@ class Agent:
         return FlushResult(
             len(ready), sum(r.bytes for r in ready), errors + ([blocked] if blocked else [])
         )
+
+    def _drain(self, deadline: float, errors: list[str]) -> StepSummary:
+        """Cycles until every source is caught up (a cycle may end early to let a source
+        advance: a logical slot between peeks), an error, or the deadline."""
+        while True:
+            summary = self.step(self.clock.monotonic(), drain_until=deadline)
+            errors.extend(summary.errors)
+            if summary.caught_up or summary.errors or summary.blocked:
+                return summary
+            if self.clock.monotonic() >= deadline:
+                errors.append(
+                    "capture did not catch up before the deadline: changes still wait in "
+                    "the source; run flush again or give it a longer --timeout"
+                )
+                return summary
 
     def next_deadline(self, now: float) -> float:
         """When the next step is needed without any wake-up (file age, retry)."""

@@ -101,6 +101,12 @@ class LogicalPipeline(StreamPipeline):
         result = PageResult(rows=page.changes_read, caught_up=page.done and not page.more)
         result.sealed = sum(self.write_batch(b) for b in page.batches)
         result.changes = sum(b.batch.num_rows for b in page.batches)
+        if page.done and page.more:
+            # The next peek decodes only past the slot's confirmed position: seal, so
+            # this turn's advance confirms what was read; reading on now would only
+            # decode the same changes again.
+            result.sealed += self.seal_all()
+            result.turn_over = True
         stream = self.capture.stream
         if stream is not None:
             self.read_pos = stream.pos

@@ -28,6 +28,9 @@ class PageResult:
     changes: int = 0
     sealed: int = 0
     caught_up: bool = True
+    # Nothing more can be read this turn (a logical slot must move first): the agent
+    # ends the capture turn, advances, and comes back.
+    turn_over: bool = False
 
 
 @dataclass(frozen=True)

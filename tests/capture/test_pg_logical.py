@@ -605,3 +605,25 @@ def test_snapshot_never_leaves_no_exporting_connection(tmp_path: Path, pg_db: st
         walsenders = con.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type ="
                                  " 'walsender' AND application_name = 'edge-agent'").fetchone()
     assert walsenders == (0,)
+
+
+def test_a_backlog_beyond_one_peek_is_flushed_whole(tmp_path: Path, pg_db: str,
+                                                     harness_factory: Any,
+                                                     monkeypatch: Any) -> None:
+    """A peek returns at most PEEK_CHANGES changes; the next one decodes only past the
+    slot's confirmed position, so the slot must move between peeks. A flush used to
+    spin on re-reading the first peek until its deadline and say it had flushed
+    everything (bench scenario 10: 100,000 of 200,000 changes)."""
+    from edge_agent.capture import pg_peek
+
+    monkeypatch.setattr(pg_peek, "PEEK_CHANGES", 300)
+    sql(pg_db, ITEMS)
+    h = harness_factory(logical_config(tmp_path, pg_db, ["items"]))
+    h.step(0.1)
+    for start in range(0, 2000, 100):  # 20 transactions of 100 inserts
+        sql(pg_db, f"INSERT INTO items SELECT g, 'a', 0 FROM generate_series({start + 1}, "
+                   f"{start + 100}) g")
+    result = h.flush()
+    assert result.pending_files == 0 and not result.errors
+    inserts = [c for c in read_changes(tmp_path / "lake") if c["_op"] == "c"]
+    assert sorted(c["values"]["id"] for c in inserts) == list(range(1, 2001))
