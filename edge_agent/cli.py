@@ -214,6 +214,11 @@ def _refuse_unfinished(result: FlushResult, what: str) -> None:
             + " — they stay in the spool and ship when the sink is reachable; "
             "see `edge-agent status`"
         )
+    if not result.caught_up and not result.errors:
+        raise PendingError(
+            f"{what}capture did not catch up before the timeout: changes still wait in the "
+            "source (nothing is lost); run flush again or give it a longer --timeout"
+        )
     if result.errors:
         raise SourceFailingError(
             f"{what}nothing is left in the spool, but capture is failing: {errors} — "

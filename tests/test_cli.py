@@ -554,3 +554,16 @@ def test_status_watch_repeats_until_interrupted(tmp_path: Path, app_db: Path) ->
     assert watch.wait(timeout=60) == 0
     watch.stdout.close()
     assert [f["device_id"] for f in frames] == ["gw-test"] * 3
+
+
+def test_a_flush_whose_capture_did_not_catch_up_is_pending_not_failing() -> None:
+    """Exit 4 with what to do, not "flushed" (and not exit 5: nothing is failing)."""
+    import pytest
+
+    from edge_agent.cli import _refuse_unfinished
+    from edge_agent.errors import PendingError
+    from edge_agent.runtime.agent import FlushResult
+
+    with pytest.raises(PendingError, match=r"did not catch up.*--timeout"):
+        _refuse_unfinished(FlushResult(0, 0, [], caught_up=False), "")
+    _refuse_unfinished(FlushResult(0, 0, []), "")  # caught up, nothing pending: fine

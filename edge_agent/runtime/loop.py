@@ -210,6 +210,7 @@ class Daemon:
                 "pending_files": result.pending_files,
                 "pending_bytes": result.pending_bytes,
                 "errors": result.errors,
+                "caught_up": result.caught_up,
             }
         if request.command == "status":
             return {"ok": True, "status": build_status(agent.cfg, agent.state, live_figures(agent))}

@@ -60,7 +60,12 @@ def flush(cfg: Config, timeout: float) -> FlushResult:
             raise EdgeAgentError(
                 f"the daemon could not flush: {why}; see its log (journalctl -u edge-agent)"
             )
-        return FlushResult(answer["pending_files"], answer["pending_bytes"], answer["errors"])
+        return FlushResult(
+            answer["pending_files"],
+            answer["pending_bytes"],
+            answer["errors"],
+            caught_up=bool(answer.get("caught_up", True)),  # an older daemon does not say
+        )
     statedir.lock()
     try:
         agent = open_agent(cfg, statedir)
