@@ -147,10 +147,7 @@ def _mqtt_agent(broker: Any, work: Path, files: list[tuple[Path, Path, Any]],
             if not isinstance(outcome, Receipt):
                 raise RuntimeError(f"shipping {item.rec.id} failed: {outcome}")
         wall = time.perf_counter() - t0
-        for _, _, rec in files:  # the collector wrote every file, whole
-            got = coll / "lake" / rec.relpath
-            if hashlib.sha256(got.read_bytes()).hexdigest() != rec.sha256:
-                raise RuntimeError(f"collector wrote a different {rec.relpath}")
+        _check_landed(coll / "lake", files, "collector")
         return wall
     finally:
         if shipper is not None:
@@ -263,10 +260,7 @@ def _mqtt_floor(broker: Any, work: Path, files: list[tuple[Path, Path, Any]],
         if not done.wait(120):
             raise RuntimeError(f"floor: {len(acked)} of {len(files)} acks within 120 s")
         wall = time.perf_counter() - t0
-        for _, _, rec in files:  # the floor wrote every file, whole
-            got = where / "lake" / rec.relpath
-            if hashlib.sha256(got.read_bytes()).hexdigest() != rec.sha256:
-                raise RuntimeError(f"the floor wrote a different {rec.relpath}")
+        _check_landed(where / "lake", files, "the floor")
         return wall
     finally:
         with contextlib.suppress(Exception):
@@ -377,3 +371,11 @@ def run(session: Session) -> dict[str, Any]:
                 os.environ[k] = v
         shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def _check_landed(lake: Path, files: list[Any], who: str) -> None:
+    """Every file in ``lake``, whole (its sha256 as shipped)."""
+    for _, _, rec in files:
+        got = lake / rec.relpath
+        if hashlib.sha256(got.read_bytes()).hexdigest() != rec.sha256:
+            raise RuntimeError(f"{who} wrote a different {rec.relpath}")
