@@ -100,6 +100,8 @@ class TcpProxy:
         self.listener: socket.socket | None = None
         self.conns: list[socket.socket] = []
         self.lock = threading.Lock()
+        self.replies = threading.Event()  # cleared: the server's bytes are held back
+        self.replies.set()
 
     @property
     def url(self) -> str:
@@ -126,16 +128,27 @@ class TcpProxy:
                 continue
             with self.lock:
                 self.conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, gate in ((client, upstream, None), (upstream, client, self.replies)):
+                threading.Thread(target=self._pipe, args=(a, b, gate), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket,
+              gate: threading.Event | None = None) -> None:
         with contextlib.suppress(OSError):
             while data := src.recv(65536):
+                if gate is not None:
+                    gate.wait()
                 dst.sendall(data)
         for s in (src, dst):
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
+
+    def hold_replies(self) -> None:
+        """Keep what the server sends (e.g. a broker's PUBACKs) from the clients, the
+        connections staying up, until ``release_replies()``."""
+        self.replies.clear()
+
+    def release_replies(self) -> None:
+        self.replies.set()
 
     def stop(self) -> None:
         """Refuse new connections and cut every open one, mid-transfer or not."""

@@ -188,7 +188,7 @@ class MqttShipper:
             early = self._send_chunks(link, item.local, topic, header)
             if early is None:
                 pairs = header_properties(header, MANIFEST, _sha(manifest_data))
-                link.publish(topic, manifest_data, pairs, 1)
+                link.publish(topic, manifest_data, pairs, self.cfg.max_inflight)
         except BaseException:
             link.forget(header.file_id)
             raise

@@ -7,6 +7,7 @@ behaviour with a window is covered by the end-to-end and kill tests."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -133,6 +134,48 @@ def test_an_ack_for_another_attempt_does_not_settle_a_file(
 
     outcomes = run_scripted(tmp_path, mosquitto, mqtt_prefix, 2, script)
     assert [isinstance(o, Receipt) for _, o in outcomes] == [True, True]
+
+
+def test_a_files_messages_go_out_without_waiting_for_the_brokers_pubacks(
+        tmp_path: Path, mosquitto: Mosquitto, mqtt_prefix: str) -> None:
+    """A proxy holds back everything the broker sends the agent (PUBACKs, acks): the
+    file's chunks and its manifest still all reach the collector, since they fit in
+    ``max_inflight``; the sender does not drain its window before a manifest (that
+    stalled the pipe at the end of every file). Once the replies flow, the file is
+    settled by the collector's ack."""
+    from tests.servers import TcpProxy
+
+    proxy = TcpProxy(mosquitto.port)
+    proxy.start()
+    collector = ScriptedCollector(mosquitto, mqtt_prefix)
+    shipper = MqttShipper(SinkConfig(kind="mqtt", host="127.0.0.1", port=proxy.port,
+                                     topic_prefix=mqtt_prefix, chunk_bytes=1024, max_inflight=16,
+                                     ack_timeout=30.0))
+    f = outgoing(tmp_path, 1)[0]
+    assert f.rec.bytes > 2 * 1024  # several chunks, then the manifest
+    outcome: list[object] = []
+
+    def send() -> None:
+        with contextlib.suppress(TransientError):  # the outcome then stays empty
+            outcome.append(shipper.put(f.local, f.manifest, f.rec))
+
+    sender = threading.Thread(target=send)
+    try:
+        shipper.probe("gw")  # connected and subscribed to its acks
+        proxy.hold_replies()
+        sender.start()
+        wait_until(lambda: collector.manifests, "the manifest while no PUBACK came back",
+                   timeout=20)
+        proxy.release_replies()
+        collector.answer(collector.manifests[0])
+    finally:
+        proxy.release_replies()
+        if sender.ident is not None:
+            sender.join(timeout=60)
+        shipper.close()
+        collector.close()
+        proxy.stop()
+    assert [type(o) for o in outcome] == [Receipt]
 
 
 @pytest.mark.parametrize("window", [1, 4])
