@@ -9,7 +9,6 @@ imports paho (~20 MiB): only the mqtt sink and ``edge-agent collect`` do.
 from __future__ import annotations
 
 import ssl
-from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
@@ -19,6 +18,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.config_mqtt import BrokerConfig
 from edge_agent.errors import EdgeAgentError, TerminalError, TransientError
+from edge_agent.shippers.paho_speed import speed_up_properties
 
 KEEPALIVE = 60
 # CONNACK / DISCONNECT / PUBACK / SUBACK reason codes (MQTT 5, section 2.4).
@@ -77,55 +77,6 @@ def tls_context(broker: BrokerConfig) -> ssl.SSLContext:
                 "a PEM certificate and its unencrypted PEM key"
             ) from exc
     return context
-
-
-PAHO_LOOKUPS: list[Any] = []  # paho's own two lookups, once replaced (for the tests)
-
-
-def speed_up_properties() -> None:
-    """paho looks a property's name up by scanning all of its ~40 names with
-    ``str.replace`` for every property of every packet (``getIdentFromName``,
-    ``getNameFromIdent``): with 11 user properties per chunk that was about a third
-    of the collector's CPU per message. The same answers from two dicts built once
-    (the names are the same for every instance: paho's ``Properties.__init__``);
-    idempotent. tests/mqtt/test_wire.py checks the answers against paho's own."""
-    if getattr(Properties, "_edge_agent_lookups", False):
-        return
-    probe = _properties(PacketTypes.PUBLISH)
-    names: dict[str, int] = probe.names
-    ident_of: dict[str, int] = {}
-    name_of: dict[int, str] = {}
-    for name, ident in names.items():
-        ident_of.setdefault(name.replace(" ", ""), ident)  # paho: the first match
-        name_of[ident] = name  # paho: the last match
-    if not _same_answers(probe, ident_of, name_of):
-        Properties._edge_agent_lookups = True  # type: ignore[attr-defined]  # decided: keep
-        return  # another paho whose lookups differ: its own, slower ones stay
-
-    def ident_from_name(self: Properties, compressed: str) -> int:
-        return ident_of.get(compressed, -1)
-
-    def name_from_ident(self: Properties, ident: int) -> str | None:
-        return name_of.get(ident)
-
-    PAHO_LOOKUPS.extend((Properties.getIdentFromName, Properties.getNameFromIdent))
-    Properties.getIdentFromName = ident_from_name  # type: ignore[method-assign]
-    Properties.getNameFromIdent = name_from_ident  # type: ignore[method-assign]
-    Properties._edge_agent_lookups = True  # type: ignore[attr-defined]
-
-
-def _same_answers(probe: Properties, ident_of: dict[str, int], name_of: dict[int, str]) -> bool:
-    """Whether the dicts answer as this paho's own lookups do, for every name and ident
-    (checked once per process, before anything is replaced: a paho whose lookups
-    changed keeps its own)."""
-    own_ident: Any = probe.getIdentFromName
-    own_name: Any = probe.getNameFromIdent
-    try:
-        return all(own_ident(c) == ident_of.get(c, -1) for c in ident_of) and all(
-            own_name(i) == name_of.get(i) for i in name_of
-        )
-    except Exception:  # any surprise means: do not replace
-        return False
 
 
 def _properties(packet_type: int) -> Properties:

@@ -482,11 +482,11 @@ def test_the_faster_property_lookups_answer_as_paho_does() -> None:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    from edge_agent.shippers import mqtt_conn
+    from edge_agent.shippers import mqtt_conn, paho_speed
 
-    mqtt_conn.speed_up_properties()
-    mqtt_conn.speed_up_properties()  # idempotent: paho's own stay recorded once
-    paho_ident, paho_name = mqtt_conn.PAHO_LOOKUPS
+    paho_speed.speed_up_properties()
+    paho_speed.speed_up_properties()  # idempotent: paho's own stay recorded once
+    paho_ident, paho_name = paho_speed.PAHO_LOOKUPS
     props = Properties(PacketTypes.PUBLISH)
     for name, ident in props.names.items():
         for asked in (name.replace(" ", ""), name):
@@ -509,7 +509,7 @@ def test_a_paho_whose_lookups_answer_differently_keeps_its_own(
     release that changed its names keeps its (slower) methods."""
     from paho.mqtt.properties import Properties
 
-    from edge_agent.shippers import mqtt_conn
+    from edge_agent.shippers import paho_speed
 
     def odd_ident(self: Properties, compressed: str) -> int:
         return 7  # not what the names table says
@@ -520,7 +520,98 @@ def test_a_paho_whose_lookups_answer_differently_keeps_its_own(
     monkeypatch.delattr(Properties, "_edge_agent_lookups", raising=False)
     monkeypatch.setattr(Properties, "getIdentFromName", odd_ident)
     monkeypatch.setattr(Properties, "getNameFromIdent", own_name)
-    mqtt_conn.speed_up_properties()
+    paho_speed.speed_up_properties()
     assert Properties.getIdentFromName is odd_ident
     assert Properties.getNameFromIdent is own_name
+    monkeypatch.delattr(Properties, "_edge_agent_lookups", raising=False)
+
+
+class _Watched(bytes):
+    """A packet buffer that records how many bytes each slice of it copies."""
+
+    copied: list[int]
+
+    def __getitem__(self, key: Any) -> Any:
+        got = super().__getitem__(key)
+        if isinstance(key, slice):
+            self.copied.append(len(got))
+        return got
+
+
+def test_a_messages_properties_are_decoded_without_copying_its_payload() -> None:
+    """paho decodes a PUBLISH's properties from a buffer that holds the payload behind
+    them, and slices that buffer after every field it reads: a 120 KiB chunk with 11
+    user properties was copied ~35 times per message. Handed only the properties' bytes
+    (their length leads them), paho reads the same properties and the same length."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from edge_agent.shippers import mqtt_conn, paho_speed
+
+    paho_speed.speed_up_properties()
+    pairs = wire.header_properties(header_of(record(b"x" * 10), 4), wire.CHUNK, "0" * 64, 2)
+    packed = mqtt_conn.publish_properties(pairs).pack()
+    buffer = _Watched(packed + b"p" * 100_000)
+    buffer.copied = []
+    props = Properties(PacketTypes.PUBLISH)
+    _, used = props.unpack(buffer)
+    assert used == len(packed) and props.UserProperty == pairs
+    assert sum(buffer.copied) <= len(packed) + 4  # the payload was never copied
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_TEXT, _TEXT), max_size=12), st.none() | _TEXT,
+       st.none() | st.integers(0, 2**32 - 1), st.binary(max_size=300), st.integers(0, 3))
+def test_bounded_property_decoding_answers_as_paho_does(
+        pairs: list[tuple[str, str]], content_type: str | None, expiry: int | None,
+        payload: bytes, cut: int) -> None:
+    """Any PUBLISH properties (NUL and U+FEFF included, which paho refuses), with any
+    payload behind them or cut short: the same properties, length or error as paho's own
+    decoding of the whole buffer."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from edge_agent.shippers import paho_speed
+
+    paho_speed.speed_up_properties()
+    (paho_unpack,) = paho_speed.PAHO_UNPACK
+    props = Properties(PacketTypes.PUBLISH)
+    if pairs:
+        props.UserProperty = pairs
+    if content_type is not None:
+        props.ContentType = content_type
+    if expiry is not None:
+        props.MessageExpiryInterval = expiry
+    packed = props.pack()
+    buffer = (packed + payload)[: len(packed) - cut] if cut else packed + payload
+
+    def decoded(unpack: Any) -> Any:
+        out = Properties(PacketTypes.PUBLISH)
+        try:
+            _, used = unpack(out, buffer)
+        except Exception as exc:
+            return type(exc), str(exc)
+        return used, vars(out)
+
+    assert decoded(Properties.unpack) == decoded(paho_unpack)
+
+
+def test_a_paho_whose_property_decoding_differs_keeps_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bounded only when a sample decodes the same both ways: a paho whose unpack reads
+    past the properties' length keeps its own."""
+    from paho.mqtt.properties import Properties
+
+    from edge_agent.shippers import paho_speed
+
+    def reads_on(self: Properties, buffer: bytes) -> tuple[Properties, int]:
+        return self, len(buffer)  # not bounded by the properties' length
+
+    monkeypatch.setattr(Properties, "unpack", reads_on)
+    monkeypatch.delattr(Properties, "_edge_agent_lookups", raising=False)
+    paho_speed.speed_up_properties()
+    assert Properties.unpack is reads_on
     monkeypatch.delattr(Properties, "_edge_agent_lookups", raising=False)
