@@ -73,9 +73,10 @@ def test_two_collectors_in_one_share_group_land_every_file_once(
     assert h.flush().ok
     assert_exact(shared.lake, app_db, WORKLOAD_TABLES, expected)
     assert_lake_is_clean(shared.lake)
-    # The broker spread the messages over both; each file landed once in all.
+    # The broker spread the messages over both; each file landed once in all (a member
+    # may land none: a file lands where its last part is handled).
     assert first.counters["messages"] > 0 and second.counters["messages"] > 0
-    landed = first.counters["files_landed"] + second.counters["files_landed"]
+    landed = first.counters.get("files_landed", 0) + second.counters.get("files_landed", 0)
     assert landed == len(lake_files(shared.lake))
 
 
