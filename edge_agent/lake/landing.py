@@ -24,6 +24,8 @@ from edge_agent.bronze.layout import manifest_relpath_of
 from edge_agent.fsutil import TMP_SUFFIX, publish, sha256_file, write_atomic
 from edge_agent.shippers.mqtt_wire import FileHeader
 
+MANIFESTS_KEPT = 1024  # files whose manifest path is kept built
+
 
 class AssemblyMismatch(Exception):
     """The staged chunks do not add up to the header's size and sha256."""
@@ -32,12 +34,19 @@ class AssemblyMismatch(Exception):
 class Lake:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._manifests: dict[str, Path] = {}
 
     def path(self, h: FileHeader) -> Path:
         return self.root / h.relpath
 
     def manifest_path(self, h: FileHeader) -> Path:
-        return self.root / manifest_relpath_of(h.relpath)
+        """Built once per file (it is looked up for every chunk): see staging._Paths."""
+        path = self._manifests.get(h.relpath)
+        if path is None:
+            if len(self._manifests) >= MANIFESTS_KEPT:
+                self._manifests.clear()
+            path = self._manifests[h.relpath] = self.root / manifest_relpath_of(h.relpath)
+        return path
 
     def conflict(self, h: FileHeader, manifest: bytes) -> str | None:
         """Why landing would change what the lake already holds for this file (a landed

@@ -35,6 +35,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import NamedTuple
 
 from edge_agent.errors import EdgeAgentError
 from edge_agent.fsutil import TMP_SUFFIX
@@ -43,6 +44,17 @@ from edge_agent.shippers.mqtt_wire import FileHeader
 STRIPES = 64
 HEADER, MANIFEST, DATA, PRESENT = "header.json", "manifest.json", "data", "present"
 EVICT_IDLE = 60.0  # seconds: a manifest-only entry this idle may go when staging is full
+PATHS_KEPT = 1024  # entries whose paths are kept built (files arriving at once, roughly)
+
+
+class _Paths(NamedTuple):
+    """An entry's paths, built once: the per-chunk system calls take the strings
+    (pathlib's joins were about a tenth of the collector's CPU per chunk)."""
+
+    entry: Path
+    data: str
+    present: str
+    manifest: str
 
 
 class StagingFull(EdgeAgentError):
@@ -63,11 +75,25 @@ class Staging:
         self.locks.mkdir(parents=True, exist_ok=True)
         self.used = 0
         self._lock_fds: dict[int, int] = {}
+        self._paths_of: dict[str, _Paths] = {}
         self.rescan()
 
     # -- entries ----------------------------------------------------------------
     def entry(self, h: FileHeader) -> Path:
-        return self.files / h.staging_key
+        return self._paths(h).entry
+
+    def _paths(self, h: FileHeader) -> _Paths:
+        key = h.staging_key
+        paths = self._paths_of.get(key)
+        if paths is None:
+            if len(self._paths_of) >= PATHS_KEPT:
+                self._paths_of.clear()
+            entry = self.files / key
+            base = str(entry)
+            paths = self._paths_of[key] = _Paths(
+                entry, *(os.path.join(base, name) for name in (DATA, PRESENT, MANIFEST))
+            )
+        return paths
 
     @contextlib.contextmanager
     def lock(self, h: FileHeader) -> Iterator[None]:
@@ -91,9 +117,9 @@ class Staging:
     def put_chunk(self, h: FileHeader, index: int, data: bytes) -> bool:
         """Stage one chunk at its place in the file (caller holds the lock). False when
         it was already there."""
-        entry = self.entry(h)
+        paths = self._paths(h)
         try:  # an entry's marks exist once it has a chunk: no other lookup per chunk
-            marks = os.open(entry / PRESENT, os.O_RDWR)
+            marks = os.open(paths.present, os.O_RDWR)
         except FileNotFoundError:
             marks = -1
         try:
@@ -102,8 +128,8 @@ class Staging:
             self._make_room(h, len(data))
             if marks < 0:
                 self._ensure(h)
-                marks = os.open(entry / PRESENT, os.O_RDWR | os.O_CREAT, 0o640)
-            _pwrite(entry / DATA, data, index * h.chunk_bytes)
+                marks = os.open(paths.present, os.O_RDWR | os.O_CREAT, 0o640)
+            _pwrite(paths.data, data, index * h.chunk_bytes)
             os.pwrite(marks, b"\1", index)  # after the bytes: see the docstring
         finally:
             if marks >= 0:
@@ -150,7 +176,7 @@ class Staging:
         return [entry for _, entry in sorted(found, reverse=True)]
 
     def has_manifest(self, h: FileHeader) -> bool:
-        return (self.entry(h) / MANIFEST).exists()
+        return os.path.exists(self._paths(h).manifest)
 
     def manifest(self, h: FileHeader) -> bytes:
         return (self.entry(h) / MANIFEST).read_bytes()
@@ -236,7 +262,7 @@ def _size(entry: Path) -> int:
     return total
 
 
-def _pwrite(path: Path, data: bytes, offset: int) -> None:
+def _pwrite(path: str, data: bytes, offset: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
     try:
         view = memoryview(data)
