@@ -18,6 +18,7 @@ from paho.mqtt.properties import Properties, VariableByteIntegers
 PAHO_LOOKUPS: list[Any] = []  # paho's own two lookups, once replaced (for the tests)
 PAHO_UNPACK: list[Any] = []  # paho's own Properties.unpack, once bounded (for the tests)
 USER_PROPERTY = 38  # its identifier (MQTT 5, 2.2.2.2)
+_PUBLISH = PacketTypes.PUBLISH
 _PRIVATE = frozenset(("packetType", "types", "names", "properties"))  # paho's own attributes
 _NOT_MQTT = re.compile("[\x00\ud800-\udfff\ufeff]")  # what paho's readUTF refuses
 
@@ -110,9 +111,6 @@ def _bound_unpack() -> None:
     unpack._edge_agent_bounded = True  # type: ignore[attr-defined]
     PAHO_UNPACK[:] = [own]
     Properties.unpack = unpack  # type: ignore[method-assign]
-
-
-_PUBLISH = PacketTypes.PUBLISH
 
 
 def _user_properties(buffer: bytes, pos: int, end: int) -> list[tuple[str, str]] | None:
