@@ -10,6 +10,9 @@ the file, the manifest against the headers, the Parquet footer), staging on disk
 (restart-safe, shared by a share group), idempotence against the lake, locks.
 One process only: with chunks kept in memory it cannot be in a share group.
 
+With ``EDGE_BENCH_FAST_DECODING=1`` its paho decodes MQTT 5 properties as the
+collector's does (edge_agent/shippers/paho_speed.py): scenario 7's second floor.
+
 Stops on SIGTERM, or by itself after MAX_SECONDS.
 """
 
@@ -25,6 +28,7 @@ from typing import Any
 from edge_agent.fsutil import fsync_file
 
 MAX_SECONDS = 3600.0
+FAST_DECODING = "EDGE_BENCH_FAST_DECODING"
 
 
 class Floor:
@@ -86,6 +90,12 @@ def main(port: str, prefix: str, lake: str, ready: str) -> int:
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
     from paho.mqtt.subscribeoptions import SubscribeOptions
 
+    if os.environ.get(FAST_DECODING) == "1":
+        # Scenario 7's second floor: paho with the agent's property decoding
+        # (edge_agent/shippers/paho_speed.py), so the comparison is library to library.
+        from edge_agent.shippers.paho_speed import speed_up_properties
+
+        speed_up_properties()
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     floor = Floor(prefix, Path(lake))

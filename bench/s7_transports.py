@@ -193,17 +193,19 @@ def _mqtt_raw(broker: Any, work: Path, files: list[tuple[Path, Path, Any]],
 
 
 def _mqtt_floor(broker: Any, work: Path, files: list[tuple[Path, Path, Any]],
-                chunk: int, inflight: int, run_no: int) -> float:
+                chunk: int, inflight: int, run_no: int, fast: bool = False) -> float:
     """The durable floor: raw paho publishes every file's chunks and manifest (the
     collector's headers, QoS 1, the same window) to scenario 12's floor subscriber
     (bench/s12_floor.py: each file written with fsync of file, manifest and directory,
-    then acked) and waits for every file's ack."""
+    then acked) and waits for every file's ack. ``fast``: the subscriber's paho decodes
+    properties as the collector's does (what is left is the collector's own work)."""
     import threading
 
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
     from paho.mqtt.subscribeoptions import SubscribeOptions
 
+    from bench.s12_floor import FAST_DECODING
     from edge_agent.shippers.mqtt_conn import publish_properties
     from edge_agent.shippers.mqtt_wire import (
         CHUNK,
@@ -216,12 +218,13 @@ def _mqtt_floor(broker: Any, work: Path, files: list[tuple[Path, Path, Any]],
         header_properties,
     )
 
-    prefix = f"{PREFIX}{run_no}f"
-    where = work / f"floor-{run_no}"
+    prefix = f"{PREFIX}{run_no}{'ff' if fast else 'f'}"
+    where = work / f"floor-{run_no}{'-fast' if fast else ''}"
     where.mkdir()
     ready = where / "floor.ready"
     floor = subprocess.Popen([sys.executable, "-m", "bench.s12_floor", str(broker.port), prefix,
-                              str(where / "lake"), str(ready)], cwd=ROOT, env=env(),
+                              str(where / "lake"), str(ready)], cwd=ROOT,
+                             env={**env(), FAST_DECODING: "1" if fast else "0"},
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     acked: set[str] = set()
     done = threading.Event()
@@ -336,10 +339,14 @@ def run(session: Session) -> dict[str, Any]:
         mq_agent: list[float] = []
         mq_raw: list[float] = []
         mq_floor: list[float] = []
+        mq_fast: list[float] = []
         for run_no in range(mode.runs):
             steps = [lambda r=run_no: mq_agent.append(_mqtt_agent(broker, work, files, warm, r)),
                      lambda r=run_no: mq_floor.append(_mqtt_floor(
                          broker, work, files, defaults.chunk_bytes, defaults.max_inflight, r)),
+                     lambda r=run_no: mq_fast.append(_mqtt_floor(
+                         broker, work, files, defaults.chunk_bytes, defaults.max_inflight, r,
+                         fast=True)),
                      lambda r=run_no: mq_raw.append(_mqtt_raw(
                          broker, work, files, defaults.chunk_bytes, defaults.max_inflight, r))]
             for step in steps if run_no % 2 == 0 else steps[::-1]:
@@ -347,6 +354,7 @@ def run(session: Session) -> dict[str, Any]:
             log(f"transports: mqtt run {run_no + 1}/{mode.runs} done")
         out["mqtt"] = _rates(mq_agent, mq_raw, total)
         out["mqtt_durable"] = _rates(mq_agent, mq_floor, total)
+        out["mqtt_durable_fast"] = _rates(mq_agent, mq_fast, total)
 
         client = moto.client()
         s3_agent: list[float] = []
