@@ -17,10 +17,11 @@ import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from edge_agent.bronze.parquet_file import open_writer
 from edge_agent.bronze.schema import BatchSchema
 from edge_agent.config import BufferConfig
 from edge_agent.fsutil import TMP_SUFFIX, fsync_file, sha256_file
@@ -43,7 +44,7 @@ class OpenFile:
     pending_bytes: int = 0  # their Arrow bytes: what sizes a row group
     pending_memory: int = 0  # what they hold in memory: what the budget counts
     held_bytes: int = 0  # Arrow memory the ParquetWriter keeps until its next row group
-    writer: pq.ParquetWriter | None = None
+    writer: Any = None  # pyarrow's Parquet writer (bronze/parquet_file.py), once written
     sink: pa.NativeFile | None = None  # unbuffered: tell() is the bytes on disk
     poisoned: bool = False  # a write failed: the file must be dropped and its rows re-read
 
@@ -181,13 +182,12 @@ class BronzeWriter:
         try:
             if f.writer is None:
                 f.sink = pa.OSFile(str(f.tmp_path), mode="w")
-                f.writer = pq.ParquetWriter(
+                f.writer = open_writer(
                     f.sink,
                     f.schema.schema,
                     compression=self.cfg.compression,
                     compression_level=self._level(),
                     use_dictionary=dictionary_columns(f.schema),
-                    write_statistics=True,
                 )
             before = pa.total_allocated_bytes()
             f.writer.write_table(table, row_group_size=max(1, table.num_rows))
