@@ -65,14 +65,18 @@ class SealedFile:
     sha256: str
 
 
-# What a pending batch holds beyond its Arrow bytes (pyarrow 26, x86_64 and aarch64
-# alike): per column its C++ objects on the C heap (ArrayData, Buffers, shared_ptr
+# What a pending batch holds beyond its Arrow bytes (measured with pyarrow 26 on
+# x86_64): per column its C++ objects on the C heap (ArrayData, Buffers, shared_ptr
 # blocks: ~450-610 bytes) and its buffers' rounding to 64 bytes in the pool; per batch
 # the RecordBatch itself. ~8 KiB for a 14-column bronze batch: with 20 tables a page
 # splits into ~250-row batches of ~37 KiB, and 16 MiB of them held 3.3 MiB more than
 # their bytes (tests/bronze/test_writer.py measures it).
 BATCH_OVERHEAD = 256
 COLUMN_OVERHEAD = 640
+# An open file's Parquet writer keeps its column writers, encoders and statistics on
+# the C heap until the file is sealed (~42 KiB for 14 columns), besides the pool
+# memory its row group holds (measured across each write).
+WRITER_OVERHEAD_PER_COLUMN = 4 * 1024
 
 
 def buffered_memory(batch: pa.RecordBatch) -> int:
@@ -180,6 +184,8 @@ class BronzeWriter:
 
     def _write(self, f: OpenFile, table: pa.Table) -> None:
         try:
+            before = pa.total_allocated_bytes()
+            held = f.held_bytes
             if f.writer is None:
                 f.sink = pa.OSFile(str(f.tmp_path), mode="w")
                 f.writer = open_writer(
@@ -189,12 +195,12 @@ class BronzeWriter:
                     compression_level=self._level(),
                     use_dictionary=dictionary_columns(f.schema),
                 )
-            before = pa.total_allocated_bytes()
+                held += WRITER_OVERHEAD_PER_COLUMN * len(f.schema.schema)
             f.writer.write_table(table, row_group_size=max(1, table.num_rows))
             # The writer closes its previous row group and keeps this one open (its
             # encoders' pages) until the next write or close: the pool's growth
-            # across the call is that change.
-            self._hold(f, f.held_bytes + pa.total_allocated_bytes() - before)
+            # across the call (and the writer's opening) is that change.
+            self._hold(f, held + pa.total_allocated_bytes() - before)
         except BaseException:
             # The file may hold part of a row group: it can never be sealed. Its owner
             # drops it and reads its rows again (possibly another source's file, when
