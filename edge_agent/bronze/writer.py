@@ -1,7 +1,8 @@
 """Memory-bounded Parquet writers: one open file per (source, table).
 
-Buffers are counted in Arrow bytes. Pending batches of all open files, plus what
-their Parquet writers hold between row groups, together stay within
+Buffers are counted in bytes: a pending batch's Arrow bytes plus the objects
+pyarrow keeps for it (see ``buffered_memory``). Pending batches of all open files,
+plus what their Parquet writers hold between row groups, together stay within
 ``buffer.max_memory``: before a batch is added, the largest buffers are written
 out as row groups to their temp files on disk. A file is
 sealed (closed, fsynced, hashed) when it reaches ``max_file_bytes``, its age
@@ -16,10 +17,11 @@ import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
+from edge_agent.bronze.parquet_file import open_writer
 from edge_agent.bronze.schema import BatchSchema
 from edge_agent.config import BufferConfig
 from edge_agent.fsutil import TMP_SUFFIX, fsync_file, sha256_file
@@ -39,9 +41,10 @@ class OpenFile:
     last_pos: int = -1
     rows: int = 0
     pending: list[pa.RecordBatch] = field(default_factory=list)
-    pending_bytes: int = 0
+    pending_bytes: int = 0  # their Arrow bytes: what sizes a row group
+    pending_memory: int = 0  # what they hold in memory: what the budget counts
     held_bytes: int = 0  # Arrow memory the ParquetWriter keeps until its next row group
-    writer: pq.ParquetWriter | None = None
+    writer: Any = None  # pyarrow's Parquet writer (bronze/parquet_file.py), once written
     sink: pa.NativeFile | None = None  # unbuffered: tell() is the bytes on disk
     poisoned: bool = False  # a write failed: the file must be dropped and its rows re-read
 
@@ -60,6 +63,25 @@ class SealedFile:
     rows: int
     bytes: int
     sha256: str
+
+
+# What a pending batch holds beyond its Arrow bytes (measured with pyarrow 26 on
+# x86_64): per column its C++ objects on the C heap (ArrayData, Buffers, shared_ptr
+# blocks: ~450-610 bytes) and its buffers' rounding to 64 bytes in the pool; per batch
+# the RecordBatch itself. ~8 KiB for a 14-column bronze batch: with 20 tables a page
+# splits into ~250-row batches of ~37 KiB, and 16 MiB of them held 3.3 MiB more than
+# their bytes (tests/bronze/test_writer.py measures it).
+BATCH_OVERHEAD = 256
+COLUMN_OVERHEAD = 640
+# An open file's Parquet writer keeps its column writers, encoders and statistics on
+# the C heap until the file is sealed (~42 KiB for 14 columns), besides the pool
+# memory its row group holds (measured across each write).
+WRITER_OVERHEAD_PER_COLUMN = 4 * 1024
+
+
+def buffered_memory(batch: pa.RecordBatch) -> int:
+    """What a batch held in a writer's buffer counts in ``buffer.max_memory``."""
+    return int(batch.nbytes) + BATCH_OVERHEAD + COLUMN_OVERHEAD * int(batch.num_columns)
 
 
 # Envelope columns whose values are (nearly) all different.
@@ -83,7 +105,7 @@ class BronzeWriter:
         self.tmp_dir = tmp_dir
         self.cfg = cfg
         self.open: dict[tuple[str, str], OpenFile] = {}
-        self.buffered_bytes = 0  # pending batches
+        self.buffered_bytes = 0  # pending batches (buffered_memory)
         self.held_bytes = 0  # kept by the open files' Parquet writers
         self.peak_buffered_bytes = 0
         self.peak_memory_bytes = 0  # buffered + held
@@ -106,7 +128,7 @@ class BronzeWriter:
         if current is None:
             current = self._new_file(source, schema, partition, now)
             self.open[key] = current
-        self._make_room(batch.nbytes)
+        self._make_room(buffered_memory(batch))
         self._append(current, batch)
         if current.pending_bytes >= self.cfg.row_group_bytes:
             self._write_row_group(current)
@@ -126,14 +148,16 @@ class BronzeWriter:
             f.first_pos = positions[0].as_py()
         f.last_pos = positions[-1].as_py()
         f.rows += batch.num_rows
-        if batch.nbytes > self.cfg.max_memory:
+        memory = buffered_memory(batch)
+        if memory > self.cfg.max_memory:
             # Larger than the whole budget on its own: straight to disk, never buffered.
             self._write_row_group(f)
             self._write(f, pa.Table.from_batches([batch]))
             return
         f.pending.append(batch)
         f.pending_bytes += batch.nbytes
-        self.buffered_bytes += batch.nbytes
+        f.pending_memory += memory
+        self.buffered_bytes += memory
         self.peak_buffered_bytes = max(self.peak_buffered_bytes, self.buffered_bytes)
         self.peak_memory_bytes = max(self.peak_memory_bytes, self.memory_bytes())
 
@@ -145,37 +169,38 @@ class BronzeWriter:
         """Write out the largest buffers until ``incoming`` fits the memory budget."""
         needed = min(incoming, self.cfg.max_memory)
         while self.memory_bytes() + needed > self.cfg.max_memory:
-            candidates = [f for f in self.open.values() if f.pending_bytes and not f.poisoned]
+            candidates = [f for f in self.open.values() if f.pending_memory and not f.poisoned]
             if not candidates:
                 return
-            self._write_row_group(max(candidates, key=lambda f: f.pending_bytes))
+            self._write_row_group(max(candidates, key=lambda f: f.pending_memory))
 
     def _write_row_group(self, f: OpenFile) -> None:
         if not f.pending:
             return
         self._write(f, pa.Table.from_batches(f.pending))
-        self.buffered_bytes -= f.pending_bytes  # only once the rows are in the file
+        self.buffered_bytes -= f.pending_memory  # only once the rows are in the file
         f.pending = []
-        f.pending_bytes = 0
+        f.pending_bytes = f.pending_memory = 0
 
     def _write(self, f: OpenFile, table: pa.Table) -> None:
         try:
+            before = pa.total_allocated_bytes()
+            held = f.held_bytes
             if f.writer is None:
                 f.sink = pa.OSFile(str(f.tmp_path), mode="w")
-                f.writer = pq.ParquetWriter(
+                f.writer = open_writer(
                     f.sink,
                     f.schema.schema,
                     compression=self.cfg.compression,
                     compression_level=self._level(),
                     use_dictionary=dictionary_columns(f.schema),
-                    write_statistics=True,
                 )
-            before = pa.total_allocated_bytes()
+                held += WRITER_OVERHEAD_PER_COLUMN * len(f.schema.schema)
             f.writer.write_table(table, row_group_size=max(1, table.num_rows))
             # The writer closes its previous row group and keeps this one open (its
             # encoders' pages) until the next write or close: the pool's growth
-            # across the call is that change.
-            self._hold(f, f.held_bytes + pa.total_allocated_bytes() - before)
+            # across the call (and the writer's opening) is that change.
+            self._hold(f, held + pa.total_allocated_bytes() - before)
         except BaseException:
             # The file may hold part of a row group: it can never be sealed. Its owner
             # drops it and reads its rows again (possibly another source's file, when
@@ -245,9 +270,9 @@ class BronzeWriter:
         self._discard(self.open.pop(key))
 
     def _discard(self, f: OpenFile) -> None:
-        self.buffered_bytes -= f.pending_bytes
+        self.buffered_bytes -= f.pending_memory
         f.pending = []
-        f.pending_bytes = 0
+        f.pending_bytes = f.pending_memory = 0
         self._hold(f, 0)
         for closable in (f.writer, f.sink):
             if closable is not None:

@@ -18,6 +18,7 @@ from edge_agent.capture.triggers import SEED_OP, Capture, ChangeLog
 from edge_agent.config_sources import SourceConfig
 from edge_agent.errors import SourceError
 from edge_agent.sources.sqlite import connect
+from edge_agent.sqlite_cache import limit_page_cache
 
 
 class TriggerCapture:
@@ -39,6 +40,7 @@ class TriggerCapture:
     def open(self, seed: int, now_ms: int) -> list[str]:
         """Connect and install triggers; returns the tables whose triggers changed."""
         self.con = connect(self.cfg.path, self.cfg.busy_timeout)
+        limit_page_cache(self.con)
         self.log = ChangeLog(self.con, self.cfg.path, self.cfg.key_only_deletes)
         return self.sync_triggers(seed, now_ms)
 

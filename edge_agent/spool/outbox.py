@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from edge_agent.bronze.layout import MANIFEST, PARQUET, FileKey
 from edge_agent.bronze.writer import SealedFile
@@ -89,6 +88,8 @@ class Spool:
         if wrong is None:
             return None
         local = self.path(rec.relpath)
+        import pyarrow.parquet as pq  # only here: it loads pyarrow's cloud filesystems
+
         try:
             whole = sha256_file(local) == (rec.bytes, rec.sha256)
             fingerprint = pq.read_schema(local).metadata[b"edge_agent.schema_fingerprint"]

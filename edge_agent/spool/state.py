@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import StateError
+from edge_agent.sqlite_cache import limit_page_cache
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS sources (
@@ -77,6 +78,7 @@ class StateDB:
             self.con.execute("PRAGMA journal_mode = WAL")
             self.con.execute("PRAGMA synchronous = FULL")
             self.con.execute("PRAGMA busy_timeout = 5000")
+            limit_page_cache(self.con)
             self.con.executescript(SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise StateError(

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.bronze.schema import Envelope, batch_schema, to_batch
-from edge_agent.bronze.writer import BronzeWriter
+from edge_agent.bronze.writer import BronzeWriter, buffered_memory
 from edge_agent.config import BufferConfig
 from edge_agent.sources.sqlite import Column, TableShape
 
@@ -49,12 +51,12 @@ def test_buffered_bytes_never_exceed_max_memory(tmp_path_factory, max_memory: in
         pos += count
         total_rows += count
         assert writer.buffered_bytes <= max_memory
-        assert writer.buffered_bytes == sum(f.pending_bytes for f in writer.open.values())
+        assert writer.buffered_bytes == sum(f.pending_memory for f in writer.open.values())
         assert writer.held_bytes == sum(f.held_bytes for f in writer.open.values())
         # What the open writers hold counts too: over the budget only when it alone
         # left no room, and then every older buffer was written out first.
         assert (writer.memory_bytes() <= max_memory
-                or writer.buffered_bytes <= batch.nbytes)
+                or writer.buffered_bytes <= buffered_memory(batch))
     assert writer.peak_buffered_bytes <= max_memory
     sealed = writer.seal_all()
     assert writer.buffered_bytes == 0
@@ -138,3 +140,71 @@ def test_columns_with_a_value_per_change_are_not_dictionary_encoded(tmp_path: Pa
                   if any("DICTIONARY" in e for e in group.column(i).encodings)}
     assert dictionary == {"_op", "_captured_ms", "_device", "_source", "_table", "body",
                           "_unfit"}  # not _pos, _ts_ms nor the key, id
+
+
+def test_each_buffered_batch_counts_what_pyarrow_holds_for_it_beyond_its_bytes(
+        tmp_path: Path) -> None:
+    # Many tables split each page into small batches: 20 tables of the bench's shape
+    # make ~250-row batches, each holding ~8 KiB of C++ objects (one per column and
+    # buffer) on top of ~37 KiB of Arrow bytes. The budget counts them.
+    writer = _writer(tmp_path, max_memory=64 * 1024**2, row_group_bytes=64 * 1024**2)
+    batches = []
+    for i in range(50):
+        batch = to_batch(SCHEMAS[i % 5], rows(i * 10 + 1, 10, 8), ENV)
+        writer.add("src", SCHEMAS[i % 5], "d", batch, 0.0)
+        batches.append(batch)
+    assert writer.buffered_bytes == sum(buffered_memory(b) for b in batches)
+    assert writer.buffered_bytes > sum(b.nbytes for b in batches) + 50 * 1024
+    writer.abort()
+    assert writer.buffered_bytes == 0
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                 "usmblks", "fsmblks", "uordblks", "fordblks",
+                                                 "keepcost")]
+
+
+def _c_heap_in_use() -> int:
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+    return int(libc.mallinfo2().uordblks)
+
+
+def test_the_counted_memory_of_small_batches_covers_the_heap_and_pool_they_hold() -> None:
+    # What a pending batch really holds: its buffers in pyarrow's pool (rounded up to
+    # 64 bytes each) and its C++ objects on the C heap; measured over many batches.
+    # Builds with an estimate below either would let 20+ open files overrun the budget.
+    schema = SCHEMAS[0]
+    wide = batch_schema(TableShape("w", tuple(Column(f"c{i}", "TEXT" if i % 2 else "INTEGER",
+                                                      int(i == 0)) for i in range(12))).spec())
+    samples = [(schema, [(i, 1, "c", ENV.captured_ms, i, "x" * 20) for i in range(8)]),
+               (wide, [(i, 1, "c", ENV.captured_ms, *([i, "y" * 20] * 6)) for i in range(8)])]
+    for bs, change_rows in samples:
+        to_batch(bs, change_rows, ENV)  # first use allocates once
+        heap, pool = _c_heap_in_use(), pa.total_allocated_bytes()
+        kept = [to_batch(bs, change_rows, ENV) for _ in range(2000)]
+        held = _c_heap_in_use() - heap + pa.total_allocated_bytes() - pool
+        assert held <= sum(buffered_memory(b) for b in kept)
+
+
+def test_open_files_count_what_their_parquet_writers_hold_besides_pool_memory(
+        tmp_path: Path) -> None:
+    # Each open file's Parquet writer keeps its column writers, encoders and statistics
+    # on the C heap (~40 KiB for 14 columns) as long as the file is open: with 20 tables
+    # that is 20 of them, counted with what the writer holds in pyarrow's pool.
+    shape = TableShape("w", tuple(Column(f"c{i}", "TEXT" if i % 2 else "INTEGER", int(i == 0))
+                                  for i in range(6)))
+    schemas = [batch_schema(TableShape(f"w{i}", shape.columns).spec()) for i in range(20)]
+    change_rows = [(i, 1, "c", ENV.captured_ms, *([i, "y" * 20] * 3)) for i in range(200)]
+    batches = [to_batch(bs, change_rows, ENV) for bs in schemas]
+    writer = _writer(tmp_path, max_memory=64 * 1024**2, row_group_bytes=1)
+    writer.add("src", schemas[0], "d", batches[0], 0.0)  # first use allocates once
+    heap, pool = _c_heap_in_use(), pa.total_allocated_bytes()
+    for bs, batch in zip(schemas[1:], batches[1:], strict=True):
+        writer.add("src", bs, "d", batch, 0.0)
+    assert writer.buffered_bytes == 0  # every batch went straight into a row group
+    held = _c_heap_in_use() - heap + pa.total_allocated_bytes() - pool
+    assert held <= writer.held_bytes - writer.open[("src", "w0")].held_bytes
+    writer.abort()
+    assert writer.held_bytes == 0
