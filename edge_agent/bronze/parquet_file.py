@@ -14,7 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-from pyarrow import _parquet
+
+try:
+    from pyarrow import _parquet
+except ImportError:  # a pyarrow without it: the public writer below
+    _parquet = None
 
 
 def open_writer(
@@ -25,16 +29,25 @@ def open_writer(
     use_dictionary: list[str],
 ) -> Any:
     """A Parquet writer on ``sink`` with ``pq.ParquetWriter``'s defaults (format 2.6,
-    statistics on); ``write_table(table, row_group_size)`` and ``close()``."""
-    return _parquet.ParquetWriter(
-        sink,
-        schema,
-        version="2.6",
-        compression=compression,
-        compression_level=compression_level,
-        use_dictionary=use_dictionary,
-        write_statistics=True,
-        use_deprecated_int96_timestamps=False,
-        writer_engine_version="V2",
-        data_page_version="1.0",
-    )
+    statistics on, compliant nested types, the Arrow schema stored);
+    ``write_table(table, row_group_size)`` and ``close()``. A pyarrow whose private
+    writer takes other options gets ``pq.ParquetWriter`` itself (and its imports)."""
+    options: dict[str, Any] = {
+        "version": "2.6",
+        "compression": compression,
+        "compression_level": compression_level,
+        "use_dictionary": use_dictionary,
+        "write_statistics": True,
+        "use_deprecated_int96_timestamps": False,
+        "use_compliant_nested_type": True,
+        "store_schema": True,
+        "data_page_version": "1.0",
+    }
+    if _parquet is not None:
+        try:
+            return _parquet.ParquetWriter(sink, schema, writer_engine_version="V2", **options)
+        except TypeError:  # its options changed: the public class knows them
+            pass
+    import pyarrow.parquet as pq
+
+    return pq.ParquetWriter(sink, schema, **options)

@@ -21,7 +21,19 @@ def _table() -> pa.Table:
     return pa.table({"_pos": pa.array(range(1000), pa.int64()),
                      "name": pa.array([f"sensor-{i % 7}" for i in range(1000)], pa.string()),
                      "value": pa.array([i / 3 for i in range(1000)], pa.float64()),
-                     "note": pa.nulls(1000, pa.string())})
+                     "note": pa.nulls(1000, pa.string()),
+                     # a list column, as logical capture's _unchanged
+                     "gone": pa.array([["a", "b"] if i % 5 else None for i in range(1000)],
+                                      pa.list_(pa.string()))})
+
+
+def _write(path: Path, **options: object) -> None:
+    table = _table()
+    with pa.OSFile(str(path), mode="w") as sink:
+        writer = open_writer(sink, table.schema, **options)  # type: ignore[arg-type]
+        writer.write_table(table.slice(0, 600), row_group_size=600)
+        writer.write_table(table.slice(600), row_group_size=400)
+        writer.close()
 
 
 @pytest.mark.parametrize(("compression", "level"), [("zstd", 1), ("snappy", None), ("none", None)])
@@ -30,17 +42,33 @@ def test_the_same_bytes_as_pyarrow_parquet_writer(tmp_path: Path, compression: s
     table = _table()
     options = {"compression": compression, "compression_level": level,
                "use_dictionary": ["name", "note"]}
-    with pa.OSFile(str(tmp_path / "ours.parquet"), mode="w") as sink:
-        ours = open_writer(sink, table.schema, **options)  # type: ignore[arg-type]
-        ours.write_table(table.slice(0, 600), row_group_size=600)
-        ours.write_table(table.slice(600), row_group_size=400)
-        ours.close()
+    _write(tmp_path / "ours.parquet", **options)
     with pq.ParquetWriter(str(tmp_path / "theirs.parquet"), table.schema, write_statistics=True,
                           **options) as theirs:  # type: ignore[arg-type]
         theirs.write_table(table.slice(0, 600), row_group_size=600)
         theirs.write_table(table.slice(600), row_group_size=400)
     assert (tmp_path / "ours.parquet").read_bytes() == (tmp_path / "theirs.parquet").read_bytes()
     assert pq.read_table(tmp_path / "ours.parquet").equals(table)
+
+
+def test_a_pyarrow_whose_private_writer_changed_gets_the_public_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_agent.bronze import parquet_file
+
+    class Changed:
+        def __init__(self, *_: object, **__: object) -> None:
+            raise TypeError("__cinit__() got an unexpected keyword argument 'store_schema'")
+
+    options = {"compression": "zstd", "compression_level": 1, "use_dictionary": ["name"]}
+    _write(tmp_path / "private.parquet", **options)
+    monkeypatch.setattr(parquet_file, "_parquet", type("M", (), {"ParquetWriter": Changed}))
+    _write(tmp_path / "changed.parquet", **options)
+    monkeypatch.setattr(parquet_file, "_parquet", None)
+    _write(tmp_path / "absent.parquet", **options)
+    assert (tmp_path / "changed.parquet").read_bytes() == (
+        tmp_path / "private.parquet").read_bytes()
+    assert (tmp_path / "absent.parquet").read_bytes() == (
+        tmp_path / "private.parquet").read_bytes()
 
 
 def test_a_table_of_another_schema_is_refused(tmp_path: Path) -> None:
