@@ -46,8 +46,9 @@ def open_writer(
     if _parquet is not None:
         try:
             return _parquet.ParquetWriter(sink, schema, writer_engine_version="V2", **options)
-        except TypeError:  # its options changed: the public class knows them
-            pass
+        except TypeError as exc:  # its options changed: the public class knows them
+            if isinstance(exc, pa.ArrowException):  # a schema it cannot write: the same
+                raise  # error from either class
     import pyarrow.parquet as pq
 
     return pq.ParquetWriter(sink, schema, **options)
