@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from edge_agent.capture.timestamp import cursor_ms_sql
 from tests.capture import ts_app
-from tests.conftest import ROOT, agent_env, make_config
+from tests.conftest import make_config
 from tests.lake import read_changes, replay
 
 TS_TABLE = {"name": "items", "mode": "timestamp", "cursor": "updated_at", "key": ["id"],
@@ -30,11 +28,7 @@ def ts_config(tmp_path: Path, db: Path, **table: object):
 def test_concurrent_writer_lands_exactly_and_never_writes_the_database(
         tmp_path: Path, items_db: Path, harness_factory) -> None:
     h = harness_factory(ts_config(tmp_path, items_db))
-    app = subprocess.Popen([sys.executable, "-m", "tests.capture.ts_app", str(items_db), "5",
-                            "400"], cwd=ROOT, env=agent_env())
-    while app.poll() is None:
-        h.step(advance=0.2)
-    assert app.returncode == 0
+    ts_app.write_while_stepping(h, items_db, 5, 400)
     assert h.flush().ok
     changes = read_changes(tmp_path / "lake")
     assert replay(changes)["items"] == ts_app.live_rows(items_db)

@@ -9,7 +9,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from edge_agent.capture.timestamp import TimestampCapture
 from edge_agent.config_sources import SourceConfig, TimestampTable
 from tests.capture import ts_app
 from tests.conftest import (
-    ROOT,
     agent_cmd,
     agent_env,
     config_dict,
@@ -50,11 +48,7 @@ def assert_once_each(changes: list[dict[str, Any]]) -> None:
 
 def test_concurrent_writer_lands_exactly(tmp_path: Path, epoch_db: Path, harness_factory) -> None:
     h = harness_factory(ts_config(tmp_path, epoch_db))
-    app = subprocess.Popen([sys.executable, "-m", "tests.capture.ts_app", str(epoch_db), "5",
-                            "400", "epoch_ms"], cwd=ROOT, env=agent_env())
-    while app.poll() is None:
-        h.step(advance=0.2)
-    assert app.returncode == 0
+    ts_app.write_while_stepping(h, epoch_db, 5, 400, "epoch_ms")
     assert h.flush().ok
     changes = read_changes(tmp_path / "lake")
     assert replay(changes)["items"] == ts_app.live_rows(epoch_db)
@@ -315,8 +309,7 @@ def test_sigkill_during_a_load_with_updates_loses_and_repeats_nothing(
     data = config_dict(tmp_path, epoch_db, [{**TS_TABLE, "lag": "2s"}],
                        buffer={"max_file_bytes": "64KiB", "row_group_bytes": "16KiB"})
     config = write_config(tmp_path, data)
-    app = subprocess.Popen([sys.executable, "-m", "tests.capture.ts_app", str(epoch_db), "8",
-                            "300", "epoch_ms"], cwd=ROOT, env=agent_env())
+    app = ts_app.start(epoch_db, 8, 300, "epoch_ms")
     rng = random.Random(14)
     kills = 0
     while app.poll() is None or kills < 6:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -28,6 +30,22 @@ CREATE TABLE IF NOT EXISTS items (
     updated_at INTEGER NOT NULL DEFAULT ({EPOCH_NOW}));
 CREATE INDEX IF NOT EXISTS items_updated_at ON items (updated_at);
 """
+
+
+def start(db: Path, seed: int, n: int, *fmt: str) -> subprocess.Popen[bytes]:
+    """This writer in its own process, as the tests run it."""
+    from tests.conftest import ROOT, agent_env
+
+    return subprocess.Popen([sys.executable, "-m", "tests.capture.ts_app", str(db), str(seed),
+                             str(n), *fmt], cwd=ROOT, env=agent_env())
+
+
+def write_while_stepping(h: Any, db: Path, seed: int, n: int, *fmt: str) -> None:
+    """Runs this writer to its end while the harness ``h`` captures (0.2 s clock steps)."""
+    app = start(db, seed, n, *fmt)
+    while app.poll() is None:
+        h.step(advance=0.2)
+    assert app.returncode == 0
 
 
 def vendor_db(tmp_path: Path, schema: str) -> Path:
